@@ -1,0 +1,1 @@
+//! Complete example servers live in `examples/examples/`; this library is empty.

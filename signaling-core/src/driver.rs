@@ -1,0 +1,1 @@
+//! The transport-agnostic connection driver (feature `driver`). Arrives with issue 3.

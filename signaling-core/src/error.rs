@@ -1,0 +1,129 @@
+//! Error codes sent to clients, and the errors a caller of the router can cause.
+
+use std::fmt;
+
+use crate::ConnectionId;
+
+/// A stable, machine-readable reason carried in `{"type":"error","code":…}` (and in a failed
+/// login's `code`). The string forms are part of the wire protocol and never change; new codes
+/// may be added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The frame is not valid JSON (this includes an empty frame).
+    InvalidJson,
+    /// The frame is valid JSON but not an object (`null`, `[]`, `42`, `"x"`).
+    NotAnObject,
+    /// The object is malformed in a way no single field explains (e.g. a duplicate key).
+    InvalidMessage,
+    /// A required field is missing; the message names it.
+    MissingField,
+    /// A field has the wrong JSON type; the message names it.
+    InvalidField,
+    /// The `type` is not one this server knows.
+    UnknownType,
+    /// A binary frame arrived; the protocol is text only.
+    BinaryNotSupported,
+    /// The `username` (or `otherUsername`) is empty, too long, or holds control characters.
+    InvalidUsername,
+    /// Login refused: the name belongs to another live connection.
+    NameTaken,
+    /// Login refused: this connection is already logged in.
+    AlreadyLoggedIn,
+    /// Login refused: the connection is bound to a verified name and asked for another.
+    Unauthorized,
+    /// Anything but `login` from a connection that has not logged in.
+    NotLoggedIn,
+    /// The addressee is not logged in (unknown, or gone).
+    UnknownUser,
+    /// The message is addressed to the sender itself.
+    SelfAddressed,
+    /// The offer's addressee is in a call (or being called) with someone else.
+    Busy,
+    /// The sender is already in a call with someone else; it must `close` first.
+    InCall,
+    /// An answer, candidate or close outside a call with the named user.
+    NotInCall,
+    /// The connection sends faster than the configured rate limit allows.
+    RateLimited,
+    /// The message is larger than the server accepts.
+    MessageTooLarge,
+    /// The server hit an internal fault while handling the message.
+    Internal,
+}
+
+impl ErrorCode {
+    /// Every code, in documentation order.
+    pub const ALL: &'static [ErrorCode] = &[
+        ErrorCode::InvalidJson,
+        ErrorCode::NotAnObject,
+        ErrorCode::InvalidMessage,
+        ErrorCode::MissingField,
+        ErrorCode::InvalidField,
+        ErrorCode::UnknownType,
+        ErrorCode::BinaryNotSupported,
+        ErrorCode::InvalidUsername,
+        ErrorCode::NameTaken,
+        ErrorCode::AlreadyLoggedIn,
+        ErrorCode::Unauthorized,
+        ErrorCode::NotLoggedIn,
+        ErrorCode::UnknownUser,
+        ErrorCode::SelfAddressed,
+        ErrorCode::Busy,
+        ErrorCode::InCall,
+        ErrorCode::NotInCall,
+        ErrorCode::RateLimited,
+        ErrorCode::MessageTooLarge,
+        ErrorCode::Internal,
+    ];
+
+    /// The wire string, e.g. `"unknown_user"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidJson => "invalid_json",
+            ErrorCode::NotAnObject => "not_an_object",
+            ErrorCode::InvalidMessage => "invalid_message",
+            ErrorCode::MissingField => "missing_field",
+            ErrorCode::InvalidField => "invalid_field",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::BinaryNotSupported => "binary_not_supported",
+            ErrorCode::InvalidUsername => "invalid_username",
+            ErrorCode::NameTaken => "name_taken",
+            ErrorCode::AlreadyLoggedIn => "already_logged_in",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::NotLoggedIn => "not_logged_in",
+            ErrorCode::UnknownUser => "unknown_user",
+            ErrorCode::SelfAddressed => "self_addressed",
+            ErrorCode::Busy => "busy",
+            ErrorCode::InCall => "in_call",
+            ErrorCode::NotInCall => "not_in_call",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::MessageTooLarge => "message_too_large",
+            ErrorCode::Internal => "internal",
+        }
+    }
+
+    /// Parses a wire string back into a code.
+    pub fn from_wire(s: &str) -> Option<ErrorCode> {
+        ErrorCode::ALL.iter().copied().find(|c| c.as_str() == s)
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A mistake by the code driving the [`Router`](crate::Router) (never by a client: client
+/// mistakes become `error` replies).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RouterError {
+    /// `handle_connect` with an id that is already live.
+    #[error("connection {0} is already connected")]
+    AlreadyConnected(ConnectionId),
+    /// An input for an id that is not live (never connected, or already disconnected).
+    #[error("connection {0} is not connected")]
+    UnknownConnection(ConnectionId),
+}

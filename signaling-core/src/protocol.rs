@@ -1,0 +1,475 @@
+//! The wire protocol: the JSON messages of the WebRTC tutorial, plus additive fields.
+//!
+//! Every message is one WebSocket text frame holding one JSON object tagged by `"type"`.
+//! [`ClientMessage`] is what a browser sends, [`ServerMessage`] what the server sends back.
+//! SDP offers/answers and ICE candidates are opaque to the server: they are carried as
+//! [`Payload`]s, the exact JSON text the sender wrote, and relayed byte-for-byte.
+//!
+//! The full description, with an example of every message and every error code, is in
+//! `docs/protocol.md` at the root of the repository.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::error::ErrorCode;
+
+/// Longest username accepted, in Unicode scalar values.
+pub const MAX_USERNAME_CHARS: usize = 64;
+
+/// A validated username: 1 to [`MAX_USERNAME_CHARS`] characters, no control characters.
+///
+/// Cheap to clone (reference counted). Names such as `__proto__` or `constructor` are
+/// ordinary names here.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Username(Arc<str>);
+
+/// Why a string is not a valid [`Username`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum UsernameError {
+    /// The name is the empty string.
+    #[error("username must not be empty")]
+    Empty,
+    /// The name is longer than [`MAX_USERNAME_CHARS`].
+    #[error("username must be at most {MAX_USERNAME_CHARS} characters")]
+    TooLong,
+    /// The name holds a control character (U+0000–U+001F, U+007F–U+009F).
+    #[error("username must not contain control characters")]
+    ControlCharacter,
+}
+
+impl Username {
+    /// Validates `name` and wraps it.
+    pub fn new(name: &str) -> Result<Self, UsernameError> {
+        if name.is_empty() {
+            return Err(UsernameError::Empty);
+        }
+        if name.chars().nth(MAX_USERNAME_CHARS).is_some() {
+            return Err(UsernameError::TooLong);
+        }
+        if name.chars().any(char::is_control) {
+            return Err(UsernameError::ControlCharacter);
+        }
+        Ok(Username(Arc::from(name)))
+    }
+
+    /// The name as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Username {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for Username {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::borrow::Borrow<str> for Username {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<&str> for Username {
+    type Error = UsernameError;
+    fn try_from(name: &str) -> Result<Self, Self::Error> {
+        Username::new(name)
+    }
+}
+
+/// An opaque JSON value (an SDP description or an ICE candidate), kept as the exact text the
+/// sender wrote so that it is relayed byte-for-byte.
+///
+/// Two payloads are equal when their texts are identical byte for byte.
+#[derive(Clone)]
+pub struct Payload(Box<RawValue>);
+
+impl PartialEq for Payload {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl Eq for Payload {}
+
+impl Payload {
+    /// Copies a raw JSON value.
+    pub fn from_raw(raw: &RawValue) -> Self {
+        Payload(raw.to_owned())
+    }
+
+    /// Parses `json` as one JSON value and keeps its text unchanged.
+    pub fn from_json(json: &str) -> Result<Self, serde_json::Error> {
+        RawValue::from_string(json.to_owned()).map(Payload)
+    }
+
+    /// The JSON text exactly as received.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl fmt::Debug for Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.get())
+    }
+}
+
+/// The kinds of relayed message: the three that carry a payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RelayKind {
+    /// An SDP offer (`"type":"offer"`, payload field `offer`): opens a call or renegotiates it.
+    Offer,
+    /// An SDP answer (`"type":"answer"`, payload field `answer`).
+    Answer,
+    /// An ICE candidate (`"type":"candidate"`, payload field `candidate`).
+    Candidate,
+}
+
+impl RelayKind {
+    /// The `"type"` tag, which is also the name of the payload field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RelayKind::Offer => "offer",
+            RelayKind::Answer => "answer",
+            RelayKind::Candidate => "candidate",
+        }
+    }
+}
+
+/// A message a client sends, decoded and validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClientMessage {
+    /// `{"type":"login","username":…}`: claim a name for this connection.
+    Login {
+        /// The name asked for.
+        username: Username,
+    },
+    /// `{"type":"offer"|"answer"|"candidate", <kind>: …, "otherUsername": …}`.
+    Relay {
+        /// Which of the three.
+        kind: RelayKind,
+        /// The SDP or candidate, opaque.
+        payload: Payload,
+        /// The addressee. `None` when the client left `otherUsername` out: the router then
+        /// uses the current call partner.
+        to: Option<Username>,
+    },
+    /// `{"type":"close","otherUsername"?:…}`: hang up.
+    Close {
+        /// The partner named by the client, if it named one.
+        to: Option<Username>,
+    },
+}
+
+/// Why a frame could not be decoded into a [`ClientMessage`]; becomes an `error` reply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct DecodeError {
+    /// The stable machine-readable code.
+    pub code: ErrorCode,
+    /// A human-readable explanation naming the offending field.
+    pub message: String,
+}
+
+impl DecodeError {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        DecodeError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Every field any client message may carry; unknown fields are ignored (additive protocol).
+#[derive(Deserialize)]
+struct RawFrame<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    username: Option<&'a RawValue>,
+    #[serde(rename = "otherUsername", borrow, default)]
+    other_username: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    offer: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    answer: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    candidate: Option<&'a RawValue>,
+}
+
+/// Decodes a JSON value expected to be a string, naming `field` in the error.
+fn string_field(field: &str, raw: &RawValue) -> Result<String, DecodeError> {
+    // `Cow` would borrow unescaped strings, but an owned String keeps this simple and the
+    // field is short.
+    serde_json::from_str::<String>(raw.get()).map_err(|_| {
+        DecodeError::new(
+            ErrorCode::InvalidField,
+            format!("field `{field}` must be a string"),
+        )
+    })
+}
+
+fn username_field(field: &str, raw: &RawValue) -> Result<Username, DecodeError> {
+    let name = string_field(field, raw)?;
+    Username::new(&name).map_err(|e| {
+        DecodeError::new(
+            ErrorCode::InvalidUsername,
+            format!("field `{field}`: {e}"),
+        )
+    })
+}
+
+/// Decodes the optional `otherUsername`. A present but malformed name is an error.
+fn target_field(raw: Option<&RawValue>) -> Result<Option<Username>, DecodeError> {
+    match raw {
+        None => Ok(None),
+        Some(raw) if raw.get() == "null" => Ok(None),
+        Some(raw) => username_field("otherUsername", raw).map(Some),
+    }
+}
+
+impl ClientMessage {
+    /// Decodes one text frame. Never panics; every failure says what was wrong.
+    pub fn decode(text: &str) -> Result<ClientMessage, DecodeError> {
+        let trimmed = text.trim_start();
+        if trimmed.is_empty() {
+            return Err(DecodeError::new(ErrorCode::InvalidJson, "empty message"));
+        }
+        if !trimmed.starts_with('{') {
+            // Valid JSON that is not an object (`null`, `[]`, `42`, `"x"`) or not JSON at all.
+            return Err(match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+                Ok(_) => DecodeError::new(
+                    ErrorCode::NotAnObject,
+                    "message must be a JSON object with a \"type\" field",
+                ),
+                Err(e) => DecodeError::new(ErrorCode::InvalidJson, format!("invalid JSON: {e}")),
+            });
+        }
+        let frame: RawFrame<'_> = serde_json::from_str(text).map_err(|e| {
+            if e.is_data() {
+                DecodeError::new(ErrorCode::InvalidMessage, format!("invalid message: {e}"))
+            } else {
+                DecodeError::new(ErrorCode::InvalidJson, format!("invalid JSON: {e}"))
+            }
+        })?;
+        let kind_raw = frame.kind.ok_or_else(|| {
+            DecodeError::new(ErrorCode::MissingField, "missing field `type`")
+        })?;
+        let kind = string_field("type", kind_raw)?;
+        let relay = |kind: RelayKind, payload: Option<&RawValue>| {
+            let payload = payload.ok_or_else(|| {
+                DecodeError::new(
+                    ErrorCode::MissingField,
+                    format!("missing field `{}`", kind.as_str()),
+                )
+            })?;
+            Ok(ClientMessage::Relay {
+                kind,
+                payload: Payload::from_raw(payload),
+                to: target_field(frame.other_username)?,
+            })
+        };
+        match kind.as_str() {
+            "login" => {
+                let raw = frame.username.ok_or_else(|| {
+                    DecodeError::new(ErrorCode::MissingField, "missing field `username`")
+                })?;
+                Ok(ClientMessage::Login {
+                    username: username_field("username", raw)?,
+                })
+            }
+            "offer" => relay(RelayKind::Offer, frame.offer),
+            "answer" => relay(RelayKind::Answer, frame.answer),
+            "candidate" => relay(RelayKind::Candidate, frame.candidate),
+            "close" => Ok(ClientMessage::Close {
+                to: target_field(frame.other_username)?,
+            }),
+            other => Err(DecodeError::new(
+                ErrorCode::UnknownType,
+                // The tutorial's own text, so that pages that show it keep working.
+                format!("Command not found: {other}"),
+            )),
+        }
+    }
+
+    /// Encodes the message as a client would send it (for tests, clients and load generators).
+    pub fn to_json(&self) -> String {
+        let mut out = String::with_capacity(64);
+        match self {
+            ClientMessage::Login { username } => {
+                out.push_str(r#"{"type":"login","username":"#);
+                push_json_str(&mut out, username.as_str());
+            }
+            ClientMessage::Relay { kind, payload, to } => {
+                push_tag(&mut out, kind.as_str());
+                out.push_str(",\"");
+                out.push_str(kind.as_str());
+                out.push_str("\":");
+                out.push_str(payload.get());
+                if let Some(to) = to {
+                    out.push_str(r#","otherUsername":"#);
+                    push_json_str(&mut out, to.as_str());
+                }
+            }
+            ClientMessage::Close { to } => {
+                push_tag(&mut out, "close");
+                if let Some(to) = to {
+                    out.push_str(r#","otherUsername":"#);
+                    push_json_str(&mut out, to.as_str());
+                }
+            }
+        }
+        out.push('}');
+        out
+    }
+}
+
+/// A message the server sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ServerMessage {
+    /// `{"type":"login","success":true}` on success. On failure the tutorial's
+    /// `{"type":"login","success":false}` gains `code` and `message`.
+    Login {
+        /// Whether the name is now this connection's.
+        success: bool,
+        /// Why not, when `success` is false.
+        error: Option<(ErrorCode, String)>,
+    },
+    /// `{"type":<kind>,<kind>:<payload>,"username":<sender>}`: a relayed offer, answer or
+    /// candidate. `username` is always stamped by the server from the sender's login.
+    Relay {
+        /// Which of the three.
+        kind: RelayKind,
+        /// The payload, byte-for-byte as the sender wrote it.
+        payload: Payload,
+        /// The sender.
+        from: Username,
+    },
+    /// `{"type":"close","username":<partner>}`: the partner hung up or went away.
+    Close {
+        /// The partner who left.
+        from: Username,
+    },
+    /// `{"type":"error","code":…,"message":…}`.
+    Error {
+        /// Stable machine-readable code.
+        code: ErrorCode,
+        /// Human-readable explanation.
+        message: String,
+    },
+}
+
+fn push_tag(out: &mut String, tag: &str) {
+    out.push_str(r#"{"type":""#);
+    out.push_str(tag);
+    out.push('"');
+}
+
+/// Appends `s` as a JSON string literal (quoted and escaped).
+pub(crate) fn push_json_str(out: &mut String, s: &str) {
+    out.push('"');
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escape: Option<&str> = match b {
+            b'"' => Some("\\\""),
+            b'\\' => Some("\\\\"),
+            b'\n' => Some("\\n"),
+            b'\r' => Some("\\r"),
+            b'\t' => Some("\\t"),
+            0..=0x1f => None,
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        match escape {
+            Some(e) => out.push_str(e),
+            None => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.push_str("\\u00");
+                out.push(char::from(HEX[usize::from(b >> 4)]));
+                out.push(char::from(HEX[usize::from(b & 0xf)]));
+            }
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
+}
+
+impl ServerMessage {
+    /// Shorthand for an error message.
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        ServerMessage::Error {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// Encodes the message as one JSON text frame. Relayed payloads are spliced in as the
+    /// sender wrote them, never re-serialized.
+    pub fn to_json(&self) -> String {
+        let mut out;
+        match self {
+            ServerMessage::Login { success, error } => {
+                out = String::with_capacity(96);
+                push_tag(&mut out, "login");
+                out.push_str(if *success {
+                    r#","success":true"#
+                } else {
+                    r#","success":false"#
+                });
+                if let Some((code, message)) = error {
+                    push_error_fields(&mut out, *code, message);
+                }
+            }
+            ServerMessage::Relay {
+                kind,
+                payload,
+                from,
+            } => {
+                let payload = payload.get();
+                out = String::with_capacity(payload.len() + from.as_str().len() + 48);
+                push_tag(&mut out, kind.as_str());
+                out.push_str(",\"");
+                out.push_str(kind.as_str());
+                out.push_str("\":");
+                out.push_str(payload);
+                out.push_str(r#","username":"#);
+                push_json_str(&mut out, from.as_str());
+            }
+            ServerMessage::Close { from } => {
+                out = String::with_capacity(48 + from.as_str().len());
+                push_tag(&mut out, "close");
+                out.push_str(r#","username":"#);
+                push_json_str(&mut out, from.as_str());
+            }
+            ServerMessage::Error { code, message } => {
+                out = String::with_capacity(48 + message.len());
+                push_tag(&mut out, "error");
+                push_error_fields(&mut out, *code, message);
+            }
+        }
+        out.push('}');
+        out
+    }
+}
+
+fn push_error_fields(out: &mut String, code: ErrorCode, message: &str) {
+    out.push_str(r#","code":""#);
+    out.push_str(code.as_str());
+    out.push_str(r#"","message":"#);
+    push_json_str(out, message);
+}

@@ -1,0 +1,612 @@
+//! The routing state machine: the user registry and call state, with no IO.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use crate::error::{ErrorCode, RouterError};
+use crate::protocol::{ClientMessage, Payload, RelayKind, ServerMessage, Username};
+
+/// Identifies one live connection. Allocated by the driver, never by the router; an id must not
+/// be reused while it is live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnectionId(pub u64);
+
+impl fmt::Display for ConnectionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// A per-connection token bucket: `per_second` messages a second on average, bursts of up to
+/// `burst`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    /// Sustained messages per second.
+    pub per_second: u32,
+    /// Bucket size: how many messages may arrive at once after a quiet period.
+    pub burst: u32,
+    /// After this many rejected messages in a row the connection is closed
+    /// ([`CloseReason::RateLimited`], WebSocket code 1008). `0` never closes.
+    pub max_strikes: u32,
+}
+
+impl Default for RateLimit {
+    /// 200 messages/s sustained, bursts of 2,000 (a browser's whole ICE gathering, or a burst of
+    /// 1,000 candidates, passes), close after 200 rejected messages in a row.
+    fn default() -> Self {
+        RateLimit {
+            per_second: 200,
+            burst: 2_000,
+            max_strikes: 200,
+        }
+    }
+}
+
+/// How the router behaves. Transport limits (sizes, timeouts) live in the adapters' config.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct RouterConfig {
+    /// Per-connection rate limit; `None` turns it off.
+    pub rate_limit: Option<RateLimit>,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig {
+            rate_limit: Some(RateLimit::default()),
+        }
+    }
+}
+
+impl RouterConfig {
+    /// Sets (or with `None`, turns off) the per-connection rate limit.
+    pub fn with_rate_limit(mut self, rate_limit: Option<RateLimit>) -> Self {
+        self.rate_limit = rate_limit;
+        self
+    }
+}
+
+/// Why the router asks the driver to close a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The client kept sending over its rate limit.
+    RateLimited,
+}
+
+impl CloseReason {
+    /// The WebSocket close code to send (RFC 6455 §7.4.1).
+    pub fn code(self) -> u16 {
+        match self {
+            CloseReason::RateLimited => 1008,
+        }
+    }
+
+    /// The close frame's reason text.
+    pub fn reason(self) -> &'static str {
+        match self {
+            CloseReason::RateLimited => "rate limit exceeded",
+        }
+    }
+}
+
+/// A message for one connection.
+#[must_use]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// The live connection to send it on.
+    pub to: ConnectionId,
+    /// What to send; [`ServerMessage::to_json`] gives the frame text.
+    pub message: ServerMessage,
+}
+
+/// What the router asks of its driver. Drain with [`Router::poll_output`] after every `handle_*`.
+#[must_use]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Output {
+    /// Send a message on a connection.
+    Transmit(Transmit),
+    /// Close a connection with a WebSocket close frame, then call
+    /// [`Router::handle_disconnect`] for it once the transport is gone. The router ignores
+    /// further input from it meanwhile.
+    Close {
+        /// The connection to close.
+        conn: ConnectionId,
+        /// Why; gives the close code and reason.
+        reason: CloseReason,
+    },
+}
+
+impl Output {
+    /// The connection this output concerns.
+    pub fn connection(&self) -> ConnectionId {
+        match self {
+            Output::Transmit(t) => t.to,
+            Output::Close { conn, .. } => *conn,
+        }
+    }
+}
+
+/// One side of a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CallSide {
+    peer: ConnectionId,
+    /// The other side has answered (or this side answered).
+    answered: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct TokenBucket {
+    tokens: f64,
+    last: Instant,
+    strikes: u32,
+}
+
+impl TokenBucket {
+    fn new(limit: &RateLimit, now: Instant) -> Self {
+        TokenBucket {
+            tokens: f64::from(limit.burst),
+            last: now,
+            strikes: 0,
+        }
+    }
+
+    /// Takes one token; false when the bucket is empty.
+    fn take(&mut self, limit: &RateLimit, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last);
+        self.last = self.last.max(now);
+        self.tokens = (self.tokens + elapsed.as_secs_f64() * f64::from(limit.per_second))
+            .min(f64::from(limit.burst));
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            self.strikes = 0;
+            true
+        } else {
+            self.strikes = self.strikes.saturating_add(1);
+            false
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Connection {
+    name: Option<Username>,
+    /// A name verified by an authenticator: the only one this connection may log in with.
+    bound: Option<Username>,
+    call: Option<CallSide>,
+    /// Created at the first message, when the router first learns the time.
+    bucket: Option<TokenBucket>,
+    /// The router asked the driver to close it; input is ignored until the disconnect.
+    closing: bool,
+}
+
+/// The pure routing state machine: the registry of logged-in users, who is in a call with whom,
+/// and the rules of the protocol.
+///
+/// Inputs go in through `handle_*`; outputs come out of [`poll_output`](Router::poll_output),
+/// which must be drained after every input, in order (outputs for the same connection must be
+/// sent in the order they come out). The router does no IO, reads no clock, spawns nothing and
+/// takes no locks: time is an argument.
+///
+/// `Err` from a `handle_*` means the caller broke the contract (an id that is not live); a
+/// client's mistakes never produce `Err`, they produce `error` replies to that client.
+#[derive(Debug)]
+pub struct Router {
+    config: RouterConfig,
+    connections: HashMap<ConnectionId, Connection>,
+    names: HashMap<Username, ConnectionId>,
+    outputs: VecDeque<Output>,
+}
+
+impl Default for Router {
+    fn default() -> Self {
+        Router::new(RouterConfig::default())
+    }
+}
+
+impl Router {
+    /// A router with no connections.
+    pub fn new(config: RouterConfig) -> Self {
+        Router {
+            config,
+            connections: HashMap::new(),
+            names: HashMap::new(),
+            outputs: VecDeque::new(),
+        }
+    }
+
+    /// The configuration this router runs with.
+    pub fn config(&self) -> &RouterConfig {
+        &self.config
+    }
+
+    /// A new transport connection is open. Call before any other input for `conn`.
+    pub fn handle_connect(&mut self, conn: ConnectionId) -> Result<(), RouterError> {
+        self.connect(conn, None)
+    }
+
+    /// A new connection whose user an authenticator has already verified: it may only log in
+    /// as `username` (any other name gets `login` failure `unauthorized`).
+    pub fn handle_connect_verified(
+        &mut self,
+        conn: ConnectionId,
+        username: Username,
+    ) -> Result<(), RouterError> {
+        self.connect(conn, Some(username))
+    }
+
+    fn connect(&mut self, conn: ConnectionId, bound: Option<Username>) -> Result<(), RouterError> {
+        if self.connections.contains_key(&conn) {
+            return Err(RouterError::AlreadyConnected(conn));
+        }
+        self.connections.insert(
+            conn,
+            Connection {
+                name: None,
+                bound,
+                call: None,
+                bucket: None,
+                closing: false,
+            },
+        );
+        Ok(())
+    }
+
+    /// One text frame arrived on `conn` at `now`. Decode errors and protocol violations become
+    /// `error` replies to `conn`.
+    pub fn handle_text(
+        &mut self,
+        conn: ConnectionId,
+        text: &str,
+        now: Instant,
+    ) -> Result<(), RouterError> {
+        if !self.admit(conn, now)? {
+            return Ok(());
+        }
+        match ClientMessage::decode(text) {
+            Ok(message) => self.dispatch(conn, message),
+            Err(e) => self.reply_error(conn, e.code, e.message),
+        }
+        Ok(())
+    }
+
+    /// An already decoded message arrived on `conn` at `now` (for transports that decode
+    /// themselves, and for tests).
+    pub fn handle_message(
+        &mut self,
+        conn: ConnectionId,
+        message: ClientMessage,
+        now: Instant,
+    ) -> Result<(), RouterError> {
+        if self.admit(conn, now)? {
+            self.dispatch(conn, message);
+        }
+        Ok(())
+    }
+
+    /// A binary frame of `len` bytes arrived on `conn`: the protocol is text only, so the client
+    /// gets `binary_not_supported` and the connection stays open.
+    pub fn handle_binary(
+        &mut self,
+        conn: ConnectionId,
+        len: usize,
+        now: Instant,
+    ) -> Result<(), RouterError> {
+        if self.admit(conn, now)? {
+            self.reply_error(
+                conn,
+                ErrorCode::BinaryNotSupported,
+                format!("binary frames are not supported ({len} bytes ignored); send JSON text"),
+            );
+        }
+        Ok(())
+    }
+
+    /// The transport of `conn` is gone. Frees its name at once and tells its call partner, if
+    /// any, `close` exactly once. Outputs still queued for `conn` are dropped.
+    pub fn handle_disconnect(&mut self, conn: ConnectionId) -> Result<(), RouterError> {
+        let gone = self
+            .connections
+            .remove(&conn)
+            .ok_or(RouterError::UnknownConnection(conn))?;
+        if self.outputs.iter().any(|o| o.connection() == conn) {
+            self.outputs.retain(|o| o.connection() != conn);
+        }
+        if let Some(name) = gone.name {
+            self.names.remove(&name);
+            if let Some(side) = gone.call {
+                self.end_call_for(side.peer, name);
+            }
+        }
+        Ok(())
+    }
+
+    /// The next output, or `None` when all are drained.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// How many outputs wait to be drained.
+    pub fn pending_outputs(&self) -> usize {
+        self.outputs.len()
+    }
+
+    /// How many connections are live.
+    pub fn connection_count(&self) -> usize {
+        self.connections.len()
+    }
+
+    /// How many connections are logged in.
+    pub fn user_count(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Whether `conn` is live.
+    pub fn is_connected(&self, conn: ConnectionId) -> bool {
+        self.connections.contains_key(&conn)
+    }
+
+    /// The name `conn` logged in with.
+    pub fn username(&self, conn: ConnectionId) -> Option<&Username> {
+        self.connections.get(&conn)?.name.as_ref()
+    }
+
+    /// The connection logged in as `name`.
+    pub fn connection_of(&self, name: &str) -> Option<ConnectionId> {
+        self.names.get(name).copied()
+    }
+
+    /// The connection `conn` is in a call with (offered or answered).
+    pub fn partner(&self, conn: ConnectionId) -> Option<ConnectionId> {
+        Some(self.connections.get(&conn)?.call?.peer)
+    }
+
+    /// Whether the call `conn` is in has been answered.
+    pub fn is_answered(&self, conn: ConnectionId) -> bool {
+        self.connections
+            .get(&conn)
+            .and_then(|c| c.call)
+            .is_some_and(|s| s.answered)
+    }
+
+    /// Checks liveness and the rate limit; false when the input must be dropped (closing) or
+    /// was answered with `rate_limited`.
+    fn admit(&mut self, conn: ConnectionId, now: Instant) -> Result<bool, RouterError> {
+        let c = self
+            .connections
+            .get_mut(&conn)
+            .ok_or(RouterError::UnknownConnection(conn))?;
+        if c.closing {
+            return Ok(false);
+        }
+        let Some(limit) = self.config.rate_limit else {
+            return Ok(true);
+        };
+        let bucket = c.bucket.get_or_insert_with(|| TokenBucket::new(&limit, now));
+        if bucket.take(&limit, now) {
+            return Ok(true);
+        }
+        if limit.max_strikes != 0 && bucket.strikes >= limit.max_strikes {
+            c.closing = true;
+            self.outputs.push_back(Output::Close {
+                conn,
+                reason: CloseReason::RateLimited,
+            });
+        } else {
+            let wait = Duration::from_secs_f64(1.0 / f64::from(limit.per_second.max(1)));
+            self.reply_error(
+                conn,
+                ErrorCode::RateLimited,
+                format!(
+                    "more than {} messages per second (burst {}); message dropped, retry after {} ms",
+                    limit.per_second,
+                    limit.burst,
+                    wait.as_millis().max(1)
+                ),
+            );
+        }
+        Ok(false)
+    }
+
+    fn dispatch(&mut self, conn: ConnectionId, message: ClientMessage) {
+        match message {
+            ClientMessage::Login { username } => self.login(conn, username),
+            ClientMessage::Relay { kind, payload, to } => self.relay(conn, kind, payload, to),
+            ClientMessage::Close { to } => self.close(conn, to),
+        }
+    }
+
+    fn transmit(&mut self, to: ConnectionId, message: ServerMessage) {
+        self.outputs
+            .push_back(Output::Transmit(Transmit { to, message }));
+    }
+
+    fn reply_error(&mut self, conn: ConnectionId, code: ErrorCode, message: impl Into<String>) {
+        self.transmit(conn, ServerMessage::error(code, message));
+    }
+
+    fn login_failed(&mut self, conn: ConnectionId, code: ErrorCode, message: String) {
+        self.transmit(
+            conn,
+            ServerMessage::Login {
+                success: false,
+                error: Some((code, message)),
+            },
+        );
+    }
+
+    fn login(&mut self, conn: ConnectionId, username: Username) {
+        let Some(c) = self.connections.get(&conn) else {
+            return;
+        };
+        if let Some(current) = &c.name {
+            let message = format!("already logged in as {current:?}");
+            return self.login_failed(conn, ErrorCode::AlreadyLoggedIn, message);
+        }
+        if let Some(bound) = &c.bound {
+            if *bound != username {
+                let message = format!("this connection may only log in as {bound:?}");
+                return self.login_failed(conn, ErrorCode::Unauthorized, message);
+            }
+        }
+        if self.names.contains_key(&username) {
+            let message = format!("the name {username:?} is taken");
+            return self.login_failed(conn, ErrorCode::NameTaken, message);
+        }
+        self.names.insert(username.clone(), conn);
+        if let Some(c) = self.connections.get_mut(&conn) {
+            c.name = Some(username);
+        }
+        self.transmit(
+            conn,
+            ServerMessage::Login {
+                success: true,
+                error: None,
+            },
+        );
+    }
+
+    /// The sender's name and call, or an error reply when it has not logged in.
+    fn sender(&mut self, conn: ConnectionId) -> Option<(Username, Option<CallSide>)> {
+        let c = self.connections.get(&conn)?;
+        match &c.name {
+            Some(name) => Some((name.clone(), c.call)),
+            None => {
+                self.reply_error(conn, ErrorCode::NotLoggedIn, "log in first");
+                None
+            }
+        }
+    }
+
+    fn relay(
+        &mut self,
+        conn: ConnectionId,
+        kind: RelayKind,
+        payload: Payload,
+        to: Option<Username>,
+    ) {
+        let Some((me, call)) = self.sender(conn) else {
+            return;
+        };
+        // Resolve the addressee: the named user, or else the current partner.
+        let target = match (to, call) {
+            (Some(name), _) => {
+                if name == me {
+                    let message = format!("cannot send {} to yourself", kind.as_str());
+                    return self.reply_error(conn, ErrorCode::SelfAddressed, message);
+                }
+                match self.names.get(&name) {
+                    Some(&target) => target,
+                    None => {
+                        let message = format!("user {name:?} is not logged in");
+                        return self.reply_error(conn, ErrorCode::UnknownUser, message);
+                    }
+                }
+            }
+            (None, Some(side)) => side.peer,
+            (None, None) => {
+                return self.reply_error(
+                    conn,
+                    ErrorCode::MissingField,
+                    "missing field `otherUsername` (and not in a call)",
+                );
+            }
+        };
+        let in_call_with_target = call.is_some_and(|side| side.peer == target);
+        match kind {
+            RelayKind::Offer if !in_call_with_target => {
+                if let Some(side) = call {
+                    let message = format!(
+                        "already in a call with {:?}; send close first",
+                        self.name_of(side.peer)
+                    );
+                    return self.reply_error(conn, ErrorCode::InCall, message);
+                }
+                let target_busy = self
+                    .connections
+                    .get(&target)
+                    .is_none_or(|t| t.call.is_some());
+                if target_busy {
+                    let message = format!("user {:?} is in another call", self.name_of(target));
+                    return self.reply_error(conn, ErrorCode::Busy, message);
+                }
+                self.set_call(conn, target, false);
+                self.set_call(target, conn, false);
+            }
+            RelayKind::Offer | RelayKind::Candidate => {
+                if !in_call_with_target {
+                    return self.not_in_call(conn, kind, target);
+                }
+            }
+            RelayKind::Answer => {
+                if !in_call_with_target {
+                    return self.not_in_call(conn, kind, target);
+                }
+                self.set_call(conn, target, true);
+                self.set_call(target, conn, true);
+            }
+        }
+        self.transmit(
+            target,
+            ServerMessage::Relay {
+                kind,
+                payload,
+                from: me,
+            },
+        );
+    }
+
+    fn not_in_call(&mut self, conn: ConnectionId, kind: RelayKind, target: ConnectionId) {
+        let message = format!(
+            "cannot send {} to {:?}: not in a call with them (send an offer first)",
+            kind.as_str(),
+            self.name_of(target)
+        );
+        self.reply_error(conn, ErrorCode::NotInCall, message);
+    }
+
+    fn name_of(&self, conn: ConnectionId) -> &str {
+        self.connections
+            .get(&conn)
+            .and_then(|c| c.name.as_ref())
+            .map_or("", Username::as_str)
+    }
+
+    fn set_call(&mut self, conn: ConnectionId, peer: ConnectionId, answered: bool) {
+        if let Some(c) = self.connections.get_mut(&conn) {
+            c.call = Some(CallSide { peer, answered });
+        }
+    }
+
+    fn close(&mut self, conn: ConnectionId, to: Option<Username>) {
+        let Some((me, call)) = self.sender(conn) else {
+            return;
+        };
+        let Some(side) = call else {
+            return self.reply_error(conn, ErrorCode::NotInCall, "not in a call");
+        };
+        if let Some(named) = to {
+            if self.names.get(&named) != Some(&side.peer) {
+                let message = format!(
+                    "not in a call with {named:?} (in a call with {:?})",
+                    self.name_of(side.peer)
+                );
+                return self.reply_error(conn, ErrorCode::NotInCall, message);
+            }
+        }
+        if let Some(c) = self.connections.get_mut(&conn) {
+            c.call = None;
+        }
+        self.end_call_for(side.peer, me);
+    }
+
+    /// Ends `peer`'s call and tells it `close` from `from`.
+    fn end_call_for(&mut self, peer: ConnectionId, from: Username) {
+        if let Some(p) = self.connections.get_mut(&peer) {
+            p.call = None;
+            self.transmit(peer, ServerMessage::Close { from });
+        }
+    }
+}

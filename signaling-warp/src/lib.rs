@@ -1,0 +1,1 @@
+//! Placeholder: the warp adapter arrives with issue 3.

@@ -1,0 +1,1 @@
+//! Placeholder: the ws adapter arrives with issue 3.

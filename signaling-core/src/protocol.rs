@@ -8,7 +8,7 @@
 //! The full description, with an example of every message and every error code, is in
 //! `docs/protocol.md` at the root of the repository.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -177,11 +177,15 @@ pub enum ClientMessage {
 /// Why a frame could not be decoded into a [`ClientMessage`]; becomes an `error` reply.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
+#[non_exhaustive]
 pub struct DecodeError {
     /// The stable machine-readable code.
     pub code: ErrorCode,
     /// A human-readable explanation naming the offending field.
     pub message: String,
+    /// The frame was a `login`: the reply is a failed `login` (what a tutorial page waits for)
+    /// rather than an `error`.
+    pub login: bool,
 }
 
 impl DecodeError {
@@ -189,6 +193,22 @@ impl DecodeError {
         DecodeError {
             code,
             message: message.into(),
+            login: false,
+        }
+    }
+
+    /// The reply this error earns.
+    pub fn reply(self) -> ServerMessage {
+        if self.login {
+            ServerMessage::Login {
+                success: false,
+                error: Some((self.code, self.message)),
+            }
+        } else {
+            ServerMessage::Error {
+                code: self.code,
+                message: self.message,
+            }
         }
     }
 }
@@ -224,12 +244,8 @@ fn string_field(field: &str, raw: &RawValue) -> Result<String, DecodeError> {
 
 fn username_field(field: &str, raw: &RawValue) -> Result<Username, DecodeError> {
     let name = string_field(field, raw)?;
-    Username::new(&name).map_err(|e| {
-        DecodeError::new(
-            ErrorCode::InvalidUsername,
-            format!("field `{field}`: {e}"),
-        )
-    })
+    Username::new(&name)
+        .map_err(|e| DecodeError::new(ErrorCode::InvalidUsername, format!("field `{field}`: {e}")))
 }
 
 /// Decodes the optional `otherUsername`. A present but malformed name is an error.
@@ -265,9 +281,9 @@ impl ClientMessage {
                 DecodeError::new(ErrorCode::InvalidJson, format!("invalid JSON: {e}"))
             }
         })?;
-        let kind_raw = frame.kind.ok_or_else(|| {
-            DecodeError::new(ErrorCode::MissingField, "missing field `type`")
-        })?;
+        let kind_raw = frame
+            .kind
+            .ok_or_else(|| DecodeError::new(ErrorCode::MissingField, "missing field `type`"))?;
         let kind = string_field("type", kind_raw)?;
         let relay = |kind: RelayKind, payload: Option<&RawValue>| {
             let payload = payload.ok_or_else(|| {
@@ -284,12 +300,14 @@ impl ClientMessage {
         };
         match kind.as_str() {
             "login" => {
-                let raw = frame.username.ok_or_else(|| {
-                    DecodeError::new(ErrorCode::MissingField, "missing field `username`")
-                })?;
-                Ok(ClientMessage::Login {
-                    username: username_field("username", raw)?,
-                })
+                let username = frame
+                    .username
+                    .ok_or_else(|| {
+                        DecodeError::new(ErrorCode::MissingField, "missing field `username`")
+                    })
+                    .and_then(|raw| username_field("username", raw))
+                    .map_err(|e| DecodeError { login: true, ..e })?;
+                Ok(ClientMessage::Login { username })
             }
             "offer" => relay(RelayKind::Offer, frame.offer),
             "answer" => relay(RelayKind::Answer, frame.answer),
@@ -397,10 +415,8 @@ pub(crate) fn push_json_str(out: &mut String, s: &str) {
         match escape {
             Some(e) => out.push_str(e),
             None => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.push_str("\\u00");
-                out.push(char::from(HEX[usize::from(b >> 4)]));
-                out.push(char::from(HEX[usize::from(b & 0xf)]));
+                // Writing to a String cannot fail.
+                let _ = write!(out, "\\u{b:04x}");
             }
         }
         start = i + 1;

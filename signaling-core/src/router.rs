@@ -267,7 +267,7 @@ impl Router {
         }
         match ClientMessage::decode(text) {
             Ok(message) => self.dispatch(conn, message),
-            Err(e) => self.reply_error(conn, e.code, e.message),
+            Err(e) => self.transmit(conn, e.reply()),
         }
         Ok(())
     }
@@ -384,7 +384,9 @@ impl Router {
         let Some(limit) = self.config.rate_limit else {
             return Ok(true);
         };
-        let bucket = c.bucket.get_or_insert_with(|| TokenBucket::new(&limit, now));
+        let bucket = c
+            .bucket
+            .get_or_insert_with(|| TokenBucket::new(&limit, now));
         if bucket.take(&limit, now) {
             return Ok(true);
         }

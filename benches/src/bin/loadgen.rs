@@ -1,0 +1,1157 @@
+//! `loadgen`: drives a signaling server on a loopback address and prints one
+//! JSON line of results.
+//!
+//! ```text
+//! loadgen [--url ws://127.0.0.1:18080/] [--server-pid PID] logins   --count 10000
+//! loadgen ... relay    --pairs 100 --window 16 --duration 5 [--offered-rate 20000] [--idle 19000]
+//! loadgen ... pingpong --pairs 1 --duration 5
+//! ```
+//!
+//! Every run is bounded: connection set-up has a per-connection timeout, the
+//! measured phase lasts `--duration` seconds, draining is capped, and a
+//! watchdog thread ends the process (printing a JSON line with `"error"`) at
+//! the hard deadline whatever the server does. Only `ws://` URLs that resolve
+//! to loopback addresses are accepted.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use serde_json::{Map, Value};
+use signaling_benches::loopback::{self, LoopbackTarget, SourceAddrs};
+use signaling_benches::procfs::{self, CpuMark, HostMark};
+use signaling_benches::summary::{latency_histogram, latency_json, record};
+use signaling_benches::wire;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::{Semaphore, TryAcquireError};
+use tokio::task::JoinSet;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{WebSocketStream, client_async_with_config};
+
+type Ws = WebSocketStream<TcpStream>;
+type WsTx = SplitSink<Ws, Message>;
+type WsRx = SplitStream<Ws>;
+
+#[derive(Parser, Debug)]
+#[command(about = "Load generator for WebRTC signaling servers (loopback only)")]
+struct Cli {
+    #[command(flatten)]
+    common: Common,
+    #[command(subcommand)]
+    workload: Workload,
+}
+
+#[derive(Args, Debug)]
+struct Common {
+    /// Server URL; must be ws:// and resolve to loopback addresses only.
+    #[arg(long, global = true, default_value = "ws://127.0.0.1:18080/")]
+    url: String,
+    /// Name of the server under test, echoed in the output.
+    #[arg(long, global = true, default_value = "")]
+    label: String,
+    /// Name of this measurement, echoed in the output.
+    #[arg(long, global = true, default_value = "")]
+    case: String,
+    /// Server process id: its VmRSS and CPU use are read from /proc.
+    #[arg(long, global = true)]
+    server_pid: Option<u32>,
+    /// Runtime worker threads (1 = current-thread runtime).
+    #[arg(long, global = true, default_value_t = 1)]
+    threads: usize,
+    /// Hard deadline in seconds (0 = derived from the workload).
+    #[arg(long, global = true, default_value_t = 0.0)]
+    deadline: f64,
+    /// Connections per client source address (127.0.0.2 upwards).
+    #[arg(long, global = true, default_value_t = 4000)]
+    per_source_ip: usize,
+    /// Timeout for one connection's TCP connect, handshake and login.
+    #[arg(long, global = true, default_value_t = 10.0)]
+    connect_timeout: f64,
+    /// Connections being opened at once.
+    #[arg(long, global = true, default_value_t = 256)]
+    concurrency: usize,
+}
+
+#[derive(Subcommand, Debug)]
+enum Workload {
+    /// N connections each log in with a unique name, then idle.
+    Logins(LoginArgs),
+    /// Pairs call each other, then A streams candidates to B.
+    Relay(RelayArgs),
+    /// Pairs call each other, then B echoes every candidate back to A.
+    Pingpong(PingArgs),
+}
+
+#[derive(Args, Debug)]
+struct LoginArgs {
+    /// Connections to open and log in.
+    #[arg(long, default_value_t = 1000)]
+    count: usize,
+    /// Seconds to hold the logged-in connections idle before reading RSS.
+    #[arg(long, default_value_t = 1.0)]
+    hold: f64,
+}
+
+#[derive(Args, Debug)]
+struct RelayArgs {
+    /// Caller/callee pairs.
+    #[arg(long, default_value_t = 100)]
+    pairs: usize,
+    /// Candidates in flight per pair (sent, not yet received by B).
+    #[arg(long, default_value_t = 16)]
+    window: usize,
+    /// Measured seconds.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Unmeasured seconds of load before the measured phase.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Total offered load in messages/s, paced over the pairs (0 = as fast as
+    /// the window allows).
+    #[arg(long, default_value_t = 0.0)]
+    offered_rate: f64,
+    /// Extra logged-in connections held idle during the run.
+    #[arg(long, default_value_t = 0)]
+    idle: usize,
+}
+
+#[derive(Args, Debug)]
+struct PingArgs {
+    /// Caller/callee pairs, each with one message in flight.
+    #[arg(long, default_value_t = 1)]
+    pairs: usize,
+    /// Measured seconds.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Unmeasured seconds before the measured phase.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Extra logged-in connections held idle during the run.
+    #[arg(long, default_value_t = 0)]
+    idle: usize,
+}
+
+/// What every task needs to know about the run.
+struct Ctx {
+    target: LoopbackTarget,
+    src: SourceAddrs,
+    connect_timeout: Duration,
+    concurrency: usize,
+    prefix: String,
+    epoch: Instant,
+    server_pid: Option<String>,
+}
+
+impl Ctx {
+    fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+}
+
+const WARMUP: u8 = 0;
+const MEASURE: u8 = 1;
+const STOP: u8 = 2;
+
+/// Warm-up, measured phase or stop, read by every task on every message.
+struct Phase(AtomicU8);
+
+impl Phase {
+    fn new() -> Arc<Self> {
+        Arc::new(Self(AtomicU8::new(WARMUP)))
+    }
+    fn get(&self) -> u8 {
+        self.0.load(Ordering::Relaxed)
+    }
+    fn set(&self, p: u8) {
+        self.0.store(p, Ordering::Relaxed);
+    }
+}
+
+/// Small buffers for connections that only log in and idle.
+fn idle_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(4096)
+        .max_message_size(Some(1 << 20))
+}
+
+/// Larger buffers for the connections that carry the load, so that one read
+/// or write system call moves many frames.
+fn pair_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(64 * 1024)
+        .write_buffer_size(64 * 1024)
+        .max_message_size(Some(1 << 20))
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let nofile = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0);
+    let mut header = Map::new();
+    header.insert("workload".into(), workload_name(&cli.workload).into());
+    header.insert("label".into(), cli.common.label.clone().into());
+    header.insert("case".into(), cli.common.case.clone().into());
+    header.insert("url".into(), cli.common.url.clone().into());
+    header.insert("loadgen_threads".into(), cli.common.threads.into());
+    header.insert("nofile_limit".into(), nofile.into());
+
+    let deadline = if cli.common.deadline > 0.0 {
+        cli.common.deadline
+    } else {
+        auto_deadline(&cli.workload, cli.common.connect_timeout)
+    };
+    header.insert("deadline_s".into(), deadline.into());
+    start_watchdog(Duration::from_secs_f64(deadline), header.clone());
+
+    let runtime = if cli.common.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cli.common.threads)
+            .enable_all()
+            .build()
+    }
+    .expect("tokio runtime");
+
+    let result = runtime.block_on(run(cli));
+    let mut out = header;
+    let ok = match result {
+        Ok(fields) => {
+            out.extend(fields);
+            !out.contains_key("error")
+        }
+        Err(e) => {
+            out.insert("error".into(), e.into());
+            false
+        }
+    };
+    println!("{}", Value::Object(out));
+    // Skip dropping thousands of sockets and tasks one by one.
+    std::process::exit(if ok { 0 } else { 1 });
+}
+
+fn workload_name(w: &Workload) -> &'static str {
+    match w {
+        Workload::Logins(_) => "logins",
+        Workload::Relay(_) => "relay",
+        Workload::Pingpong(_) => "pingpong",
+    }
+}
+
+/// A deadline generous enough for a slow server: set-up at 200 connections/s
+/// at worst, plus the measured phases, plus a fixed margin.
+fn auto_deadline(w: &Workload, connect_timeout: f64) -> f64 {
+    let (conns, phases) = match w {
+        Workload::Logins(a) => (a.count, a.hold),
+        Workload::Relay(a) => (a.idle + 2 * a.pairs, a.warmup + a.duration),
+        Workload::Pingpong(a) => (a.idle + 2 * a.pairs, a.warmup + a.duration),
+    };
+    20.0 + 2.0 * connect_timeout + conns as f64 / 200.0 + phases
+}
+
+fn start_watchdog(after: Duration, mut header: Map<String, Value>) {
+    std::thread::spawn(move || {
+        std::thread::sleep(after);
+        header.insert("error".into(), "hard deadline exceeded".into());
+        println!("{}", Value::Object(header));
+        std::process::exit(2);
+    });
+}
+
+async fn run(cli: Cli) -> Result<Map<String, Value>, String> {
+    let target = loopback::resolve(&cli.common.url).await?;
+    let seed = u64::from(std::process::id()) << 20
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+    let ctx = Arc::new(Ctx {
+        target,
+        src: SourceAddrs::new(cli.common.per_source_ip, seed),
+        connect_timeout: Duration::from_secs_f64(cli.common.connect_timeout),
+        concurrency: cli.common.concurrency.max(1),
+        prefix: format!("lg{:x}", seed % 0xff_ffff),
+        epoch: Instant::now(),
+        server_pid: cli.common.server_pid.map(|p| p.to_string()),
+    });
+    match cli.workload {
+        Workload::Logins(a) => logins(ctx, a).await,
+        Workload::Relay(a) => relay(ctx, a).await,
+        Workload::Pingpong(a) => pingpong(ctx, a).await,
+    }
+}
+
+/// A connection that logged in successfully.
+struct Opened {
+    ws: Ws,
+}
+
+/// Timings and failures of opening a batch of connections.
+struct OpenStats {
+    handshake: Histogram<u64>,
+    login: Histogram<u64>,
+    total: Histogram<u64>,
+    ok: usize,
+    rejected: usize,
+    failed: usize,
+    first_error: Option<String>,
+    elapsed: Duration,
+}
+
+impl OpenStats {
+    fn to_json(&self, prefix: &str, out: &mut Map<String, Value>) {
+        out.insert(format!("{prefix}ok"), self.ok.into());
+        out.insert(format!("{prefix}rejected"), self.rejected.into());
+        out.insert(format!("{prefix}failed"), self.failed.into());
+        out.insert(
+            format!("{prefix}elapsed_s"),
+            round3(self.elapsed.as_secs_f64()).into(),
+        );
+        if let Some(e) = &self.first_error {
+            out.insert(format!("{prefix}first_error"), e.clone().into());
+        }
+    }
+}
+
+enum OpenError {
+    Rejected,
+    Failed(String),
+}
+
+/// TCP connect (from a spread source address), WebSocket handshake, login.
+/// Returns the connection and the handshake and login durations.
+async fn open(
+    ctx: &Ctx,
+    index: usize,
+    name: &str,
+    cfg: WebSocketConfig,
+) -> Result<(Opened, Duration, Duration), OpenError> {
+    let attempt = async {
+        let fail =
+            |what: &str, e: &dyn std::fmt::Display| OpenError::Failed(format!("{what}: {e}"));
+        let t0 = Instant::now();
+        let sock = if ctx.target.addr.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
+        }
+        .map_err(|e| fail("socket", &e))?;
+        if let Some(src) = ctx.src.for_index(&ctx.target.addr, index) {
+            sock.bind(src)
+                .map_err(|e| fail(&format!("bind {src}"), &e))?;
+        }
+        let stream = sock
+            .connect(ctx.target.addr)
+            .await
+            .map_err(|e| fail("connect", &e))?;
+        stream.set_nodelay(true).map_err(|e| fail("nodelay", &e))?;
+        let (mut ws, _) = client_async_with_config(ctx.target.url.as_str(), stream, Some(cfg))
+            .await
+            .map_err(|e| fail("handshake", &e))?;
+        let t1 = Instant::now();
+        ws.send(Message::text(wire::login(name)))
+            .await
+            .map_err(|e| fail("send login", &e))?;
+        loop {
+            match ws.next().await {
+                None => return Err(OpenError::Failed("closed before login reply".into())),
+                Some(Err(e)) => return Err(fail("read login reply", &e)),
+                Some(Ok(Message::Text(t))) => match wire::parse(&t) {
+                    Some((kind, v)) if kind == "login" => {
+                        if v.get("success") == Some(&Value::Bool(true)) {
+                            return Ok((Opened { ws }, t1 - t0, t1.elapsed()));
+                        }
+                        return Err(OpenError::Rejected);
+                    }
+                    Some((kind, _)) if kind == "error" => {
+                        return Err(OpenError::Failed(format!("server error: {t}")));
+                    }
+                    _ => {}
+                },
+                Some(Ok(_)) => {}
+            }
+        }
+    };
+    tokio::time::timeout(ctx.connect_timeout, attempt)
+        .await
+        .unwrap_or_else(|_| Err(OpenError::Failed("timed out".into())))
+}
+
+/// Opens and logs in `names` (connection index, user name), `ctx.concurrency`
+/// at a time. The result keeps the order of `names`.
+async fn open_many(
+    ctx: &Arc<Ctx>,
+    names: Vec<(usize, String)>,
+    cfg: WebSocketConfig,
+) -> (Vec<Option<Opened>>, OpenStats) {
+    let started = Instant::now();
+    let gate = Arc::new(Semaphore::new(ctx.concurrency));
+    let mut set = JoinSet::new();
+    let n = names.len();
+    for (pos, (index, name)) in names.into_iter().enumerate() {
+        let ctx = ctx.clone();
+        let gate = gate.clone();
+        set.spawn(async move {
+            let _permit = gate.acquire_owned().await.expect("gate never closed");
+            (pos, open(&ctx, index, &name, cfg).await)
+        });
+    }
+    let mut stats = OpenStats {
+        handshake: latency_histogram(),
+        login: latency_histogram(),
+        total: latency_histogram(),
+        ok: 0,
+        rejected: 0,
+        failed: 0,
+        first_error: None,
+        elapsed: Duration::ZERO,
+    };
+    let mut opened: Vec<Option<Opened>> = (0..n).map(|_| None).collect();
+    while let Some(joined) = set.join_next().await {
+        let Ok((pos, result)) = joined else {
+            stats.failed += 1;
+            continue;
+        };
+        match result {
+            Ok((conn, handshake, login)) => {
+                stats.ok += 1;
+                record(&mut stats.handshake, handshake.as_nanos() as u64);
+                record(&mut stats.login, login.as_nanos() as u64);
+                record(&mut stats.total, (handshake + login).as_nanos() as u64);
+                opened[pos] = Some(conn);
+            }
+            Err(OpenError::Rejected) => stats.rejected += 1,
+            Err(OpenError::Failed(e)) => {
+                stats.failed += 1;
+                stats.first_error.get_or_insert(e);
+            }
+        }
+    }
+    stats.elapsed = started.elapsed();
+    (opened, stats)
+}
+
+/// Keeps idle connections read (so pings are answered) until aborted, and
+/// counts those the server closes meanwhile.
+fn hold_idle(conns: Vec<Option<Opened>>, dropped: &Arc<AtomicU64>) -> JoinSet<()> {
+    let mut set = JoinSet::new();
+    for conn in conns.into_iter().flatten() {
+        let dropped = dropped.clone();
+        let mut ws = conn.ws;
+        set.spawn(async move {
+            loop {
+                match ws.next().await {
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
+                        dropped.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                    Some(Ok(_)) => {}
+                }
+            }
+        });
+    }
+    set
+}
+
+/// CPU readings of the server, the load generator and the whole machine at
+/// the start of a measured phase.
+struct Marks {
+    server: Option<CpuMark>,
+    own: CpuMark,
+    host: HostMark,
+}
+
+impl Marks {
+    fn now(ctx: &Ctx) -> Self {
+        Self {
+            server: ctx.server_pid.as_deref().map(CpuMark::now),
+            own: CpuMark::now("self"),
+            host: HostMark::now(),
+        }
+    }
+
+    /// Writes the CPU shares since `now` (percent of one core), and what the
+    /// rest of the machine used meanwhile: a busy neighbour makes a
+    /// measurement suspect.
+    fn finish(&self, out: &mut Map<String, Value>) {
+        let server = self.server.as_ref().and_then(CpuMark::percent_since);
+        let own = self.own.percent_since();
+        let host = self.host.percent_since();
+        if let Some(p) = server {
+            out.insert("server_cpu_pct".into(), p.into());
+        }
+        if let Some(p) = own {
+            out.insert("loadgen_cpu_pct".into(), p.into());
+        }
+        if let Some(h) = host {
+            out.insert("host_busy_pct".into(), h.into());
+            let others = h - server.unwrap_or(0.0) - own.unwrap_or(0.0);
+            out.insert("other_cpu_pct".into(), round1(others.max(0.0)).into());
+        }
+    }
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn server_rss(ctx: &Ctx) -> Option<u64> {
+    ctx.server_pid.as_deref().and_then(procfs::rss_kib)
+}
+
+async fn logins(ctx: Arc<Ctx>, args: LoginArgs) -> Result<Map<String, Value>, String> {
+    let mut out = Map::new();
+    out.insert("count".into(), args.count.into());
+    out.insert("concurrency".into(), ctx.concurrency.into());
+    let rss_before = server_rss(&ctx);
+    let marks = Marks::now(&ctx);
+    let names = (0..args.count)
+        .map(|i| (i, format!("{}u{i}", ctx.prefix)))
+        .collect();
+    let (conns, stats) = open_many(&ctx, names, idle_config()).await;
+    marks.finish(&mut out);
+    stats.to_json("", &mut out);
+    out.insert("failures".into(), (stats.failed + stats.rejected).into());
+    let secs = stats.elapsed.as_secs_f64();
+    out.insert(
+        "logins_per_s".into(),
+        (stats.ok as f64 / secs).round().into(),
+    );
+    out.insert("handshake_us".into(), latency_json(&stats.handshake));
+    out.insert("login_us".into(), latency_json(&stats.login));
+    out.insert("total_us".into(), latency_json(&stats.total));
+
+    let dropped = Arc::new(AtomicU64::new(0));
+    let holders = hold_idle(conns, &dropped);
+    tokio::time::sleep(Duration::from_secs_f64(args.hold)).await;
+    let rss_after = server_rss(&ctx);
+    out.insert(
+        "dropped_while_idle".into(),
+        dropped.load(Ordering::Relaxed).into(),
+    );
+    if let (Some(before), Some(after)) = (rss_before, rss_after) {
+        out.insert("server_rss_before_kib".into(), before.into());
+        out.insert("server_rss_after_kib".into(), after.into());
+        if stats.ok > 0 {
+            let per = (after as f64 - before as f64) * 1024.0 / stats.ok as f64;
+            out.insert("server_rss_per_conn_bytes".into(), per.round().into());
+        }
+    }
+    drop(holders);
+    Ok(out)
+}
+
+/// Opens `idle` extra logged-in connections and `pairs` caller/callee pairs,
+/// and has every pair complete offer/answer. Returns the pairs, the idle
+/// holders and set-up figures.
+async fn setup(
+    ctx: &Arc<Ctx>,
+    pairs: usize,
+    idle: usize,
+    out: &mut Map<String, Value>,
+) -> Result<(Vec<(Ws, Ws)>, JoinSet<()>, Arc<AtomicU64>), String> {
+    let setup_started = Instant::now();
+    let dropped = Arc::new(AtomicU64::new(0));
+    let mut holders = JoinSet::new();
+    if idle > 0 {
+        let rss_before = server_rss(ctx);
+        let names = (0..idle)
+            .map(|i| (i, format!("{}i{i}", ctx.prefix)))
+            .collect();
+        let (conns, stats) = open_many(ctx, names, idle_config()).await;
+        stats.to_json("idle_", out);
+        out.insert(
+            "idle_logins_per_s".into(),
+            (stats.ok as f64 / stats.elapsed.as_secs_f64())
+                .round()
+                .into(),
+        );
+        holders = hold_idle(conns, &dropped);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if let (Some(before), Some(after)) = (rss_before, server_rss(ctx)) {
+            out.insert("server_rss_before_idle_kib".into(), before.into());
+            out.insert("server_rss_after_idle_kib".into(), after.into());
+            if stats.ok > 0 {
+                let per = (after as f64 - before as f64) * 1024.0 / stats.ok as f64;
+                out.insert("server_rss_per_idle_conn_bytes".into(), per.round().into());
+            }
+        }
+    }
+    let names = (0..pairs)
+        .flat_map(|i| {
+            [
+                (idle + 2 * i, format!("{}a{i}", ctx.prefix)),
+                (idle + 2 * i + 1, format!("{}b{i}", ctx.prefix)),
+            ]
+        })
+        .collect();
+    let (conns, stats) = open_many(ctx, names, pair_config()).await;
+    if stats.ok != 2 * pairs {
+        stats.to_json("pair_", out);
+        return Err(format!(
+            "only {} of {} pair connections logged in",
+            stats.ok,
+            2 * pairs
+        ));
+    }
+    let mut conns = conns.into_iter().flatten();
+    let mut calls = JoinSet::new();
+    for i in 0..pairs {
+        let (mut a, mut b) = (conns.next().unwrap().ws, conns.next().unwrap().ws);
+        let a_name = format!("{}a{i}", ctx.prefix);
+        let b_name = format!("{}b{i}", ctx.prefix);
+        let limit = ctx.connect_timeout;
+        calls.spawn(async move {
+            let call = async {
+                send_text(&mut a, wire::offer(&b_name)).await?;
+                expect(&mut b, "offer").await?;
+                send_text(&mut b, wire::answer(&a_name)).await?;
+                expect(&mut a, "answer").await?;
+                Ok::<_, String>(())
+            };
+            match tokio::time::timeout(limit, call).await {
+                Ok(Ok(())) => Ok((i, a, b)),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err("offer/answer timed out".to_owned()),
+            }
+        });
+    }
+    let mut ready: BTreeMap<usize, (Ws, Ws)> = BTreeMap::new();
+    while let Some(joined) = calls.join_next().await {
+        let (i, a, b) = joined.map_err(|e| e.to_string())??;
+        ready.insert(i, (a, b));
+    }
+    out.insert(
+        "setup_s".into(),
+        round3(setup_started.elapsed().as_secs_f64()).into(),
+    );
+    Ok((ready.into_values().collect(), holders, dropped))
+}
+
+async fn send_text(ws: &mut Ws, text: String) -> Result<(), String> {
+    ws.send(Message::text(text))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Reads until a message of type `kind` arrives; a server `error` fails.
+async fn expect(ws: &mut Ws, kind: &str) -> Result<(), String> {
+    loop {
+        match ws.next().await {
+            None => return Err(format!("closed while waiting for {kind}")),
+            Some(Err(e)) => return Err(format!("waiting for {kind}: {e}")),
+            Some(Ok(Message::Text(t))) => match wire::parse(&t) {
+                Some((k, _)) if k == kind => return Ok(()),
+                Some((k, _)) if k == "error" => {
+                    return Err(format!("server error while waiting for {kind}: {t}"));
+                }
+                _ => {}
+            },
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
+/// What B has seen of its pair's stream.
+struct Received {
+    hist: Histogram<u64>,
+    total: u64,
+    measured: u64,
+    order_errors: u64,
+    next_seq: u64,
+}
+
+/// State shared by the sender (A) and receiver (B) of one pair: the window
+/// is in-process flow control, so acknowledgements cost no wire traffic.
+struct PairShared {
+    window: Semaphore,
+    received: Mutex<Received>,
+}
+
+/// Server `error` messages and other surprises seen on any connection.
+#[derive(Default)]
+struct Surprises {
+    count: AtomicU64,
+    first: Mutex<Option<String>>,
+}
+
+impl Surprises {
+    fn note(&self, text: &str) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.first
+            .lock()
+            .expect("not poisoned")
+            .get_or_insert_with(|| text.chars().take(300).collect());
+    }
+
+    fn to_json(&self, out: &mut Map<String, Value>) {
+        out.insert(
+            "server_errors".into(),
+            self.count.load(Ordering::Relaxed).into(),
+        );
+        if let Some(e) = self.first.lock().expect("not poisoned").clone() {
+            out.insert("first_server_error".into(), e.into());
+        }
+    }
+}
+
+/// What A did: messages sent, how often it waited on a full window, and (when
+/// paced) how late sends were against their schedule.
+struct Sent {
+    sent: u64,
+    stalls: u64,
+    lag: Histogram<u64>,
+}
+
+async fn relay(ctx: Arc<Ctx>, args: RelayArgs) -> Result<Map<String, Value>, String> {
+    let mut out = Map::new();
+    out.insert("pairs".into(), args.pairs.into());
+    out.insert("window".into(), args.window.into());
+    out.insert("offered_rate".into(), args.offered_rate.into());
+    out.insert("duration_s".into(), args.duration.into());
+    out.insert("idle".into(), args.idle.into());
+    let window = args.window.max(1);
+    let (pairs, holders, dropped) = match setup(&ctx, args.pairs, args.idle, &mut out).await {
+        Ok(v) => v,
+        Err(e) => {
+            out.insert("error".into(), e.into());
+            return Ok(out);
+        }
+    };
+    let phase = Phase::new();
+    let surprises = Arc::new(Surprises::default());
+    let mut shared_all = Vec::new();
+    let mut senders = JoinSet::new();
+    let mut others = JoinSet::new();
+    let mut keep = Vec::new();
+    let n_pairs = pairs.len();
+    let start = Instant::now();
+    for (i, (a, b)) in pairs.into_iter().enumerate() {
+        let shared = Arc::new(PairShared {
+            window: Semaphore::new(window),
+            received: Mutex::new(Received {
+                hist: latency_histogram(),
+                total: 0,
+                measured: 0,
+                order_errors: 0,
+                next_seq: 0,
+            }),
+        });
+        shared_all.push(shared.clone());
+        let (a_tx, a_rx) = a.split();
+        let (b_tx, b_rx) = b.split();
+        keep.push(b_tx);
+        let to = format!("{}b{i}", ctx.prefix);
+        let pace = (args.offered_rate > 0.0).then(|| {
+            let interval = Duration::from_secs_f64(n_pairs as f64 / args.offered_rate);
+            // Stagger the pairs evenly over one interval.
+            (
+                interval,
+                start + interval.mul_f64(i as f64 / n_pairs as f64),
+            )
+        });
+        senders.spawn(send_stream(
+            ctx.clone(),
+            phase.clone(),
+            shared.clone(),
+            a_tx,
+            to,
+            pace,
+        ));
+        others.spawn(receive_stream(
+            ctx.clone(),
+            phase.clone(),
+            shared,
+            b_rx,
+            surprises.clone(),
+        ));
+        others.spawn(drain(a_rx, surprises.clone()));
+    }
+
+    tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
+    let marks = Marks::now(&ctx);
+    let measure_start = Instant::now();
+    phase.set(MEASURE);
+    tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
+    phase.set(STOP);
+    let measured_secs = measure_start.elapsed().as_secs_f64();
+    marks.finish(&mut out);
+    if let Some(rss) = server_rss(&ctx) {
+        out.insert("server_rss_kib".into(), rss.into());
+    }
+    for s in &shared_all {
+        s.window.close();
+    }
+
+    // Senders stop at once; one stuck in a write to a server that no longer
+    // reads is abandoned after a while.
+    let mut sent = 0;
+    let mut stalls = 0;
+    let mut lag = latency_histogram();
+    let mut stuck = 0;
+    let collect = async {
+        while let Some(joined) = senders.join_next().await {
+            if let Ok(s) = joined {
+                sent += s.sent;
+                stalls += s.stalls;
+                lag.add(&s.lag).expect("same bounds");
+            }
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(3), collect)
+        .await
+        .is_err()
+    {
+        stuck = senders.len();
+        senders.abort_all();
+    }
+    // Wait for what is still in flight.
+    let drain_deadline = Instant::now() + Duration::from_secs(3);
+    let total_received = || {
+        shared_all
+            .iter()
+            .map(|s| s.received.lock().expect("not poisoned").total)
+            .sum::<u64>()
+    };
+    while total_received() < sent && Instant::now() < drain_deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    others.abort_all();
+
+    let mut hist = latency_histogram();
+    let (mut measured, mut received, mut order_errors) = (0, 0, 0);
+    for s in &shared_all {
+        let r = s.received.lock().expect("not poisoned");
+        hist.add(&r.hist).expect("same bounds");
+        measured += r.measured;
+        received += r.total;
+        order_errors += r.order_errors;
+    }
+    out.insert("sent".into(), sent.into());
+    out.insert("received".into(), received.into());
+    out.insert("lost".into(), sent.saturating_sub(received).into());
+    out.insert("order_errors".into(), order_errors.into());
+    out.insert("measured".into(), measured.into());
+    out.insert(
+        "msgs_per_s".into(),
+        (measured as f64 / measured_secs).round().into(),
+    );
+    out.insert("latency_us".into(), latency_json(&hist));
+    if args.offered_rate > 0.0 {
+        out.insert("window_stalls".into(), stalls.into());
+        out.insert("send_lag_us".into(), latency_json(&lag));
+    }
+    if stuck > 0 {
+        out.insert("stuck_senders".into(), stuck.into());
+    }
+    if args.idle > 0 {
+        out.insert(
+            "idle_dropped".into(),
+            dropped.load(Ordering::Relaxed).into(),
+        );
+    }
+    surprises.to_json(&mut out);
+    drop(holders);
+    drop(keep);
+    Ok(out)
+}
+
+/// A's side of a relay pair: sends candidates to `to` while the window has
+/// room, feeding as many as it can before one flush; when `pace` is set
+/// (interval, first send time) it follows that schedule instead.
+async fn send_stream(
+    ctx: Arc<Ctx>,
+    phase: Arc<Phase>,
+    shared: Arc<PairShared>,
+    mut tx: WsTx,
+    to: String,
+    pace: Option<(Duration, Instant)>,
+) -> Sent {
+    let mut out = Sent {
+        sent: 0,
+        stalls: 0,
+        lag: latency_histogram(),
+    };
+    let window = &shared.window;
+    let feed = async |tx: &mut WsTx, seq: u64| {
+        let msg = Message::text(wire::candidate(&to, seq, ctx.now_ns()));
+        tx.feed(msg).await
+    };
+    match pace {
+        None => loop {
+            let Ok(permit) = window.acquire().await else {
+                break;
+            };
+            permit.forget();
+            if feed(&mut tx, out.sent).await.is_err() {
+                break;
+            }
+            out.sent += 1;
+            while let Ok(permit) = window.try_acquire() {
+                permit.forget();
+                if feed(&mut tx, out.sent).await.is_err() {
+                    return out;
+                }
+                out.sent += 1;
+            }
+            if tx.flush().await.is_err() {
+                break;
+            }
+        },
+        Some((interval, mut next)) => 'run: loop {
+            if phase.get() == STOP {
+                break;
+            }
+            let now = Instant::now();
+            if next > now {
+                let wake = next.min(now + Duration::from_millis(50));
+                tokio::time::sleep_until(wake.into()).await;
+                continue;
+            }
+            let mut fed = 0;
+            while next <= Instant::now() && fed < 64 {
+                match window.try_acquire() {
+                    Ok(p) => p.forget(),
+                    Err(TryAcquireError::Closed) => break 'run,
+                    Err(TryAcquireError::NoPermits) => {
+                        out.stalls += 1;
+                        if fed > 0 && tx.flush().await.is_err() {
+                            break 'run;
+                        }
+                        fed = 0;
+                        match window.acquire().await {
+                            Ok(p) => p.forget(),
+                            Err(_) => break 'run,
+                        }
+                    }
+                }
+                if phase.get() == MEASURE {
+                    record(&mut out.lag, (Instant::now() - next).as_nanos() as u64);
+                }
+                if feed(&mut tx, out.sent).await.is_err() {
+                    break 'run;
+                }
+                out.sent += 1;
+                fed += 1;
+                next += interval;
+            }
+            if fed > 0 && tx.flush().await.is_err() {
+                break;
+            }
+        },
+    }
+    out
+}
+
+/// B's side of a relay pair: checks order, records one-way latency during
+/// the measured phase and reopens the window.
+async fn receive_stream(
+    ctx: Arc<Ctx>,
+    phase: Arc<Phase>,
+    shared: Arc<PairShared>,
+    mut rx: WsRx,
+    surprises: Arc<Surprises>,
+) {
+    while let Some(msg) = rx.next().await {
+        match msg {
+            Ok(Message::Text(t)) => {
+                let now = ctx.now_ns();
+                let Some(p) = wire::probe(&t) else {
+                    surprises.note(&t);
+                    continue;
+                };
+                {
+                    let mut r = shared.received.lock().expect("not poisoned");
+                    r.total += 1;
+                    if p.seq != r.next_seq {
+                        r.order_errors += 1;
+                    }
+                    r.next_seq = p.seq + 1;
+                    if phase.get() == MEASURE {
+                        r.measured += 1;
+                        record(&mut r.hist, now.saturating_sub(p.ts_ns));
+                    }
+                }
+                shared.window.add_permits(1);
+            }
+            Ok(Message::Close(_)) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Reads a connection that should receive nothing, noting anything it gets.
+async fn drain(mut rx: WsRx, surprises: Arc<Surprises>) {
+    while let Some(msg) = rx.next().await {
+        match msg {
+            Ok(Message::Text(t)) => surprises.note(&t),
+            Ok(Message::Close(_)) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// What A measured of its round trips.
+struct Trips {
+    hist: Histogram<u64>,
+    measured: u64,
+    total: u64,
+    error: Option<String>,
+}
+
+async fn pingpong(ctx: Arc<Ctx>, args: PingArgs) -> Result<Map<String, Value>, String> {
+    let mut out = Map::new();
+    out.insert("pairs".into(), args.pairs.into());
+    out.insert("duration_s".into(), args.duration.into());
+    out.insert("idle".into(), args.idle.into());
+    let (pairs, holders, dropped) = match setup(&ctx, args.pairs, args.idle, &mut out).await {
+        Ok(v) => v,
+        Err(e) => {
+            out.insert("error".into(), e.into());
+            return Ok(out);
+        }
+    };
+    let phase = Phase::new();
+    let surprises = Arc::new(Surprises::default());
+    let mut callers = JoinSet::new();
+    let mut echoes = JoinSet::new();
+    for (i, (a, b)) in pairs.into_iter().enumerate() {
+        let a_name = format!("{}a{i}", ctx.prefix);
+        let b_name = format!("{}b{i}", ctx.prefix);
+        callers.spawn(ping(ctx.clone(), phase.clone(), a, b_name));
+        echoes.spawn(echo(b, a_name, surprises.clone()));
+    }
+    tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
+    let marks = Marks::now(&ctx);
+    let measure_start = Instant::now();
+    phase.set(MEASURE);
+    tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
+    phase.set(STOP);
+    let measured_secs = measure_start.elapsed().as_secs_f64();
+    marks.finish(&mut out);
+    let mut hist = latency_histogram();
+    let (mut measured, mut total, mut failed) = (0u64, 0u64, 0u64);
+    let mut first_error = None;
+    let collect = async {
+        while let Some(joined) = callers.join_next().await {
+            let Ok(t) = joined else {
+                failed += 1;
+                continue;
+            };
+            hist.add(&t.hist).expect("same bounds");
+            measured += t.measured;
+            total += t.total;
+            if let Some(e) = t.error {
+                failed += 1;
+                first_error.get_or_insert(e);
+            }
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(6), collect)
+        .await
+        .is_err()
+    {
+        out.insert("stuck_callers".into(), callers.len().into());
+        callers.abort_all();
+    }
+    echoes.abort_all();
+    out.insert("round_trips".into(), total.into());
+    out.insert("measured".into(), measured.into());
+    out.insert(
+        "round_trips_per_s".into(),
+        (measured as f64 / measured_secs).round().into(),
+    );
+    out.insert("rtt_us".into(), latency_json(&hist));
+    out.insert("failed_pairs".into(), failed.into());
+    if let Some(e) = first_error {
+        out.insert("first_error".into(), e.into());
+    }
+    if args.idle > 0 {
+        out.insert(
+            "idle_dropped".into(),
+            dropped.load(Ordering::Relaxed).into(),
+        );
+    }
+    surprises.to_json(&mut out);
+    drop(holders);
+    Ok(out)
+}
+
+/// A's side of a ping-pong pair: one candidate in flight, the next sent when
+/// its echo is back.
+async fn ping(ctx: Arc<Ctx>, phase: Arc<Phase>, mut ws: Ws, to: String) -> Trips {
+    let mut t = Trips {
+        hist: latency_histogram(),
+        measured: 0,
+        total: 0,
+        error: None,
+    };
+    let limit = Duration::from_secs(5);
+    while phase.get() != STOP {
+        let seq = t.total;
+        let trip = async {
+            send_text(&mut ws, wire::candidate(&to, seq, ctx.now_ns())).await?;
+            loop {
+                match ws.next().await {
+                    Some(Ok(Message::Text(text))) => match wire::probe(&text) {
+                        Some(p) if p.seq == seq => return Ok(p.ts_ns),
+                        Some(p) => return Err(format!("echo {} while waiting for {seq}", p.seq)),
+                        None => return Err(format!("unexpected message: {text}")),
+                    },
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(e.to_string()),
+                    None => return Err("closed".to_owned()),
+                }
+            }
+        };
+        match tokio::time::timeout(limit, trip).await {
+            Ok(Ok(ts)) => {
+                t.total += 1;
+                if phase.get() == MEASURE {
+                    t.measured += 1;
+                    record(&mut t.hist, ctx.now_ns().saturating_sub(ts));
+                }
+            }
+            Ok(Err(e)) => {
+                t.error = Some(e);
+                break;
+            }
+            Err(_) => {
+                t.error = Some(format!("no echo of {seq} within {limit:?}"));
+                break;
+            }
+        }
+    }
+    t
+}
+
+/// B's side of a ping-pong pair: sends every candidate back to `to`.
+async fn echo(mut ws: Ws, to: String, surprises: Arc<Surprises>) {
+    while let Some(msg) = ws.next().await {
+        match msg {
+            Ok(Message::Text(t)) => match wire::probe(&t) {
+                Some(p) => {
+                    let back = Message::text(wire::candidate(&to, p.seq, p.ts_ns));
+                    if ws.send(back).await.is_err() {
+                        break;
+                    }
+                }
+                None => surprises.note(&t),
+            },
+            Ok(Message::Close(_)) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+}

@@ -15,5 +15,6 @@
 
 pub mod loopback;
 pub mod procfs;
+pub mod report;
 pub mod summary;
 pub mod wire;

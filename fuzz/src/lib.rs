@@ -1,0 +1,673 @@
+//! The `router` fuzz target's decoding and checks, kept in a library so that the same code runs
+//! under libFuzzer (`cargo fuzz run router`) and on plain stable (`cargo test` in this folder,
+//! which replays the seed corpus).
+//!
+//! # Input format
+//!
+//! * Byte 0 picks the [`RouterConfig`]: bit 0 clear turns the rate limit off; bit 0 set turns it
+//!   on with `per_second`, `burst` and `max_strikes` chosen by bits 1–2, 3–4 and 5–6 (see
+//!   [`rate_limit_for`]). `0x7f` is the default limit, `0x00` no limit.
+//! * The rest is a sequence of [`Op`]s decoded with `arbitrary`'s derive (a 4-byte little-endian
+//!   variant selector, then the fields in order), until the bytes run out or [`MAX_OPS`] ops.
+//!   Frame bodies ([`Bytes`]) are a little-endian `u16` length and that many bytes (fewer if the
+//!   input ends first).
+//!
+//! [`encode`] is the exact inverse, used to write the seed corpus.
+
+pub mod seeds;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use arbitrary::{Arbitrary, Unstructured};
+use serde::Deserialize;
+use signaling_core::{
+    CloseReason, ConnectionId, ErrorCode, Output, RateLimit, Router, RouterConfig, RouterError,
+};
+
+/// Connection slots: each holds at most one live connection at a time.
+pub const SLOTS: usize = 6;
+/// Ops decoded from one input at most (bounds the time one input can take).
+pub const MAX_OPS: usize = 2_000;
+
+/// Names used by [`Msg`], by index modulo the length. The last two are invalid usernames.
+pub const NAMES: &[&str] = &[
+    "alice",
+    "bob",
+    "carol",
+    "__proto__",
+    "constructor",
+    "",
+    "a\u{0}b",
+];
+
+/// Payloads used by [`Msg`] relays, by index modulo the length: the shapes browsers send,
+/// and JSON a strict parser may choke on.
+pub const PAYLOADS: &[&str] = &[
+    r#"{"type":"offer","sdp":"v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"}"#,
+    r#"{"candidate":"candidate:842163049 1 udp 1677729535 10.0.0.1 3478 typ srflx","sdpMid":"0","sdpMLineIndex":0}"#,
+    "null",
+    r#"[1, 2.5e300, -0, true, false, null, {"a": [[[]]]}]"#,
+    r#""\u00e9\/\"\u0000\ud83d\ude00""#,
+    // A lone surrogate: legal JSON grammar, but not a Rust or serde_json `String`.
+    r#"{"sdp":"\ud800"}"#,
+    r#"{"__proto__":{"polluted":true},"constructor":null}"#,
+];
+
+/// A frame body: a little-endian `u16` length, then that many bytes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Bytes(pub Vec<u8>);
+
+impl std::fmt::Debug for Bytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", String::from_utf8_lossy(&self.0))
+    }
+}
+
+impl<'a> Arbitrary<'a> for Bytes {
+    fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
+        let len = usize::from(u16::arbitrary(u)?);
+        let take = len.min(u.len());
+        Ok(Bytes(u.bytes(take)?.to_vec()))
+    }
+}
+
+/// Who a structured relay or close names in `otherUsername`.
+#[derive(Arbitrary, Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// `otherUsername` left out (the router uses the current partner).
+    Omitted,
+    /// `"otherUsername": NAMES[i % len]`.
+    Name(u8),
+    /// `"otherUsername": null`.
+    Null,
+}
+
+/// A well-formed tutorial message, so that the fuzzer reaches logins and calls quickly; the
+/// raw [`Op::Text`] frames cover everything else.
+#[derive(Arbitrary, Debug, Clone, PartialEq, Eq)]
+pub enum Msg {
+    /// `{"type":"login","username":NAMES[name]}`.
+    Login {
+        /// Index into [`NAMES`].
+        name: u8,
+    },
+    /// `{"type":"offer","offer":PAYLOADS[payload],…}`.
+    Offer {
+        /// The addressee.
+        to: Target,
+        /// Index into [`PAYLOADS`].
+        payload: u8,
+    },
+    /// `{"type":"answer","answer":…,…}`.
+    Answer {
+        /// The addressee.
+        to: Target,
+        /// Index into [`PAYLOADS`].
+        payload: u8,
+    },
+    /// `{"type":"candidate","candidate":…,…}`.
+    Candidate {
+        /// The addressee.
+        to: Target,
+        /// Index into [`PAYLOADS`].
+        payload: u8,
+    },
+    /// `{"type":"close",…}`.
+    Close {
+        /// The partner named.
+        to: Target,
+    },
+}
+
+impl Msg {
+    /// The frame text.
+    pub fn to_text(&self) -> String {
+        let name = |i: u8| NAMES[usize::from(i) % NAMES.len()];
+        let json = |s: &str| serde_json::to_string(s).expect("a str serializes");
+        let target = |t: &Target| match t {
+            Target::Omitted => String::new(),
+            Target::Name(i) => format!(r#","otherUsername":{}"#, json(name(*i))),
+            Target::Null => r#","otherUsername":null"#.to_string(),
+        };
+        let relay = |kind: &str, to: &Target, payload: u8| {
+            let body = PAYLOADS[usize::from(payload) % PAYLOADS.len()];
+            format!(r#"{{"type":"{kind}","{kind}":{body}{}}}"#, target(to))
+        };
+        match self {
+            Msg::Login { name: n } => {
+                format!(r#"{{"type":"login","username":{}}}"#, json(name(*n)))
+            }
+            Msg::Offer { to, payload } => relay("offer", to, *payload),
+            Msg::Answer { to, payload } => relay("answer", to, *payload),
+            Msg::Candidate { to, payload } => relay("candidate", to, *payload),
+            Msg::Close { to } => format!(r#"{{"type":"close"{}}}"#, target(to)),
+        }
+    }
+}
+
+/// One step of the scenario. Slots are taken modulo [`SLOTS`].
+#[derive(Arbitrary, Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Open a connection in the slot (a fresh id). On a live slot: `handle_connect` with the
+    /// live id, which must be refused with `AlreadyConnected`.
+    Connect {
+        /// The slot.
+        slot: u8,
+    },
+    /// Close the slot's transport. On an empty slot: `handle_disconnect` with a dead id, which
+    /// must be refused with `UnknownConnection`.
+    Disconnect {
+        /// The slot.
+        slot: u8,
+    },
+    /// A text frame: the bytes, invalid UTF-8 replaced (`String::from_utf8_lossy`).
+    Text {
+        /// The slot.
+        slot: u8,
+        /// The frame body.
+        bytes: Bytes,
+    },
+    /// A text frame: the longest valid UTF-8 prefix of the bytes, unchanged.
+    RawStr {
+        /// The slot.
+        slot: u8,
+        /// The frame body.
+        bytes: Bytes,
+    },
+    /// A binary frame of `len` bytes.
+    Binary {
+        /// The slot.
+        slot: u8,
+        /// Its length.
+        len: u32,
+    },
+    /// The clock moves forward.
+    AdvanceTime {
+        /// By this many milliseconds.
+        ms: u16,
+    },
+    /// The clock moves backwards (never before the start): instants read on different
+    /// threads can reach the router out of order.
+    RewindTime {
+        /// By this many milliseconds.
+        ms: u16,
+    },
+    /// A well-formed tutorial message as a text frame.
+    Message {
+        /// The slot.
+        slot: u8,
+        /// The message.
+        msg: Msg,
+    },
+}
+
+/// The rate limit selected by the first input byte.
+pub fn rate_limit_for(byte: u8) -> Option<RateLimit> {
+    if byte & 1 == 0 {
+        return None;
+    }
+    let pick = |shift: u32, values: [u32; 4]| values[usize::from((byte >> shift) & 3)];
+    Some(RateLimit {
+        per_second: pick(1, [0, 1, 10, 200]),
+        burst: pick(3, [0, 1, 3, 2_000]),
+        max_strikes: pick(5, [0, 1, 3, 200]),
+    })
+}
+
+/// Splits an input into its config byte and its ops.
+pub fn decode(data: &[u8]) -> (u8, Vec<Op>) {
+    let Some((&config, rest)) = data.split_first() else {
+        return (0, Vec::new());
+    };
+    let mut u = Unstructured::new(rest);
+    let mut ops = Vec::new();
+    while !u.is_empty() && ops.len() < MAX_OPS {
+        match Op::arbitrary(&mut u) {
+            Ok(op) => ops.push(op),
+            Err(_) => break,
+        }
+    }
+    (config, ops)
+}
+
+/// The bytes that [`decode`] turns into `(config, ops)`.
+pub fn encode(config: u8, ops: &[Op]) -> Vec<u8> {
+    let mut out = vec![config];
+    for op in ops {
+        encode_op(&mut out, op);
+    }
+    out
+}
+
+/// The `u32` that arbitrary's derive maps to variant `index` of `count`:
+/// `(u64::from(v) * count) >> 32 == index`.
+fn variant(out: &mut Vec<u8>, index: u64, count: u64) {
+    let v = u32::try_from((index << 32).div_ceil(count)).expect("index < count");
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+fn encode_bytes(out: &mut Vec<u8>, bytes: &Bytes) {
+    let len = u16::try_from(bytes.0.len()).expect("frame bodies are at most 65535 bytes");
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&bytes.0);
+}
+
+fn encode_target(out: &mut Vec<u8>, target: &Target) {
+    match target {
+        Target::Omitted => variant(out, 0, 3),
+        Target::Name(i) => {
+            variant(out, 1, 3);
+            out.push(*i);
+        }
+        Target::Null => variant(out, 2, 3),
+    }
+}
+
+fn encode_op(out: &mut Vec<u8>, op: &Op) {
+    const OPS: u64 = 8;
+    match op {
+        Op::Connect { slot } => {
+            variant(out, 0, OPS);
+            out.push(*slot);
+        }
+        Op::Disconnect { slot } => {
+            variant(out, 1, OPS);
+            out.push(*slot);
+        }
+        Op::Text { slot, bytes } => {
+            variant(out, 2, OPS);
+            out.push(*slot);
+            encode_bytes(out, bytes);
+        }
+        Op::RawStr { slot, bytes } => {
+            variant(out, 3, OPS);
+            out.push(*slot);
+            encode_bytes(out, bytes);
+        }
+        Op::Binary { slot, len } => {
+            variant(out, 4, OPS);
+            out.push(*slot);
+            out.extend_from_slice(&len.to_le_bytes());
+        }
+        Op::AdvanceTime { ms } => {
+            variant(out, 5, OPS);
+            out.extend_from_slice(&ms.to_le_bytes());
+        }
+        Op::RewindTime { ms } => {
+            variant(out, 6, OPS);
+            out.extend_from_slice(&ms.to_le_bytes());
+        }
+        Op::Message { slot, msg } => {
+            variant(out, 7, OPS);
+            out.push(*slot);
+            const MSGS: u64 = 5;
+            match msg {
+                Msg::Login { name } => {
+                    variant(out, 0, MSGS);
+                    out.push(*name);
+                }
+                Msg::Offer { to, payload } => {
+                    variant(out, 1, MSGS);
+                    encode_target(out, to);
+                    out.push(*payload);
+                }
+                Msg::Answer { to, payload } => {
+                    variant(out, 2, MSGS);
+                    encode_target(out, to);
+                    out.push(*payload);
+                }
+                Msg::Candidate { to, payload } => {
+                    variant(out, 3, MSGS);
+                    encode_target(out, to);
+                    out.push(*payload);
+                }
+                Msg::Close { to } => {
+                    variant(out, 4, MSGS);
+                    encode_target(out, to);
+                }
+            }
+        }
+    }
+}
+
+/// The fields of a server frame that the server itself writes. Unknown fields (the relayed
+/// payload) are skipped by the parser, which checks their JSON syntax but, unlike a
+/// `serde_json::Value`, accepts lone `\uD800`-style surrogate escapes (as browsers'
+/// `JSON.parse` does). Duplicate fields are an error.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerFrame {
+    #[serde(rename = "type")]
+    kind: String,
+    success: Option<bool>,
+    code: Option<String>,
+    message: Option<String>,
+    username: Option<String>,
+    offer: Option<serde::de::IgnoredAny>,
+    answer: Option<serde::de::IgnoredAny>,
+    candidate: Option<serde::de::IgnoredAny>,
+}
+
+/// Checks one server frame's text; returns its `type`.
+fn check_frame(text: &str) -> String {
+    let frame: ServerFrame = serde_json::from_str(text)
+        .unwrap_or_else(|e| panic!("server frame is not a valid JSON object ({e}): {text}"));
+    let code_ok = |code: &Option<String>| {
+        let code = code
+            .as_deref()
+            .unwrap_or_else(|| panic!("no `code`: {text}"));
+        assert!(
+            ErrorCode::from_wire(code).is_some(),
+            "unknown error code {code:?}: {text}"
+        );
+    };
+    let payloads = [&frame.offer, &frame.answer, &frame.candidate]
+        .iter()
+        .filter(|p| p.is_some())
+        .count();
+    match frame.kind.as_str() {
+        "login" => {
+            let success = frame
+                .success
+                .unwrap_or_else(|| panic!("login without `success`: {text}"));
+            if success {
+                assert!(frame.code.is_none() && frame.message.is_none(), "{text}");
+            } else {
+                code_ok(&frame.code);
+                assert!(frame.message.is_some(), "{text}");
+            }
+            assert!(frame.username.is_none() && payloads == 0, "{text}");
+        }
+        "error" => {
+            code_ok(&frame.code);
+            assert!(frame.message.is_some(), "{text}");
+            assert!(frame.success.is_none() && frame.username.is_none() && payloads == 0);
+        }
+        "close" => {
+            let from = frame
+                .username
+                .as_deref()
+                .unwrap_or_else(|| panic!("{text}"));
+            assert!(!from.is_empty(), "close from an empty name: {text}");
+            assert!(payloads == 0 && frame.code.is_none(), "{text}");
+        }
+        kind @ ("offer" | "answer" | "candidate") => {
+            let from = frame
+                .username
+                .as_deref()
+                .unwrap_or_else(|| panic!("{text}"));
+            assert!(!from.is_empty(), "relay from an empty name: {text}");
+            let ours = match kind {
+                "offer" => &frame.offer,
+                "answer" => &frame.answer,
+                _ => &frame.candidate,
+            };
+            assert!(
+                ours.is_some() && payloads == 1,
+                "relay payload field: {text}"
+            );
+        }
+        other => panic!("unexpected type {other:?}: {text}"),
+    }
+    frame.kind
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Live {
+    id: ConnectionId,
+    /// The router sent `Close` for it; it stays live until `Disconnect`.
+    closing: bool,
+}
+
+/// The router under test and what the harness knows about it.
+struct World {
+    router: Router,
+    limit: Option<RateLimit>,
+    slots: [Option<Live>; SLOTS],
+    /// The id last used in each slot (or a never-used one): what a dead-slot input sends.
+    stale: [ConnectionId; SLOTS],
+    next_id: u64,
+    start: Instant,
+    offset_ms: u64,
+    /// Every id that ever got a `Close`, to check it comes at most once.
+    closed: HashSet<ConnectionId>,
+    /// Print every op and output to stderr.
+    trace: bool,
+}
+
+impl World {
+    fn new(config_byte: u8) -> Self {
+        let limit = rate_limit_for(config_byte);
+        World {
+            router: Router::new(RouterConfig::default().with_rate_limit(limit)),
+            limit,
+            slots: [None; SLOTS],
+            // Ids 1_000_000+ are never handed out, so they are never live.
+            stale: std::array::from_fn(|i| ConnectionId(1_000_000 + i as u64)),
+            next_id: 0,
+            start: Instant::now(),
+            offset_ms: 0,
+            closed: HashSet::new(),
+            trace: false,
+        }
+    }
+
+    fn now(&self) -> Instant {
+        self.start + Duration::from_millis(self.offset_ms)
+    }
+
+    fn is_live(&self, id: ConnectionId) -> bool {
+        self.slots.iter().flatten().any(|l| l.id == id)
+    }
+
+    /// Drains the router's outputs, checking each; returns how many there were.
+    fn drain(&mut self) -> usize {
+        let mut n = 0;
+        while let Some(output) = self.router.poll_output() {
+            n += 1;
+            if self.trace {
+                match &output {
+                    Output::Transmit(t) => eprintln!("    -> {}: {}", t.to, t.message.to_json()),
+                    other => eprintln!("    -> {other:?}"),
+                }
+            }
+            let to = output.connection();
+            assert!(
+                self.is_live(to) && self.router.is_connected(to),
+                "output for a connection that is not live: {output:?}"
+            );
+            match output {
+                Output::Transmit(t) => {
+                    check_frame(&t.message.to_json());
+                }
+                Output::Close { conn, reason } => {
+                    let limit = self
+                        .limit
+                        .unwrap_or_else(|| panic!("Close without a rate limit: {conn}"));
+                    assert_ne!(limit.max_strikes, 0, "Close although max_strikes is 0");
+                    assert_eq!(reason, CloseReason::RateLimited);
+                    assert_eq!(reason.code(), 1008);
+                    assert!(self.closed.insert(conn), "second Close for {conn}");
+                    for live in self.slots.iter_mut().flatten() {
+                        if live.id == conn {
+                            live.closing = true;
+                        }
+                    }
+                }
+                other => panic!("unknown output {other:?}"),
+            }
+        }
+        assert_eq!(self.router.pending_outputs(), 0);
+        n
+    }
+
+    /// Feeds one frame from `slot` and checks the outcome.
+    fn frame(
+        &mut self,
+        slot: u8,
+        send: impl FnOnce(&mut Router, ConnectionId, Instant) -> Result<(), RouterError>,
+    ) {
+        let s = usize::from(slot) % SLOTS;
+        let now = self.now();
+        match self.slots[s] {
+            Some(live) => {
+                let result = send(&mut self.router, live.id, now);
+                assert_eq!(result, Ok(()), "input on live {} refused", live.id);
+                let outputs = self.drain();
+                if live.closing {
+                    assert_eq!(outputs, 0, "closing {} got an answer", live.id);
+                } else {
+                    // Every frame gets an answer: a reply, a relay, or a close for the partner.
+                    assert!(outputs > 0, "a frame from {} got no answer at all", live.id);
+                }
+            }
+            None => {
+                let dead = self.stale[s];
+                let result = send(&mut self.router, dead, now);
+                assert_eq!(result, Err(RouterError::UnknownConnection(dead)));
+                assert_eq!(self.drain(), 0, "a refused input produced output");
+            }
+        }
+    }
+
+    fn step(&mut self, op: &Op) {
+        if self.trace {
+            eprintln!("{op:?}");
+        }
+        match op {
+            Op::Connect { slot } => {
+                let s = usize::from(*slot) % SLOTS;
+                match self.slots[s] {
+                    Some(live) => {
+                        let result = self.router.handle_connect(live.id);
+                        assert_eq!(result, Err(RouterError::AlreadyConnected(live.id)));
+                    }
+                    None => {
+                        self.next_id += 1;
+                        let id = ConnectionId(self.next_id);
+                        assert_eq!(self.router.handle_connect(id), Ok(()));
+                        self.slots[s] = Some(Live { id, closing: false });
+                        self.stale[s] = id;
+                    }
+                }
+                assert_eq!(self.drain(), 0, "connect produced output");
+            }
+            Op::Disconnect { slot } => {
+                let s = usize::from(*slot) % SLOTS;
+                match self.slots[s].take() {
+                    Some(live) => {
+                        assert_eq!(self.router.handle_disconnect(live.id), Ok(()));
+                        assert!(!self.router.is_connected(live.id));
+                    }
+                    None => {
+                        let dead = self.stale[s];
+                        let result = self.router.handle_disconnect(dead);
+                        assert_eq!(result, Err(RouterError::UnknownConnection(dead)));
+                    }
+                }
+                // At most a `close` for the partner.
+                assert!(self.drain() <= 1);
+            }
+            Op::Text { slot, bytes } => {
+                let text = String::from_utf8_lossy(&bytes.0);
+                self.frame(*slot, |r, c, now| r.handle_text(c, &text, now));
+            }
+            Op::RawStr { slot, bytes } => {
+                let text = match std::str::from_utf8(&bytes.0) {
+                    Ok(s) => s,
+                    Err(e) => std::str::from_utf8(&bytes.0[..e.valid_up_to()])
+                        .expect("the valid prefix is UTF-8"),
+                };
+                self.frame(*slot, |r, c, now| r.handle_text(c, text, now));
+            }
+            Op::Binary { slot, len } => {
+                let len = *len as usize;
+                self.frame(*slot, |r, c, now| r.handle_binary(c, len, now));
+            }
+            Op::AdvanceTime { ms } => self.offset_ms += u64::from(*ms),
+            Op::RewindTime { ms } => self.offset_ms = self.offset_ms.saturating_sub(u64::from(*ms)),
+            Op::Message { slot, msg } => {
+                let text = msg.to_text();
+                self.frame(*slot, |r, c, now| r.handle_text(c, &text, now));
+            }
+        }
+        self.check_state();
+    }
+
+    /// The registry and the calls are consistent with what the harness knows.
+    fn check_state(&self) {
+        let r = &self.router;
+        let live: Vec<ConnectionId> = self.slots.iter().flatten().map(|l| l.id).collect();
+        assert_eq!(r.connection_count(), live.len(), "connection_count");
+        let mut users = 0;
+        for &c in &live {
+            assert!(r.is_connected(c));
+            if let Some(name) = r.username(c) {
+                users += 1;
+                assert_eq!(r.connection_of(name.as_str()), Some(c), "name registry");
+            }
+            if let Some(p) = r.partner(c) {
+                assert_ne!(p, c, "{c} in a call with itself");
+                assert!(live.contains(&p), "{c} in a call with dead {p}");
+                assert_eq!(r.partner(p), Some(c), "call of {c} with {p} is one-sided");
+                assert_eq!(r.is_answered(c), r.is_answered(p), "answered differs");
+                assert!(r.username(c).is_some() && r.username(p).is_some());
+            } else {
+                assert!(!r.is_answered(c));
+            }
+        }
+        assert_eq!(r.user_count(), users, "user_count");
+        for id in self.stale {
+            if !live.contains(&id) {
+                assert!(!r.is_connected(id));
+            }
+        }
+    }
+
+    /// Everyone leaves: the router must end up empty.
+    fn finish(mut self) {
+        for s in 0..SLOTS {
+            if let Some(live) = self.slots[s].take() {
+                assert_eq!(self.router.handle_disconnect(live.id), Ok(()));
+                assert!(self.drain() <= 1);
+                self.check_state();
+            }
+        }
+        assert_eq!(self.router.connection_count(), 0);
+        assert_eq!(self.router.user_count(), 0);
+        assert_eq!(self.router.pending_outputs(), 0);
+        assert!(self.router.poll_output().is_none());
+    }
+}
+
+/// Runs one fuzz input: decodes it, feeds every op to a fresh router checking the invariants
+/// after each, then disconnects everyone. Panics on any violation.
+pub fn run(data: &[u8]) {
+    let (config, ops) = decode(data);
+    run_ops(config, &ops);
+}
+
+/// [`run`] on already decoded ops.
+pub fn run_ops(config: u8, ops: &[Op]) {
+    run_ops_inner(config, ops, false);
+}
+
+/// [`run`], printing the config, every op and every output to stderr (for reading a crash).
+pub fn run_traced(data: &[u8]) {
+    let (config, ops) = decode(data);
+    eprintln!(
+        "config {config:#04x}: rate limit {:?}",
+        rate_limit_for(config)
+    );
+    run_ops_inner(config, &ops, true);
+}
+
+fn run_ops_inner(config: u8, ops: &[Op], trace: bool) {
+    let mut world = World::new(config);
+    world.trace = trace;
+    for op in ops {
+        world.step(op);
+    }
+    world.finish();
+}

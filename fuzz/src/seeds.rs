@@ -1,0 +1,367 @@
+//! The seed corpus: small scenarios written as [`Op`]s and encoded with [`encode`]. The files
+//! in `corpus/router/seed-*` are exactly these (`cargo run --example gen_corpus` rewrites them;
+//! `cargo test` checks they are up to date).
+
+use crate::{Bytes, Msg, Op, Target, encode};
+
+const OFFER: &str = r#"{"type":"offer","sdp":"v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\na=ice-ufrag:EsAw\r\na=ice-pwd:bP+XJMM09aR8AiX1jdukzR6Y\r\na=fingerprint:sha-256 0F:74:31:25:CB:A2:13:EC:28:6F:6D:2C:61:FF:5D:C2:BC:B9:DB:3D:98:14:8D:1A:BB:EA:33:0C:A4:60:A8:8E\r\na=setup:actpass\r\na=mid:0\r\na=sctp-port:5000\r\n"}"#;
+const ANSWER: &str = r#"{"type":"answer","sdp":"v=0\r\no=- 8897143540734522338 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\na=setup:active\r\na=mid:0\r\n"}"#;
+const CAND_A: &str = r#"{"candidate":"candidate:1 1 udp 2122260223 192.168.1.2 56143 typ host generation 0","sdpMid":"0","sdpMLineIndex":0}"#;
+const CAND_B: &str = r#"{"candidate":"candidate:2 1 udp 1686052607 203.0.113.7 40123 typ srflx raddr 192.168.1.3 rport 40123","sdpMid":"0","sdpMLineIndex":0}"#;
+
+/// Config bytes (see [`crate::rate_limit_for`]).
+const NO_LIMIT: u8 = 0x00;
+const DEFAULT_LIMIT: u8 = 0x7f;
+/// 0 tokens/s, burst 1, close after 3 rejections in a row.
+const STARVED_CLOSE_AFTER_3: u8 = 1 | (1 << 3) | (2 << 5);
+/// 10 tokens/s, burst 3, never close.
+const TEN_PER_SECOND_NEVER_CLOSE: u8 = 1 | (2 << 1) | (2 << 3);
+
+fn text(slot: u8, s: &str) -> Op {
+    Op::Text {
+        slot,
+        bytes: Bytes(s.as_bytes().to_vec()),
+    }
+}
+fn raw(slot: u8, b: &[u8]) -> Op {
+    Op::RawStr {
+        slot,
+        bytes: Bytes(b.to_vec()),
+    }
+}
+fn connect(slot: u8) -> Op {
+    Op::Connect { slot }
+}
+fn disconnect(slot: u8) -> Op {
+    Op::Disconnect { slot }
+}
+fn login(slot: u8, name: &str) -> Op {
+    text(
+        slot,
+        &format!(r#"{{"type":"login","username":{}}}"#, json(name)),
+    )
+}
+fn relay(slot: u8, kind: &str, payload: &str, to: &str) -> Op {
+    text(
+        slot,
+        &format!(
+            r#"{{"type":"{kind}","{kind}":{payload},"otherUsername":{}}}"#,
+            json(to)
+        ),
+    )
+}
+fn json(s: &str) -> String {
+    serde_json::to_string(s).expect("a str serializes")
+}
+
+/// The tutorial's whole call: login, offer, answer, candidates both ways, close, leave.
+fn tutorial_call() -> Vec<Op> {
+    vec![
+        connect(0),
+        connect(1),
+        login(0, "alice"),
+        login(1, "bob"),
+        relay(0, "offer", OFFER, "bob"),
+        relay(1, "answer", ANSWER, "alice"),
+        relay(0, "candidate", CAND_A, "bob"),
+        relay(1, "candidate", CAND_B, "alice"),
+        text(1, r#"{"type":"candidate","candidate":null}"#),
+        text(0, r#"{"type":"close","otherUsername":"bob"}"#),
+        disconnect(0),
+        disconnect(1),
+    ]
+}
+
+/// Every seed: (file name, config byte, ops).
+pub fn seeds() -> Vec<(&'static str, u8, Vec<Op>)> {
+    let mut garbage = vec![connect(2)];
+    for g in [
+        "",
+        " ",
+        "null",
+        "[]",
+        "42",
+        "\"x\"",
+        "{",
+        "}",
+        "{}",
+        "{\"type\":null}",
+        r#"{"type":"dance"}"#,
+        r#"{"type":"login"}"#,
+        r#"{"type":"login","username":7}"#,
+        r#"{"type":"login","username":"a","username":"b"}"#,
+        r#"{"type":"offer","otherUsername":"bob"}"#,
+        r#"{"type":"candidate","candidate":{},"otherUsername":[]}"#,
+        r#"{"type":"close","otherUsername":{}}"#,
+        r#"{"type":"login","username":"\ud800"}"#,
+        "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[",
+        "{\"type\":\"login\",\"username\":\"alice\"",
+        "\u{feff}{\"type\":\"login\",\"username\":\"bom\"}",
+    ] {
+        garbage.push(text(2, g));
+    }
+    garbage.push(raw(2, b"{\"type\":\"login\",\"username\":\"\xff\xfe\"}"));
+    garbage.push(text(2, "{\"type\":\"login\",\"username\":\"\u{fffd}\"}"));
+    garbage.push(Op::Text {
+        slot: 2,
+        bytes: Bytes(b"\xc3\x28\x00\xff{}".to_vec()),
+    });
+    garbage.push(disconnect(2));
+
+    vec![
+        ("seed-01-tutorial-call", NO_LIMIT, tutorial_call()),
+        (
+            "seed-02-tutorial-call-default-limit",
+            DEFAULT_LIMIT,
+            tutorial_call(),
+        ),
+        (
+            "seed-03-name-taken-then-freed",
+            NO_LIMIT,
+            vec![
+                connect(0),
+                connect(1),
+                login(0, "alice"),
+                login(1, "alice"),
+                login(0, "alice2"),
+                disconnect(0),
+                login(1, "alice"),
+                disconnect(1),
+            ],
+        ),
+        (
+            "seed-04-partner-leaves-mid-call",
+            NO_LIMIT,
+            vec![
+                connect(0),
+                connect(1),
+                login(0, "alice"),
+                login(1, "bob"),
+                relay(0, "offer", OFFER, "bob"),
+                relay(1, "answer", ANSWER, "alice"),
+                disconnect(1),
+                relay(0, "candidate", CAND_A, "bob"),
+                text(0, r#"{"type":"candidate","candidate":{}}"#),
+                text(0, r#"{"type":"close"}"#),
+                connect(1),
+                login(1, "bob"),
+                relay(0, "offer", OFFER, "bob"),
+            ],
+        ),
+        (
+            "seed-05-busy-and-in-call",
+            NO_LIMIT,
+            vec![
+                connect(0),
+                connect(1),
+                connect(2),
+                login(0, "alice"),
+                login(1, "bob"),
+                login(2, "carol"),
+                relay(0, "offer", OFFER, "bob"),
+                relay(2, "offer", OFFER, "bob"),
+                relay(0, "offer", OFFER, "carol"),
+                relay(2, "candidate", CAND_B, "alice"),
+                relay(2, "answer", ANSWER, "bob"),
+                relay(1, "answer", ANSWER, "alice"),
+                relay(0, "offer", OFFER, "bob"),
+                text(1, r#"{"type":"close","otherUsername":"carol"}"#),
+                text(1, r#"{"type":"close","otherUsername":null}"#),
+                relay(2, "offer", OFFER, "alice"),
+            ],
+        ),
+        ("seed-06-garbage-frames", NO_LIMIT, garbage),
+        (
+            "seed-07-prototype-names",
+            NO_LIMIT,
+            vec![
+                connect(0),
+                connect(1),
+                login(0, "__proto__"),
+                login(1, "constructor"),
+                relay(1, "offer", r#"{"__proto__":{"x":1}}"#, "__proto__"),
+                relay(0, "answer", "null", "constructor"),
+                relay(0, "candidate", CAND_A, "toString"),
+                relay(0, "candidate", CAND_A, "__proto__"),
+                text(1, r#"{"type":"close","otherUsername":"__proto__"}"#),
+            ],
+        ),
+        (
+            "seed-08-binary-and-dead-connections",
+            NO_LIMIT,
+            vec![
+                Op::Binary { slot: 0, len: 10 },
+                text(0, r#"{"type":"login","username":"ghost"}"#),
+                disconnect(0),
+                connect(0),
+                connect(0),
+                Op::Binary { slot: 0, len: 0 },
+                Op::Binary {
+                    slot: 0,
+                    len: u32::MAX,
+                },
+                login(0, "alice"),
+                disconnect(0),
+                Op::Binary { slot: 0, len: 5 },
+                disconnect(0),
+            ],
+        ),
+        (
+            "seed-09-rate-limited-then-closed",
+            STARVED_CLOSE_AFTER_3,
+            vec![
+                connect(0),
+                connect(1),
+                login(1, "bob"),
+                login(0, "alice"),
+                relay(0, "offer", OFFER, "bob"),
+                relay(0, "offer", OFFER, "bob"),
+                relay(0, "offer", OFFER, "bob"),
+                Op::Binary { slot: 0, len: 1 },
+                relay(0, "offer", OFFER, "bob"),
+                Op::AdvanceTime { ms: 60_000 },
+                relay(0, "offer", OFFER, "bob"),
+                disconnect(0),
+                connect(0),
+                login(0, "alice"),
+            ],
+        ),
+        (
+            "seed-10-rate-limit-refill-and-clock-skew",
+            TEN_PER_SECOND_NEVER_CLOSE,
+            vec![
+                connect(0),
+                connect(1),
+                login(0, "alice"),
+                login(1, "bob"),
+                relay(0, "offer", OFFER, "bob"),
+                relay(0, "candidate", CAND_A, "bob"),
+                relay(0, "candidate", CAND_A, "bob"),
+                relay(0, "candidate", CAND_A, "bob"),
+                Op::AdvanceTime { ms: 100 },
+                relay(0, "candidate", CAND_A, "bob"),
+                Op::RewindTime { ms: 5_000 },
+                relay(0, "candidate", CAND_A, "bob"),
+                Op::AdvanceTime { ms: 1_000 },
+                relay(1, "answer", ANSWER, "alice"),
+                relay(0, "candidate", CAND_A, "bob"),
+            ],
+        ),
+        (
+            "seed-11-structured-call",
+            NO_LIMIT,
+            vec![
+                connect(3),
+                connect(4),
+                Op::Message {
+                    slot: 3,
+                    msg: Msg::Login { name: 0 },
+                },
+                Op::Message {
+                    slot: 4,
+                    msg: Msg::Login { name: 1 },
+                },
+                Op::Message {
+                    slot: 3,
+                    msg: Msg::Offer {
+                        to: Target::Name(1),
+                        payload: 0,
+                    },
+                },
+                Op::Message {
+                    slot: 4,
+                    msg: Msg::Answer {
+                        to: Target::Name(0),
+                        payload: 4,
+                    },
+                },
+                Op::Message {
+                    slot: 4,
+                    msg: Msg::Candidate {
+                        to: Target::Omitted,
+                        payload: 1,
+                    },
+                },
+                Op::Message {
+                    slot: 3,
+                    msg: Msg::Candidate {
+                        to: Target::Null,
+                        payload: 5,
+                    },
+                },
+                Op::Message {
+                    slot: 3,
+                    msg: Msg::Close {
+                        to: Target::Name(1),
+                    },
+                },
+                Op::Message {
+                    slot: 4,
+                    msg: Msg::Close {
+                        to: Target::Omitted,
+                    },
+                },
+            ],
+        ),
+        (
+            "seed-12-unicode-and-invalid-names",
+            NO_LIMIT,
+            vec![
+                connect(0),
+                connect(1),
+                login(0, ""),
+                login(0, &"x".repeat(65)),
+                login(0, "tab\tname"),
+                login(0, "\u{85}"),
+                login(0, &"é".repeat(64)),
+                text(
+                    1,
+                    r#"{"type":"login","username":"\u00e9\ud83d\ude00 \"quoted\" \\ "}"#,
+                ),
+                relay(1, "offer", r#""\ud800 lone surrogate""#, &"é".repeat(64)),
+                relay(
+                    0,
+                    "answer",
+                    r#"{"sdp":"\ud800"}"#,
+                    "\u{e9}\u{1f600} \"quoted\" \\ ",
+                ),
+                relay(
+                    0,
+                    "candidate",
+                    "[1e999, -0.0, 1E+2]",
+                    "\u{e9}\u{1f600} \"quoted\" \\ ",
+                ),
+            ],
+        ),
+        (
+            "seed-13-injection-attempts",
+            NO_LIMIT,
+            vec![
+                connect(0),
+                connect(1),
+                connect(2),
+                login(0, "alice"),
+                login(1, "bob"),
+                login(2, "mallory"),
+                relay(0, "offer", OFFER, "bob"),
+                relay(2, "answer", ANSWER, "alice"),
+                relay(2, "candidate", CAND_B, "bob"),
+                text(2, r#"{"type":"close","otherUsername":"alice"}"#),
+                relay(0, "offer", OFFER, "alice"),
+                text(
+                    2,
+                    r#"{"type":"offer","offer":{},"otherUsername":"alice","username":"bob"}"#,
+                ),
+                relay(1, "answer", ANSWER, "alice"),
+            ],
+        ),
+    ]
+}
+
+/// `(file name, bytes)` of every seed.
+pub fn seed_files() -> Vec<(&'static str, Vec<u8>)> {
+    seeds()
+        .into_iter()
+        .map(|(name, config, ops)| (name, encode(config, &ops)))
+        .collect()
+}

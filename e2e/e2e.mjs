@@ -1,0 +1,458 @@
+// End-to-end test of the demo page in real headless Chromium (Debian's /usr/bin/chromium), driven by
+// playwright-core, against a signaling server this script starts on a free loopback port.
+//
+//   node e2e.mjs -- <server command...>
+//
+// The server command gets `--ice-server stun:127.0.0.1:3478 --addr 127.0.0.1:PORT` appended, must
+// serve the page at `/`, that ICE server at `/config.json` and the WebSocket at `/ws`. scripts/e2e.sh passes the built basic_server binary.
+// Environment: CHROMIUM (browser path, default /usr/bin/chromium), E2E_ARTIFACTS (screenshot
+// directory, default ./artifacts).
+// The tests run in order and build on each other; after the first failure the rest are skipped.
+// Prints one line per test and a closing `N passed, N failed[, N skipped]`; exits 1 on any failure.
+
+import { spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const ARTIFACTS = path.resolve(process.env.E2E_ARTIFACTS || path.join(here, 'artifacts'));
+const STEP_TIMEOUT = 15_000;   // one wait inside a test
+const TEST_TIMEOUT = 60_000;   // one whole test
+const RUN_TIMEOUT = 240_000;   // everything, browsers included
+// Handed to the page through /config.json. Loopback, where nothing answers: host candidates still connect.
+const ICE_SERVER = 'stun:127.0.0.1:3478';
+const LAUNCH_FLAGS = [
+  '--headless=new', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+  '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
+];
+
+const dashdash = process.argv.indexOf('--');
+const serverCommand = dashdash >= 0 ? process.argv.slice(dashdash + 1) : [];
+if (!serverCommand.length) {
+  console.error('usage: node e2e.mjs -- <server command...>   (gets --ice-server URL --addr 127.0.0.1:PORT appended)');
+  process.exit(2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plumbing: the server process, browsers, waits
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function withTimeout(promise, ms, what) {
+  let timer;
+  return Promise.race([
+    promise.finally(() => clearTimeout(timer)),
+    new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms); }),
+  ]);
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+class Server {
+  constructor(command, port) {
+    this.command = command;
+    this.port = port;
+    this.output = [];
+    this.proc = null;
+  }
+
+  async start() {
+    const [cmd, ...args] = this.command;
+    const proc = spawn(cmd, [...args, '--addr', `127.0.0.1:${this.port}`], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { RUST_LOG: 'info', ...process.env },
+    });
+    this.proc = proc;
+    this.exited = new Promise((resolve) => proc.once('exit', (code, signal) => resolve({ code, signal })));
+    const keep = (chunk) => {
+      this.output.push(...chunk.toString().split('\n').filter(Boolean));
+      if (this.output.length > 400) this.output.splice(0, this.output.length - 400);
+    };
+    proc.stdout.on('data', keep);
+    proc.stderr.on('data', keep);
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      const exited = await Promise.race([this.exited, sleep(0).then(() => null)]);
+      if (exited) throw new Error(`server exited early (${JSON.stringify(exited)}):\n${this.output.slice(-20).join('\n')}`);
+      try {
+        const response = await fetch(`http://127.0.0.1:${this.port}/`, { signal: AbortSignal.timeout(1000) });
+        if (response.ok) return;
+      } catch { /* not up yet */ }
+      if (Date.now() > deadline) throw new Error(`server did not answer on port ${this.port} within 20 s`);
+      await sleep(150);
+    }
+  }
+
+  async stop() {
+    if (!this.proc || this.proc.exitCode !== null || this.proc.signalCode !== null) return;
+    this.proc.kill('SIGTERM');
+    const done = await Promise.race([this.exited, sleep(5000).then(() => null)]);
+    if (!done) {
+      this.proc.kill('SIGKILL');
+      await this.exited;
+    }
+  }
+}
+
+const peers = [];
+
+/** One person: a separate Chromium with a fresh profile, one page. */
+async function newPeer(label, { denyCamera = false } = {}) {
+  const profile = await mkdtemp(path.join(os.tmpdir(), `e2e-${label}-`));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: LAUNCH_FLAGS,
+    viewport: { width: 1200, height: 900 },
+    timeout: 30_000,
+  });
+  context.setDefaultTimeout(STEP_TIMEOUT);
+  const page = context.pages()[0] ?? await context.newPage();
+  const peer = { label, context, page, profile, errors: [], console: [] };
+  page.on('pageerror', (error) => peer.errors.push(String(error)));
+  page.on('console', (message) => {
+    peer.console.push(`${message.type()}: ${message.text()}`);
+    if (peer.console.length > 200) peer.console.shift();
+  });
+  if (denyCamera) {
+    await page.addInitScript(() => {
+      navigator.mediaDevices.getUserMedia = () =>
+        Promise.reject(new DOMException('Permission denied by the test', 'NotAllowedError'));
+    });
+  }
+  peers.push(peer);
+  return peer;
+}
+
+async function closePeers() {
+  await Promise.allSettled(peers.map(async (peer) => {
+    await withTimeout(peer.context.close(), 10_000, `closing ${peer.label}`).catch(() => {});
+    await rm(peer.profile, { recursive: true, force: true });
+  }));
+}
+
+const body = (peer, attr) => peer.page.evaluate((a) => document.body.dataset[a] ?? null, attr);
+
+async function waitBody(peer, expected, timeout = STEP_TIMEOUT) {
+  try {
+    await peer.page.waitForFunction((want) =>
+      Object.entries(want).every(([k, v]) => (document.body.dataset[k] ?? null) === v), expected, { timeout });
+  } catch (error) {
+    const actual = await peer.page.evaluate(() => ({ ...document.body.dataset })).catch(() => ({}));
+    throw new Error(`${peer.label}: expected body ${JSON.stringify(expected)}, have ${JSON.stringify(actual)}`);
+  }
+}
+
+async function waitNotice(peer, code, textPart) {
+  const notice = peer.page.locator(`#notices .notice[data-code="${code}"]`);
+  try {
+    await notice.first().waitFor({ state: 'visible' });
+  } catch {
+    const all = await peer.page.locator('#notices .notice').evaluateAll((els) => els.map((e) => `${e.dataset.code}: ${e.textContent}`));
+    throw new Error(`${peer.label}: no notice ${code}; notices: ${JSON.stringify(all)}`);
+  }
+  const text = await notice.first().textContent();
+  if (textPart && !text.includes(textPart)) throw new Error(`${peer.label}: notice ${code} reads ${JSON.stringify(text)}, expected it to mention ${JSON.stringify(textPart)}`);
+  return text;
+}
+
+function assert(condition, message) {
+  if (!condition) throw new Error(message);
+}
+
+let base;
+
+async function login(peer, name) {
+  if (!peer.page.url().startsWith(base)) await peer.page.goto(base);
+  await peer.page.fill('#username', name);
+  await peer.page.click('#login-btn');
+  await waitBody(peer, { state: 'idle', user: name, signaling: 'open' });
+}
+
+async function call(caller, callee, calleeName) {
+  await caller.page.fill('#callee', calleeName);
+  await caller.page.click('#call-btn');
+  await waitBody(caller, { state: 'in-call', peer: calleeName });
+  await waitBody(callee, { state: 'in-call', peer: await body(caller, 'user') });
+}
+
+async function waitConnected(peer) {
+  try {
+    await peer.page.waitForFunction(() => window.pc?.connectionState === 'connected', null, { timeout: 20_000 });
+  } catch {
+    const state = await peer.page.evaluate(() => window.pc && `${window.pc.connectionState}/${window.pc.iceConnectionState}`);
+    throw new Error(`${peer.label}: RTCPeerConnection not connected (${state})`);
+  }
+}
+
+/** The remote <video> has frames and is playing: videoWidth > 0 and currentTime advances. */
+async function waitRemoteVideoPlays(peer) {
+  try {
+    await peer.page.waitForFunction(() => {
+      const v = document.querySelector('#remote-video');
+      return v.videoWidth > 0 && v.currentTime > 0;
+    });
+  } catch {
+    const v = await peer.page.evaluate(() => { const e = document.querySelector('#remote-video'); return { w: e.videoWidth, t: e.currentTime, paused: e.paused, rs: e.readyState }; });
+    throw new Error(`${peer.label}: remote video not playing: ${JSON.stringify(v)}`);
+  }
+  const t0 = await peer.page.evaluate(() => document.querySelector('#remote-video').currentTime);
+  await peer.page.waitForFunction((t) => document.querySelector('#remote-video').currentTime > t + 0.5, t0)
+    .catch(() => { throw new Error(`${peer.label}: remote video currentTime stuck at ${t0}`); });
+  const width = await peer.page.evaluate(() => document.querySelector('#remote-video').videoWidth);
+  return width;
+}
+
+async function chat(from, to, text) {
+  await from.page.fill('#chat-input', text);
+  await from.page.click('#chat-send');
+  await to.page.locator('#chat-log li.peer .text', { hasText: text }).waitFor()
+    .catch(() => { throw new Error(`${to.label} never got chat message ${JSON.stringify(text)}`); });
+}
+
+async function hangUpAndCheck(hanger, other) {
+  const hangerName = await body(hanger, 'user');
+  await hanger.page.click('#hangup-btn');
+  await waitBody(hanger, { state: 'idle', connection: 'none' });
+  await waitBody(other, { state: 'idle', connection: 'none' });
+  await waitNotice(other, 'peer_hung_up', hangerName);
+  assert(await other.page.evaluate(() => window.pc === null), `${other.label}: peer connection still set after hang-up`);
+}
+
+async function screenshot(peer, name) {
+  const file = path.join(ARTIFACTS, `${name}-${peer.label}.png`);
+  await peer.page.screenshot({ path: file, fullPage: true, timeout: 10_000 }).catch((e) => console.log(`  (screenshot ${file} failed: ${e.message})`));
+  return file;
+}
+
+async function pageLog(peer) {
+  return peer.page.evaluate(() => [...document.querySelectorAll('#log li')].slice(-25).map((li) => li.textContent)).catch(() => []);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tests, in order: later ones build on the users logged in by earlier ones.
+
+const tests = [];
+const test = (name, fn) => tests.push({ name, fn });
+let alice, bob, carol, dave;
+let server;
+
+test('1. two pages log in as different users; alice calls bob', async () => {
+  [alice, bob] = await Promise.all([newPeer('alice'), newPeer('bob')]);
+  await Promise.all([login(alice, 'alice'), login(bob, 'bob')]);
+  await waitBody(alice, { media: 'camera' });  // Chromium's fake camera
+  await waitBody(bob, { media: 'camera' });
+  await call(alice, bob, 'bob');
+});
+
+test('2. both peer connections connect (with /config.json ICE servers); each remote video has frames and advances', async () => {
+  await Promise.all([waitConnected(alice), waitConnected(bob)]);
+  const ice = await alice.page.evaluate(() => window.pc.getConfiguration().iceServers);
+  assert(JSON.stringify(ice).includes(ICE_SERVER), `the page did not use the ICE servers of /config.json: ${JSON.stringify(ice)}`);
+  const [wBob, wAlice] = await Promise.all([waitRemoteVideoPlays(bob), waitRemoteVideoPlays(alice)]);
+  assert(wBob > 0 && wAlice > 0, 'videoWidth is 0');
+  await Promise.all([screenshot(alice, '02-in-call'), screenshot(bob, '02-in-call')]);
+});
+
+test('3. chat both ways over the data channel; a file arrives intact with a full progress bar', async () => {
+  await waitBody(alice, { channel: 'open' });
+  await waitBody(bob, { channel: 'open' });
+  await chat(alice, bob, 'Hello Bob, can you see me?');
+  await chat(bob, alice, 'Loud and clear, Alice! ✓ <b>not bold</b>');
+  assert(await bob.page.locator('#chat-log b').count() === 0, 'chat text was rendered as HTML');
+
+  const content = randomBytes(300 * 1024 + 123);  // ~19 chunks, last one partial
+  const digest = createHash('sha256').update(content).digest('hex');
+  await alice.page.setInputFiles('#file-input', { name: 'holiday-photo.bin', mimeType: 'application/octet-stream', buffer: content });
+  await alice.page.click('#file-send');
+  const link = bob.page.locator('#files li[data-direction="received"] a', { hasText: 'holiday-photo.bin' });
+  await link.waitFor().catch(() => { throw new Error('bob never received the file'); });
+  const got = await bob.page.evaluate(async () => {
+    const a = document.querySelector('#files li[data-direction="received"] a');
+    const bytes = await (await fetch(a.href)).arrayBuffer();
+    const hash = await crypto.subtle.digest('SHA-256', bytes);
+    return { size: bytes.byteLength, name: a.download, sha: [...new Uint8Array(hash)].map((b) => b.toString(16).padStart(2, '0')).join('') };
+  });
+  assert(got.size === content.length, `received ${got.size} bytes, sent ${content.length}`);
+  assert(got.sha === digest, 'received file differs from the one sent');
+  assert(got.name === 'holiday-photo.bin', `received file named ${got.name}`);
+  for (const p of [alice, bob]) {
+    const percent = await p.page.getAttribute('#file-progress', 'data-percent');
+    assert(percent === '100', `${p.label}: progress bar at ${percent}%`);
+  }
+  await Promise.all([screenshot(alice, '03-chat-file'), screenshot(bob, '03-chat-file')]);
+});
+
+test('4. hang-up on either page returns the other to idle', async () => {
+  await hangUpAndCheck(alice, bob);
+  await screenshot(bob, '04-peer-hung-up');
+  // The other direction, in a fresh call the callee places.
+  await call(bob, alice, 'alice');
+  await Promise.all([waitConnected(alice), waitConnected(bob)]);
+  await hangUpAndCheck(bob, alice);
+});
+
+test('5. a page reloading mid-call frees its name and the partner is told', async () => {
+  await call(alice, bob, 'bob');
+  await Promise.all([waitConnected(alice), waitConnected(bob)]);
+  await bob.page.reload();
+  await waitBody(alice, { state: 'idle', connection: 'none' });
+  await waitNotice(alice, 'peer_hung_up', 'bob');
+  await login(bob, 'bob');  // the name is free again
+  await call(alice, bob, 'bob');  // and reaches the new page
+  await Promise.all([waitConnected(alice), waitConnected(bob)]);
+  await waitRemoteVideoPlays(bob);
+  await hangUpAndCheck(alice, bob);
+});
+
+test('6. logging in with a taken name shows the error in the page', async () => {
+  carol = await newPeer('carol');
+  await carol.page.goto(base);
+  await carol.page.fill('#username', 'alice');
+  await carol.page.click('#login-btn');
+  const text = await waitNotice(carol, 'name_taken', 'alice');
+  assert(/taken/i.test(text), `name_taken notice reads ${JSON.stringify(text)}`);
+  await waitBody(carol, { state: 'logged-out' });
+  assert(await carol.page.isVisible('#login-form'), 'login form hidden after a failed login');
+  await screenshot(carol, '06-name-taken');
+  await login(carol, 'carol');
+});
+
+test('7. calling an offline user or a busy user shows a readable message', async () => {
+  await carol.page.fill('#callee', 'nobody-here');
+  await carol.page.click('#call-btn');
+  await waitNotice(carol, 'unknown_user', 'nobody-here');
+  await waitBody(carol, { state: 'idle' });
+  await call(alice, bob, 'bob');
+  await carol.page.fill('#callee', 'bob');
+  await carol.page.click('#call-btn');
+  await waitNotice(carol, 'busy', 'bob');
+  await waitBody(carol, { state: 'idle' });
+  await screenshot(carol, '07-busy');
+  await waitBody(bob, { state: 'in-call', peer: 'alice' });
+  await hangUpAndCheck(alice, bob);
+});
+
+test('8. camera denied: a readable message, and a receive-only call with chat still works', async () => {
+  dave = await newPeer('dave', { denyCamera: true });
+  await login(dave, 'dave');
+  await waitNotice(dave, 'camera_denied', 'denied');
+  assert(await body(dave, 'media') === 'none', 'dave should have no local media');
+  await call(dave, carol, 'carol');
+  await Promise.all([waitConnected(dave), waitConnected(carol)]);
+  await waitRemoteVideoPlays(dave);  // dave sees carol through a recvonly transceiver
+  await waitBody(dave, { channel: 'open' });
+  await chat(dave, carol, 'I have no camera but I can see you');
+  await screenshot(dave, '08-receive-only');
+  await hangUpAndCheck(carol, dave);
+});
+
+test('9. signaling connection lost: the page says so, reconnects and logs in again', async () => {
+  await server.stop();
+  await waitBody(alice, { signaling: 'reconnecting' });
+  await waitNotice(alice, 'signaling_lost', 'Reconnecting');
+  await screenshot(alice, '09-signaling-lost');
+  await server.start();
+  await waitBody(alice, { signaling: 'open', user: 'alice', state: 'idle' }, 30_000);
+  await waitBody(bob, { signaling: 'open', user: 'bob', state: 'idle' }, 30_000);
+  await call(bob, alice, 'alice');
+  await Promise.all([waitConnected(alice), waitConnected(bob)]);
+  await hangUpAndCheck(bob, alice);
+});
+
+test('10. no uncaught errors in any page', async () => {
+  const errors = peers.flatMap((p) => p.errors.map((e) => `${p.label}: ${e}`));
+  assert(errors.length === 0, `uncaught page errors:\n${errors.join('\n')}`);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Runner
+
+async function main() {
+  await mkdir(ARTIFACTS, { recursive: true });
+  for (const old of await readdir(ARTIFACTS)) {
+    if (old.endsWith('.png')) await rm(path.join(ARTIFACTS, old));  // no stale screenshots from an earlier run
+  }
+  const port = await freePort();
+  base = `http://127.0.0.1:${port}/`;
+  server = new Server([...serverCommand, '--ice-server', ICE_SERVER], port);
+  console.log(`e2e: server ${server.command.join(' ')} --addr 127.0.0.1:${port}; browser ${CHROMIUM}`);
+  let passed = 0;
+  let failed = 0;
+  let skipped = 0;
+  try {
+    await server.start();
+    for (const { name, fn } of tests) {
+      if (failed) {
+        // The tests build on each other: after a failure the rest would only repeat it.
+        skipped += 1;
+        console.log(`skip ${name}`);
+        continue;
+      }
+      const started = Date.now();
+      try {
+        await withTimeout(fn(), TEST_TIMEOUT, name);
+        passed += 1;
+        console.log(`ok   ${name} (${((Date.now() - started) / 1000).toFixed(1)} s)`);
+      } catch (error) {
+        failed += 1;
+        console.log(`FAIL ${name} (${((Date.now() - started) / 1000).toFixed(1)} s)\n     ${brief(error)}`);
+        await report(name);
+      }
+    }
+  } catch (error) {
+    failed += 1;
+    console.log(`FAIL setup: ${brief(error)}`);
+  } finally {
+    await closePeers();
+    await server.stop();
+  }
+  console.log(`screenshots: ${ARTIFACTS}`);
+  console.log(`${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}`);
+  return failed === 0 && passed > 0 ? 0 : 1;
+}
+
+/** The gist of an error: no ANSI colours, no long Playwright call logs. */
+function brief(error) {
+  const text = String(error?.message ?? error).replace(/\x1b\[[0-9;]*m/g, '');
+  const lines = text.split('\n').filter((l) => l.trim() && !/^\s*(Call log:|-|\d+ ×)/.test(l));
+  return lines.slice(0, 4).join('\n     ');
+}
+
+/** After a failure: a screenshot and the tail of the in-page event log of every page, and the server's output. */
+async function report(name) {
+  for (const peer of peers) {
+    await screenshot(peer, `FAIL-${name.split('.')[0].padStart(2, '0')}`);
+    const lines = await pageLog(peer);
+    if (lines.length) console.log(`     --- ${peer.label} page log (last ${lines.length}):\n       ${lines.join('\n       ')}`);
+    if (peer.errors.length) console.log(`     --- ${peer.label} uncaught errors:\n       ${peer.errors.join('\n       ')}`);
+  }
+  console.log(`     --- server output (last 15 lines${server.proc?.exitCode !== null ? ', server exited' : ''}):\n       ${server.output.slice(-15).join('\n       ')}`);
+}
+
+const watchdog = setTimeout(() => {
+  console.log(`FAIL the whole run exceeded ${RUN_TIMEOUT / 1000} s`);
+  console.log('0 passed, 1 failed');
+  server?.proc?.kill('SIGKILL');
+  process.exit(1);
+}, RUN_TIMEOUT);
+watchdog.unref();
+
+process.exitCode = await main();
+clearTimeout(watchdog);

@@ -1,0 +1,835 @@
+// The webcam call of the WebRTC tutorial, with today's APIs, speaking its JSON wire messages.
+//
+// State is mirrored on <body> for people and tests alike:
+//   data-signaling  connecting | open | reconnecting
+//   data-state      logged-out | logging-in | idle | calling | answering | in-call
+//   data-connection none | new | connecting | connected | disconnected | failed | closed
+//   data-channel    closed | open            (the chat/file RTCDataChannel)
+//   data-media      pending | camera | audio-only | none
+//   data-user, data-peer
+// Notices are `#notices .notice[data-code=…]`; window.pc is the current RTCPeerConnection.
+// Query parameters: ?ws=URL overrides the signaling URL (default: ws(s)://<this host>/ws).
+
+const $ = (selector) => document.querySelector(selector);
+
+const params = new URLSearchParams(location.search);
+const WS_URL = params.get('ws') || `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`;
+
+const CHUNK_SIZE = 16 * 1024;           // one data channel message
+const READ_SIZE = 256 * 1024;           // one File.slice read
+const BUFFER_HIGH = 1024 * 1024;        // pause sending above this bufferedAmount
+const BUFFER_LOW = 256 * 1024;          // resume below this
+const ANSWER_TIMEOUT_MS = 30_000;       // give up on an unanswered call
+const RELOGIN_RETRIES = 3;              // name_taken right after a reconnect: the old connection may linger
+
+const ui = {
+  status: $('#status'),
+  notices: $('#notices'),
+  username: $('#username'),
+  loginForm: $('#login-form'),
+  loginBtn: $('#login-btn'),
+  callForm: $('#call-form'),
+  callee: $('#callee'),
+  callBtn: $('#call-btn'),
+  hangupBtn: $('#hangup-btn'),
+  callStatus: $('#call-status'),
+  localVideo: $('#local-video'),
+  remoteVideo: $('#remote-video'),
+  localLabel: $('#local-label'),
+  remoteLabel: $('#remote-label'),
+  localPlaceholder: $('#local-placeholder'),
+  remotePlaceholder: $('#remote-placeholder'),
+  chatLog: $('#chat-log'),
+  chatForm: $('#chat-form'),
+  chatInput: $('#chat-input'),
+  chatSend: $('#chat-send'),
+  fileForm: $('#file-form'),
+  fileInput: $('#file-input'),
+  fileSend: $('#file-send'),
+  progress: $('#file-progress'),
+  progressLabel: $('#file-progress-label'),
+  files: $('#files'),
+  log: $('#log'),
+};
+
+// ---------------------------------------------------------------------------------------------
+// State
+
+let iceServers = [];
+let ws = null;
+let reconnectAttempt = 0;
+let reconnectTimer = null;
+let unloading = false;
+
+let myName = null;        // the name we are logged in with (kept across reconnects)
+let pendingName = null;   // the name a login is in flight for
+let reloginTries = 0;
+
+let localStream = null;
+let media = null;           // the getUserMedia attempt: a promise, started once after the first login
+
+let pc = null;
+let peer = null;
+let channel = null;
+let remoteCandidates = [];  // candidates that arrived before the remote description
+let answerTimer = null;
+let incoming = null;        // the file being received
+let sending = false;
+
+let inbox = Promise.resolve();  // server messages are handled one at a time, in order
+
+// ---------------------------------------------------------------------------------------------
+// Small helpers
+
+function log(text) {
+  const li = document.createElement('li');
+  li.textContent = `${new Date().toLocaleTimeString()}  ${text}`;
+  ui.log.append(li);
+  while (ui.log.children.length > 300) ui.log.firstElementChild.remove();
+  ui.log.scrollTop = ui.log.scrollHeight;
+}
+
+/** Shows a message in the page. A notice with the same code replaces the previous one. */
+function notify(code, text, level = 'info', { timeout = level === 'info' ? 8000 : 0 } = {}) {
+  dismiss(code);
+  const div = document.createElement('div');
+  div.className = `notice ${level}`;
+  div.dataset.code = code;
+  div.setAttribute('role', level === 'error' ? 'alert' : 'status');
+  const span = document.createElement('span');
+  span.textContent = text;
+  const close = document.createElement('button');
+  close.type = 'button';
+  close.setAttribute('aria-label', 'Dismiss');
+  close.textContent = '×';
+  close.addEventListener('click', () => div.remove());
+  div.append(span, close);
+  ui.notices.prepend(div);
+  while (ui.notices.children.length > 5) ui.notices.lastElementChild.remove();
+  if (timeout) setTimeout(() => div.remove(), timeout);
+  log(`[${code}] ${text}`);
+}
+
+function dismiss(...codes) {
+  for (const code of codes) {
+    for (const el of ui.notices.querySelectorAll(`.notice[data-code="${code}"]`)) el.remove();
+  }
+}
+
+function formatBytes(n) {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KB`;
+  return `${(n / 1024 / 1024).toFixed(1)} MB`;
+}
+
+function setBody(key, value) {
+  if (value === null || value === undefined) delete document.body.dataset[key];
+  else document.body.dataset[key] = value;
+}
+
+function send(message) {
+  if (!ws || ws.readyState !== WebSocket.OPEN) {
+    log(`not sent (signaling down): ${message.type}`);
+    return false;
+  }
+  ws.send(JSON.stringify(message));
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the page shows
+
+function setState(state) {
+  setBody('state', state);
+  setBody('peer', peer);
+  refreshControls();
+  ui.remoteLabel.textContent = peer ?? 'Nobody yet';
+  const lines = {
+    idle: 'Logged in. Type a name and press Call.',
+    calling: `Calling ${peer}…`,
+    answering: `Incoming call from ${peer}…`,
+    'in-call': `In a call with ${peer}.`,
+  };
+  if (lines[state]) ui.callStatus.textContent = lines[state];
+  updateStatus();
+}
+
+function refreshControls() {
+  const state = document.body.dataset.state;
+  const online = document.body.dataset.signaling === 'open';
+  const inCall = state === 'calling' || state === 'answering' || state === 'in-call';
+  ui.callBtn.disabled = state !== 'idle' || !online;
+  ui.callee.disabled = state !== 'idle';
+  ui.hangupBtn.disabled = !inCall;
+  ui.loginBtn.disabled = state === 'logging-in';
+  ui.username.disabled = state === 'logging-in';
+}
+
+function updateStatus() {
+  refreshControls();
+  const signaling = document.body.dataset.signaling;
+  let text;
+  if (signaling === 'connecting') text = 'Connecting to the signaling server…';
+  else if (signaling === 'reconnecting') text = 'Signaling server unreachable, reconnecting…';
+  else if (myName && pendingName) text = `Logging in again as ${myName}…`;
+  else if (myName) text = `Logged in as ${myName}`;
+  else text = 'Connected, not logged in';
+  ui.status.textContent = text;
+}
+
+function setChannelUi(open) {
+  setBody('channel', open ? 'open' : 'closed');
+  for (const el of [ui.chatInput, ui.chatSend, ui.fileInput]) el.disabled = !open;
+  ui.fileSend.disabled = !open || sending;
+}
+
+function showVideo(video, stream, tile) {
+  video.srcObject = stream;
+  tile.classList.toggle('has-video', !!stream && stream.getVideoTracks().length > 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Configuration (ICE servers come from the server; none by default)
+
+async function loadConfig() {
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), 3000);
+  try {
+    const response = await fetch('/config.json', { cache: 'no-store', signal: controller.signal });
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    const config = await response.json();
+    if (Array.isArray(config.iceServers)) iceServers = config.iceServers;
+    log(`ICE servers: ${iceServers.length ? JSON.stringify(iceServers) : 'none (host candidates only)'}`);
+  } catch (error) {
+    iceServers = [];
+    log(`no /config.json (${error.message}); using no ICE servers`);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signaling connection, with reconnect and backoff
+
+function connect() {
+  clearTimeout(reconnectTimer);
+  reconnectTimer = null;
+  setBody('signaling', reconnectAttempt ? 'reconnecting' : 'connecting');
+  updateStatus();
+  log(`connecting to ${WS_URL}`);
+  let socket;
+  try {
+    socket = new WebSocket(WS_URL);
+  } catch (error) {
+    notify('bad_ws_url', `Cannot open the signaling connection to ${WS_URL}: ${error.message}`, 'error');
+    return;
+  }
+  ws = socket;
+  socket.onopen = () => {
+    if (ws !== socket) return;
+    const wasReconnect = reconnectAttempt > 0;
+    reconnectAttempt = 0;
+    setBody('signaling', 'open');
+    dismiss('signaling_lost');
+    log('signaling connected');
+    if (wasReconnect) notify('reconnected', 'Reconnected to the signaling server.', 'info', { timeout: 5000 });
+    const name = myName ?? pendingName;
+    if (name) login(name);
+    updateStatus();
+  };
+  socket.onmessage = (event) => {
+    if (ws !== socket) return;
+    let message;
+    try {
+      message = JSON.parse(event.data);
+    } catch {
+      log(`ignored a frame that is not JSON: ${String(event.data).slice(0, 80)}`);
+      return;
+    }
+    inbox = inbox
+      .then(() => handleMessage(message))
+      .catch((error) => {
+        console.error(error);
+        log(`error handling ${message.type}: ${error.message}`);
+      });
+  };
+  socket.onclose = (event) => {
+    if (ws !== socket || unloading) return;
+    ws = null;
+    onSignalingLost(event);
+  };
+}
+
+function onSignalingLost(event) {
+  const delay = Math.round(Math.min(10_000, 500 * 2 ** reconnectAttempt) * (0.8 + Math.random() * 0.4));
+  reconnectAttempt += 1;
+  setBody('signaling', 'reconnecting');
+  log(`signaling closed (code ${event.code}${event.reason ? `, ${event.reason}` : ''}); retry in ${delay} ms`);
+  if (pc) endCall({ sendClose: false, notice: null });
+  setBody('user', null);  // the server forgot us; data-user comes back with the next login
+  const who = myName ? ` You will be logged in again as ${myName}.` : '';
+  notify('signaling_lost',
+    `Lost the connection to the signaling server. Reconnecting in ${(delay / 1000).toFixed(1)} s…${who}`,
+    'warn');
+  updateStatus();
+  reconnectTimer = setTimeout(connect, delay);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Login
+
+function login(name) {
+  pendingName = name;
+  if (!myName) setState('logging-in');  // a re-login after a reconnect keeps the call panel up
+  if (ws && ws.readyState === WebSocket.OPEN) send({ type: 'login', username: name });
+  // else: sent when the socket opens
+}
+
+async function onLogin(message) {
+  const name = pendingName;
+  if (message.success) {
+    myName = name;
+    pendingName = null;
+    reloginTries = 0;
+    setBody('user', myName);
+    ui.localLabel.textContent = `You (${myName})`;
+    dismiss('name_taken', 'invalid_username', 'login_failed');
+    setState('idle');
+    log(`logged in as ${myName}`);
+    media ??= startMedia();
+    await media;
+    return;
+  }
+  const code = message.code || 'login_failed';
+  if (code === 'name_taken' && myName && reloginTries < RELOGIN_RETRIES) {
+    // Logging in again after a reconnect: the server may not have noticed the old socket yet.
+    reloginTries += 1;
+    log(`name ${myName} still taken after reconnect; retry ${reloginTries}/${RELOGIN_RETRIES}`);
+    setTimeout(() => { if (myName) login(myName); }, 1000 * reloginTries);
+    return;
+  }
+  myName = null;
+  pendingName = null;
+  reloginTries = 0;
+  setBody('user', null);
+  setState('logged-out');
+  const texts = {
+    name_taken: `The name “${name}” is taken. Pick another one.`,
+    invalid_username: `“${name}” is not a valid name: ${message.message || 'use 1 to 64 characters, no control characters'}.`,
+    already_logged_in: message.message || 'This connection is already logged in.',
+    unauthorized: message.message || 'You may not log in with that name.',
+  };
+  const fallback = message.message
+    ? `Login failed: ${message.message}`
+    : `The server refused the name “${name}” (probably taken). Pick another one.`;  // servers without codes
+  notify(code, texts[code] || fallback, 'error');
+  ui.username.focus();
+  ui.username.select();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Camera and microphone
+
+async function startMedia() {
+  setBody('media', 'pending');
+  if (!navigator.mediaDevices?.getUserMedia) {
+    setBody('media', 'none');
+    notify('camera_unavailable',
+      'This page cannot use a camera here (it needs https or localhost). You can still receive video, chat and send files.',
+      'warn', { timeout: 0 });
+    return;
+  }
+  let firstError = null;
+  for (const constraints of [{ video: true, audio: true }, { video: true }, { audio: true }]) {
+    try {
+      localStream = await navigator.mediaDevices.getUserMedia(constraints);
+      break;
+    } catch (error) {
+      firstError ??= error;
+      log(`getUserMedia(${JSON.stringify(constraints)}) failed: ${error.name}: ${error.message}`);
+      if (error.name === 'NotAllowedError' || error.name === 'SecurityError') break;
+    }
+  }
+  const hasVideo = !!localStream?.getVideoTracks().length;
+  setBody('media', hasVideo ? 'camera' : localStream ? 'audio-only' : 'none');
+  showVideo(ui.localVideo, localStream, ui.localVideo.parentElement);
+  if (hasVideo) return;
+  const reason = firstError?.name === 'NotAllowedError'
+    ? 'Camera access was denied'
+    : firstError?.name === 'NotFoundError' || firstError?.name === 'OverconstrainedError'
+      ? 'No camera was found'
+      : `The camera could not be started${firstError ? ` (${firstError.name})` : ''}`;
+  const what = localStream ? 'Calls will send your microphone only' : 'Calls will be receive-only';
+  ui.localPlaceholder.textContent = localStream ? 'Microphone only' : 'No camera';
+  notify('camera_denied', `${reason}. ${what}: you still see the other side, and chat and file transfer work.`,
+    'warn', { timeout: 0 });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The peer connection
+
+function createPeerConnection() {
+  let connection;
+  try {
+    connection = new RTCPeerConnection({ iceServers });
+  } catch (error) {
+    notify('bad_ice_config', `The server's ICE configuration was rejected (${error.message}); using none.`, 'warn');
+    connection = new RTCPeerConnection({ iceServers: [] });
+  }
+  pc = connection;
+  window.pc = connection;
+  remoteCandidates = [];
+  const remoteStream = new MediaStream();
+
+  connection.onicecandidate = ({ candidate }) => {
+    if (pc !== connection || !candidate || !peer) return;
+    send({ type: 'candidate', candidate: candidate.toJSON(), otherUsername: peer });
+  };
+  connection.ontrack = ({ track }) => {
+    if (pc !== connection) return;
+    log(`remote ${track.kind} track`);
+    remoteStream.addTrack(track);
+    showVideo(ui.remoteVideo, remoteStream, ui.remoteVideo.parentElement);
+    track.onunmute = () => ui.remoteVideo.parentElement.classList.toggle('has-video', remoteStream.getVideoTracks().length > 0);
+    ui.remoteVideo.play().catch((error) => {
+      if (error.name === 'NotAllowedError') {
+        notify('autoplay', 'Click the video to start playback (the browser blocked autoplay).', 'warn');
+        ui.remoteVideo.addEventListener('click', () => { ui.remoteVideo.play(); dismiss('autoplay'); }, { once: true });
+      }
+    });
+  };
+  connection.ondatachannel = ({ channel: dc }) => {
+    if (pc === connection) setupChannel(dc);
+  };
+  connection.onconnectionstatechange = () => {
+    if (pc !== connection) return;
+    const state = connection.connectionState;
+    setBody('connection', state);
+    log(`peer connection: ${state}`);
+    if (state === 'connected') {
+      dismiss('ice_disconnected');
+      ui.callStatus.textContent = `In a call with ${peer} — connected.`;
+    } else if (state === 'disconnected') {
+      notify('ice_disconnected', `The connection to ${peer} is interrupted; waiting for it to recover…`, 'warn');
+    } else if (state === 'failed') {
+      endCall({ sendClose: true, notice: ['ice_failed', `Could not connect to ${peer} (the network path failed). The call has ended.`, 'error'] });
+    }
+  };
+  setBody('connection', connection.connectionState);
+  return connection;
+}
+
+function addLocalMedia(connection, { offering }) {
+  const tracks = localStream?.getTracks() ?? [];
+  for (const track of tracks) connection.addTrack(track, localStream);
+  if (!offering) return;
+  // Without a camera or microphone, still ask to receive the other side's.
+  for (const kind of ['audio', 'video']) {
+    if (!tracks.some((t) => t.kind === kind)) connection.addTransceiver(kind, { direction: 'recvonly' });
+  }
+}
+
+async function flushCandidates() {
+  const queued = remoteCandidates;
+  remoteCandidates = [];
+  for (const candidate of queued) await addCandidate(candidate);
+}
+
+async function addCandidate(candidate) {
+  try {
+    await pc.addIceCandidate(candidate);
+  } catch (error) {
+    log(`addIceCandidate failed: ${error.message}`);
+  }
+}
+
+async function call(name) {
+  if (document.body.dataset.state !== 'idle') return;
+  if (!name) return;
+  if (name === myName) {
+    notify('self_addressed', 'That is you. Type the name of someone else who is logged in.', 'warn');
+    return;
+  }
+  dismiss('unknown_user', 'busy', 'self_addressed', 'peer_hung_up', 'in_call');
+  peer = name;
+  setState('calling');
+  await media;  // the camera, if any, goes into the offer
+  if (peer !== name || pc) return;  // hung up meanwhile
+  const connection = createPeerConnection();
+  setupChannel(connection.createDataChannel('chat', { ordered: true }));
+  addLocalMedia(connection, { offering: true });
+  try {
+    const offer = await connection.createOffer();
+    if (pc !== connection) return;
+    await connection.setLocalDescription(offer);
+    if (pc !== connection) return;
+    send({ type: 'offer', offer: connection.localDescription.toJSON(), otherUsername: name });
+    log(`offer sent to ${name}`);
+  } catch (error) {
+    endCall({ sendClose: false, notice: ['offer_failed', `Could not start the call: ${error.message}`, 'error'] });
+    return;
+  }
+  clearTimeout(answerTimer);
+  answerTimer = setTimeout(() => {
+    if (pc === connection && document.body.dataset.state === 'calling') {
+      endCall({ sendClose: true, notice: ['no_answer', `${name} did not answer.`, 'warn'] });
+    }
+  }, ANSWER_TIMEOUT_MS);
+}
+
+async function onOffer(message) {
+  const from = message.username;
+  if (pc && from && from !== peer) {
+    log(`ignored an offer from ${from}: in a call with ${peer}`);
+    return;
+  }
+  const renegotiation = !!pc;
+  if (!renegotiation) {
+    if (!myName) return;
+    peer = from;
+    setState('answering');
+    dismiss('peer_hung_up', 'unknown_user', 'busy', 'no_answer');
+    notify('incoming_call', `${from} is calling you.`, 'info', { timeout: 5000 });
+    createPeerConnection();
+  }
+  const connection = pc;
+  try {
+    await connection.setRemoteDescription(message.offer);
+    if (pc !== connection) return;
+    await flushCandidates();
+    if (!renegotiation) addLocalMedia(connection, { offering: false });
+    const answer = await connection.createAnswer();
+    if (pc !== connection) return;
+    await connection.setLocalDescription(answer);
+    if (pc !== connection) return;
+    send({ type: 'answer', answer: connection.localDescription.toJSON(), otherUsername: peer });
+    log(`answer sent to ${peer}${renegotiation ? ' (renegotiation)' : ''}`);
+    setState('in-call');
+  } catch (error) {
+    endCall({ sendClose: true, notice: ['answer_failed', `Could not answer ${from}: ${error.message}`, 'error'] });
+  }
+}
+
+async function onAnswer(message) {
+  if (!pc || (message.username && message.username !== peer)) {
+    log(`ignored an answer from ${message.username ?? '?'}`);
+    return;
+  }
+  if (pc.signalingState !== 'have-local-offer') {
+    log(`ignored an answer in signaling state ${pc.signalingState}`);
+    return;
+  }
+  const connection = pc;
+  clearTimeout(answerTimer);
+  try {
+    await connection.setRemoteDescription(message.answer);
+    if (pc !== connection) return;
+    await flushCandidates();
+    setState('in-call');
+    log(`${peer} answered`);
+  } catch (error) {
+    endCall({ sendClose: true, notice: ['answer_failed', `The answer from ${peer} was not usable: ${error.message}`, 'error'] });
+  }
+}
+
+async function onCandidate(message) {
+  if (!pc || (message.username && message.username !== peer) || !message.candidate) return;
+  if (!pc.remoteDescription) {
+    remoteCandidates.push(message.candidate);  // trickle ICE: the candidate beat the description
+    return;
+  }
+  await addCandidate(message.candidate);
+}
+
+function onClose(message) {
+  if (!pc || (message.username && message.username !== peer)) return;
+  const who = peer;
+  endCall({ sendClose: false, notice: ['peer_hung_up', `${who} hung up.`, 'info'] });
+}
+
+function onError(message) {
+  const code = message.code || 'error';
+  const calling = document.body.dataset.state === 'calling';
+  const target = peer;
+  switch (code) {
+    case 'unknown_user':
+    case 'busy':
+    case 'self_addressed':
+      if (!calling) {
+        log(`late ${code} ignored: ${message.message}`);  // e.g. a candidate racing a hang-up
+        return;
+      }
+      endCall({ sendClose: false, notice: null });
+      notify(code, {
+        unknown_user: `${target} is not online (no one is logged in with that name).`,
+        busy: `${target} is busy in another call. Try again later.`,
+        self_addressed: 'You cannot call yourself.',
+      }[code], 'warn', { timeout: 0 });
+      return;
+    case 'not_in_call':
+      log(`not_in_call (ignored): ${message.message}`);  // a close crossed the partner's close
+      return;
+    case 'in_call':
+      notify(code, `You are already in a call: hang up first. (${message.message})`, 'warn');
+      return;
+    case 'rate_limited':
+      notify(code, `Slow down: the server dropped a message (${message.message}).`, 'warn');
+      return;
+    default:
+      notify(code, `Server error (${code}): ${message.message || 'no details'}`, 'error');
+  }
+}
+
+/** Ends the current call locally; tells the partner when sendClose. */
+function endCall({ sendClose, notice }) {
+  const who = peer;
+  if (sendClose && who) send({ type: 'close', otherUsername: who });
+  clearTimeout(answerTimer);
+  if (channel) {
+    channel.onopen = channel.onclose = channel.onmessage = null;
+    try { channel.close(); } catch { /* already closed */ }
+    channel = null;
+  }
+  if (pc) {
+    pc.onicecandidate = pc.ontrack = pc.ondatachannel = pc.onconnectionstatechange = null;
+    pc.close();
+    pc = null;
+  }
+  window.pc = null;
+  remoteCandidates = [];
+  incoming = null;
+  peer = null;
+  showVideo(ui.remoteVideo, null, ui.remoteVideo.parentElement);
+  ui.remotePlaceholder.textContent = 'No call';
+  setChannelUi(false);
+  setBody('connection', 'none');
+  dismiss('ice_disconnected', 'incoming_call', 'autoplay');
+  if (who) systemLine(`Call with ${who} ended`);
+  setState(myName ? 'idle' : 'logged-out');
+  if (notice) notify(...notice);
+}
+
+function hangUp() {
+  if (!peer) return;
+  const who = peer;
+  endCall({ sendClose: !!pc, notice: ['hung_up', `You hung up on ${who}.`, 'info'] });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Data channel: chat and file transfer
+
+function setupChannel(dc) {
+  channel = dc;
+  dc.binaryType = 'arraybuffer';
+  dc.bufferedAmountLowThreshold = BUFFER_LOW;
+  dc.onopen = () => {
+    if (channel !== dc) return;
+    log('data channel open');
+    setChannelUi(true);
+    systemLine(`Connected to ${peer}`);
+  };
+  dc.onclose = () => {
+    if (channel !== dc) return;
+    log('data channel closed');
+    setChannelUi(false);
+  };
+  dc.onmessage = ({ data }) => {
+    if (channel !== dc) return;
+    if (typeof data === 'string') onChannelText(data);
+    else onChunk(data);
+  };
+}
+
+function onChannelText(text) {
+  let message;
+  try {
+    message = JSON.parse(text);
+  } catch {
+    return;
+  }
+  if (message.t === 'chat' && typeof message.text === 'string') {
+    chatLine(peer, message.text, false);
+  } else if (message.t === 'file') {
+    incoming = { name: String(message.name || 'file'), size: Number(message.size) || 0, mime: String(message.mime || ''), chunks: [], received: 0 };
+    showProgress(`Receiving ${incoming.name}`, 0, incoming.size);
+  } else if (message.t === 'file-end' && incoming) {
+    const file = incoming;
+    incoming = null;
+    if (file.received !== file.size) {
+      notify('file_incomplete', `${file.name} arrived incomplete (${file.received} of ${file.size} bytes).`, 'error');
+      return;
+    }
+    const blob = new Blob(file.chunks, { type: file.mime || 'application/octet-stream' });
+    addFileRow(file.name, blob.size, 'received', URL.createObjectURL(blob));
+    showProgress(`Received ${file.name}`, file.size, file.size);
+  }
+}
+
+function onChunk(buffer) {
+  if (!incoming) return;
+  incoming.chunks.push(buffer);
+  incoming.received += buffer.byteLength;
+  showProgress(`Receiving ${incoming.name}`, incoming.received, incoming.size);
+}
+
+function sendChat(text) {
+  if (!channel || channel.readyState !== 'open' || !text) return;
+  channel.send(JSON.stringify({ t: 'chat', text }));
+  chatLine(myName, text, true);
+}
+
+function waitForLowBuffer(dc) {
+  return new Promise((resolve) => {
+    const done = () => {
+      dc.removeEventListener('bufferedamountlow', done);
+      dc.removeEventListener('close', done);
+      resolve();
+    };
+    dc.addEventListener('bufferedamountlow', done);
+    dc.addEventListener('close', done);
+  });
+}
+
+async function sendFile(file) {
+  const dc = channel;
+  if (!dc || dc.readyState !== 'open' || sending) return;
+  sending = true;
+  setChannelUi(true);
+  try {
+    dc.send(JSON.stringify({ t: 'file', name: file.name, size: file.size, mime: file.type }));
+    let sent = 0;
+    showProgress(`Sending ${file.name}`, 0, file.size);
+    for (let offset = 0; offset < file.size; offset += READ_SIZE) {
+      const block = await file.slice(offset, offset + READ_SIZE).arrayBuffer();
+      for (let at = 0; at < block.byteLength; at += CHUNK_SIZE) {
+        if (dc.readyState !== 'open') throw new Error('the data channel closed');
+        if (dc.bufferedAmount > BUFFER_HIGH) await waitForLowBuffer(dc);
+        if (dc.readyState !== 'open') throw new Error('the data channel closed');
+        const chunk = block.slice(at, at + CHUNK_SIZE);
+        dc.send(chunk);
+        sent += chunk.byteLength;
+        showProgress(`Sending ${file.name}`, sent, file.size);
+      }
+    }
+    dc.send(JSON.stringify({ t: 'file-end' }));
+    showProgress(`Sent ${file.name}`, file.size, file.size);
+    addFileRow(file.name, file.size, 'sent', null);
+  } catch (error) {
+    notify('file_failed', `Sending ${file.name} failed: ${error.message}`, 'error');
+  } finally {
+    sending = false;
+    setChannelUi(channel === dc && dc.readyState === 'open');
+  }
+}
+
+function showProgress(label, done, total) {
+  ui.progress.max = Math.max(total, 1);
+  ui.progress.value = total ? done : 1;
+  const percent = total ? Math.floor((done / total) * 100) : 100;
+  ui.progressLabel.textContent = `${label} · ${percent}%`;
+  ui.progress.dataset.percent = String(percent);
+}
+
+function addFileRow(name, size, direction, url) {
+  const li = document.createElement('li');
+  li.dataset.direction = direction;
+  li.dataset.size = String(size);
+  let nameEl;
+  if (url) {
+    nameEl = document.createElement('a');
+    nameEl.href = url;
+    nameEl.download = name;
+  } else {
+    nameEl = document.createElement('span');
+  }
+  nameEl.className = 'name';
+  nameEl.textContent = name;
+  const meta = document.createElement('span');
+  meta.className = 'meta';
+  meta.textContent = `${formatBytes(size)} · ${direction}`;
+  li.append(nameEl, meta);
+  ui.files.prepend(li);
+}
+
+function chatLine(from, text, mine) {
+  const li = document.createElement('li');
+  li.className = mine ? 'me' : 'peer';
+  li.dataset.from = from ?? '';
+  const who = document.createElement('span');
+  who.className = 'who';
+  who.textContent = mine ? 'you' : from;
+  const body = document.createElement('span');
+  body.className = 'text';
+  body.textContent = text;
+  li.append(who, body);
+  ui.chatLog.append(li);
+  ui.chatLog.scrollTop = ui.chatLog.scrollHeight;
+}
+
+function systemLine(text) {
+  const li = document.createElement('li');
+  li.className = 'system';
+  li.textContent = text;
+  ui.chatLog.append(li);
+  ui.chatLog.scrollTop = ui.chatLog.scrollHeight;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Wiring
+
+function handleMessage(message) {
+  switch (message.type) {
+    case 'login': return onLogin(message);
+    case 'offer': return onOffer(message);
+    case 'answer': return onAnswer(message);
+    case 'candidate': return onCandidate(message);
+    case 'close': return onClose(message);
+    case 'error': return onError(message);
+    default: log(`ignored message type ${JSON.stringify(message.type)}`);
+  }
+  return undefined;
+}
+
+ui.loginForm.addEventListener('submit', (event) => {
+  event.preventDefault();
+  const name = ui.username.value.trim();
+  if (!name) {
+    notify('invalid_username', 'Type a name first.', 'warn');
+    return;
+  }
+  dismiss('name_taken', 'invalid_username', 'login_failed');
+  login(name);
+});
+
+ui.callForm.addEventListener('submit', (event) => {
+  event.preventDefault();
+  call(ui.callee.value.trim());
+});
+
+ui.hangupBtn.addEventListener('click', hangUp);
+
+ui.chatForm.addEventListener('submit', (event) => {
+  event.preventDefault();
+  const text = ui.chatInput.value;
+  if (!text.trim()) return;
+  sendChat(text);
+  ui.chatInput.value = '';
+});
+
+ui.fileForm.addEventListener('submit', (event) => {
+  event.preventDefault();
+  const file = ui.fileInput.files?.[0];
+  if (!file) {
+    notify('no_file', 'Choose a file first.', 'warn');
+    return;
+  }
+  sendFile(file).then(() => { ui.fileInput.value = ''; });
+});
+
+window.addEventListener('pagehide', () => { unloading = true; });
+
+window.pc = null;
+setState('logged-out');
+setChannelUi(false);
+await loadConfig();
+connect();

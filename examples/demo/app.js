@@ -112,7 +112,7 @@ function notify(code, text, level = 'info', { timeout = level === 'info' ? 8000 
 
 function dismiss(...codes) {
   for (const code of codes) {
-    for (const el of ui.notices.querySelectorAll(`.notice[data-code="${code}"]`)) el.remove();
+    for (const el of ui.notices.querySelectorAll(`.notice[data-code="${CSS.escape(code)}"]`)) el.remove();
   }
 }
 

@@ -73,6 +73,7 @@ let peer = null;
 let channel = null;
 let remoteCandidates = [];  // candidates that arrived before the remote description
 let answerTimer = null;
+let connectedOnce = false;  // the current call got as far as an open data channel
 let incoming = null;        // the file being received
 let sending = false;
 
@@ -604,7 +605,8 @@ function endCall({ sendClose, notice }) {
   setChannelUi(false);
   setBody('connection', 'none');
   dismiss('ice_disconnected', 'incoming_call', 'autoplay');
-  if (who) systemLine(`Call with ${who} ended`);
+  if (who && connectedOnce) systemLine(`Call with ${who} ended`);
+  connectedOnce = false;
   setState(myName ? 'idle' : 'logged-out');
   if (notice) notify(...notice);
 }
@@ -625,6 +627,7 @@ function setupChannel(dc) {
   dc.onopen = () => {
     if (channel !== dc) return;
     log('data channel open');
+    connectedOnce = true;
     setChannelUi(true);
     systemLine(`Connected to ${peer}`);
   };

@@ -1,0 +1,530 @@
+//! Loopback integration scenarios shared by the adapters' tests: each scenario is written once
+//! here and run against every adapter (`signaling-ws/tests/*.rs`, `signaling-warp/tests/*.rs`),
+//! with real tokio-tungstenite clients over 127.0.0.1 and servers bound to port 0.
+//!
+//! Timeouts are generous (they only turn a hang into a failure) and nothing asserts how fast
+//! anything happens, so the scenarios hold on a loaded 2-core machine.
+#![allow(clippy::missing_panics_doc)]
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use signaling_core::RouterConfig;
+use signaling_core::driver::{Config, Hub};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// Logs to the test output when `RUST_LOG` is set (e.g. `RUST_LOG=signaling_core=debug`).
+pub fn init_tracing() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+/// How long any single wait may take before the test fails (hang protection only).
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A server under test: its WebSocket URL, its hub, and the task serving it.
+pub struct TestServer {
+    /// `ws://127.0.0.1:PORT/path`.
+    pub url: String,
+    /// The server's hub.
+    pub hub: Hub,
+    /// The serving task (the accept loop or the warp server).
+    pub task: JoinHandle<()>,
+}
+
+/// Starts a server with a config; each adapter's `tests/common/mod.rs` provides one.
+pub type Start = fn(Config) -> Pin<Box<dyn Future<Output = TestServer> + Send>>;
+
+/// The defaults, with heartbeats and the login deadline off (scenarios that test them turn
+/// them on).
+pub fn quiet_config() -> Config {
+    Config::default()
+        .with_ping_interval(None)
+        .with_login_timeout(None)
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A tutorial-protocol client.
+pub struct Client {
+    /// The socket.
+    pub ws: Ws,
+}
+
+/// Fails the test if `fut` takes longer than [`PATIENCE`].
+pub async fn patiently<F: Future>(what: &str, fut: F) -> F::Output {
+    match tokio::time::timeout(PATIENCE, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out waiting for {what}"),
+    }
+}
+
+impl Client {
+    /// Connects to `url`.
+    pub async fn connect(url: &str) -> Client {
+        let (ws, _) = patiently("connect", tokio_tungstenite::connect_async(url))
+            .await
+            .expect("connect");
+        Client { ws }
+    }
+
+    /// Connects and logs in as `name`, asserting success.
+    pub async fn login(url: &str, name: &str) -> Client {
+        let mut c = Client::connect(url).await;
+        c.send(json!({"type": "login", "username": name})).await;
+        let reply = c.recv().await;
+        assert_eq!(
+            reply,
+            json!({"type": "login", "success": true}),
+            "login {name}"
+        );
+        c
+    }
+
+    /// Sends a JSON value as a text frame.
+    pub async fn send(&mut self, value: Value) {
+        self.send_text(value.to_string()).await;
+    }
+
+    /// Sends a raw text frame.
+    pub async fn send_text(&mut self, text: String) {
+        patiently("send", self.ws.send(Message::text(text)))
+            .await
+            .expect("send");
+    }
+
+    /// The next text frame, as text (pings and pongs skipped). Panics on close or error.
+    pub async fn recv_text(&mut self) -> String {
+        loop {
+            let m = patiently("a message", self.ws.next()).await;
+            match m {
+                Some(Ok(Message::Text(t))) => return t.to_string(),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                other => panic!("expected a text message, got {other:?}"),
+            }
+        }
+    }
+
+    /// The next text frame, parsed.
+    pub async fn recv(&mut self) -> Value {
+        let text = self.recv_text().await;
+        serde_json::from_str(&text).expect("server sent JSON")
+    }
+
+    /// Reads until the server's close frame and returns it (text frames before it are
+    /// skipped). Panics if the connection ends without one.
+    pub async fn expect_close(&mut self) -> CloseFrame {
+        loop {
+            match patiently("a close frame", self.ws.next()).await {
+                Some(Ok(Message::Close(Some(frame)))) => return frame,
+                Some(Ok(Message::Close(None))) => panic!("close frame without a code"),
+                Some(Ok(_)) => {}
+                other => panic!("connection ended without a close frame: {other:?}"),
+            }
+        }
+    }
+
+    /// Keeps reading (so pings are answered) for `time`, asserting no text arrives.
+    pub async fn idle(&mut self, time: Duration) {
+        let deadline = tokio::time::Instant::now() + time;
+        while let Ok(m) = tokio::time::timeout_at(deadline, self.ws.next()).await {
+            match m {
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                other => panic!("expected silence, got {other:?}"),
+            }
+        }
+    }
+}
+
+fn offer(to: &str, sdp: &str) -> Value {
+    json!({"type": "offer", "offer": {"type": "offer", "sdp": sdp}, "otherUsername": to})
+}
+
+fn answer(to: &str, sdp: &str) -> Value {
+    json!({"type": "answer", "answer": {"type": "answer", "sdp": sdp}, "otherUsername": to})
+}
+
+/// `a` calls `b` and `b` answers; both sides check what they get.
+async fn call(a: &mut Client, a_name: &str, b: &mut Client, b_name: &str) {
+    a.send(offer(b_name, "v=0 offer")).await;
+    let got = b.recv().await;
+    assert_eq!(got["type"], "offer");
+    assert_eq!(got["username"], a_name);
+    assert_eq!(got["offer"]["sdp"], "v=0 offer");
+    b.send(answer(a_name, "v=0 answer")).await;
+    let got = a.recv().await;
+    assert_eq!(got["type"], "answer");
+    assert_eq!(got["username"], b_name);
+    assert_eq!(got["answer"]["sdp"], "v=0 answer");
+}
+
+/// Logs in as `name` on fresh connections until it succeeds (the name is freed asynchronously).
+async fn login_when_free(url: &str, name: &str) -> Client {
+    patiently("the name to be freed", async {
+        loop {
+            let mut c = Client::connect(url).await;
+            c.send(json!({"type": "login", "username": name})).await;
+            if c.recv().await["success"] == true {
+                return c;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+}
+
+/// Login, offer, answer, candidates both ways, close; then a second call works.
+pub async fn full_call(start: Start) {
+    let server = start(quiet_config()).await;
+    let mut alice = Client::login(&server.url, "alice").await;
+    let mut bob = Client::login(&server.url, "bob").await;
+    call(&mut alice, "alice", &mut bob, "bob").await;
+
+    alice
+        .send(json!({"type": "candidate", "candidate": {"candidate": "candidate:1 1 udp 1 10.0.0.1 9 typ host", "sdpMid": "0"}, "otherUsername": "bob"}))
+        .await;
+    let got = bob.recv().await;
+    assert_eq!(got["type"], "candidate");
+    assert_eq!(got["username"], "alice");
+    assert_eq!(got["candidate"]["sdpMid"], "0");
+    bob.send(json!({"type": "candidate", "candidate": {"candidate": "candidate:2"}, "otherUsername": "alice"}))
+        .await;
+    let got = alice.recv().await;
+    assert_eq!(got["candidate"]["candidate"], "candidate:2");
+    assert_eq!(got["username"], "bob");
+
+    alice
+        .send(json!({"type": "close", "otherUsername": "bob"}))
+        .await;
+    assert_eq!(
+        bob.recv().await,
+        json!({"type": "close", "username": "alice"})
+    );
+
+    // Both are free again: bob calls alice.
+    call(&mut bob, "bob", &mut alice, "alice").await;
+    server.hub.shutdown().await;
+}
+
+/// A second login with a taken name is refused; the first owner keeps working.
+pub async fn duplicate_login(start: Start) {
+    let server = start(quiet_config()).await;
+    let mut first = Client::login(&server.url, "alice").await;
+    let mut second = Client::connect(&server.url).await;
+    second
+        .send(json!({"type": "login", "username": "alice"}))
+        .await;
+    let reply = second.recv().await;
+    assert_eq!(reply["type"], "login");
+    assert_eq!(reply["success"], false);
+    assert_eq!(reply["code"], "name_taken");
+
+    // The refused connection stays usable: it can take another name.
+    second
+        .send(json!({"type": "login", "username": "carol"}))
+        .await;
+    assert_eq!(second.recv().await["success"], true);
+    // And the first alice still works.
+    call(&mut first, "alice", &mut second, "carol").await;
+    server.hub.shutdown().await;
+}
+
+/// A client that vanishes mid-call: its partner gets `close` and the name is free again.
+pub async fn disconnect_mid_call(start: Start) {
+    let server = start(quiet_config()).await;
+    let mut alice = Client::login(&server.url, "alice").await;
+    let mut bob = Client::login(&server.url, "bob").await;
+    call(&mut alice, "alice", &mut bob, "bob").await;
+
+    drop(alice); // no close frame: the TCP connection just goes away
+    assert_eq!(
+        bob.recv().await,
+        json!({"type": "close", "username": "alice"})
+    );
+
+    let mut alice = login_when_free(&server.url, "alice").await;
+    call(&mut bob, "bob", &mut alice, "alice").await;
+    server.hub.shutdown().await;
+}
+
+/// 100 calls set up at once: every message reaches the right callee from the right caller.
+pub async fn hundred_calls(start: Start) {
+    let server = start(quiet_config()).await;
+    let mut tasks = Vec::new();
+    for i in 0..100 {
+        let url = server.url.clone();
+        tasks.push(tokio::spawn(async move {
+            let (caller_name, callee_name) = (format!("caller-{i}"), format!("callee-{i}"));
+            let mut callee = Client::login(&url, &callee_name).await;
+            let mut caller = Client::login(&url, &caller_name).await;
+            let sdp = format!("v=0 sdp of call {i}");
+            caller.send(offer(&callee_name, &sdp)).await;
+            let got = callee.recv().await;
+            assert_eq!(got["username"], caller_name.as_str());
+            assert_eq!(got["offer"]["sdp"], sdp.as_str());
+            let reply = format!("v=0 answer of call {i}");
+            callee.send(answer(&caller_name, &reply)).await;
+            let got = caller.recv().await;
+            assert_eq!(got["username"], callee_name.as_str());
+            assert_eq!(got["answer"]["sdp"], reply.as_str());
+            for n in 0..5 {
+                let cand = format!("candidate:{i}:{n}");
+                caller
+                    .send(json!({"type": "candidate", "candidate": {"candidate": cand}, "otherUsername": callee_name}))
+                    .await;
+                let got = callee.recv().await;
+                assert_eq!(got["candidate"]["candidate"], cand.as_str());
+                assert_eq!(got["username"], caller_name.as_str());
+            }
+            (caller, callee)
+        }));
+    }
+    let mut clients = Vec::new();
+    for t in tasks {
+        clients.push(patiently("a call", t).await.expect("call task"));
+    }
+    assert_eq!(server.hub.with_router(|r| r.user_count()), 200);
+    server.hub.shutdown().await;
+}
+
+/// 1,000 candidates in a burst arrive in order and byte for byte as sent.
+pub async fn thousand_candidates(start: Start) {
+    let server = start(quiet_config()).await;
+    let mut alice = Client::login(&server.url, "alice").await;
+    let mut bob = Client::login(&server.url, "bob").await;
+    call(&mut alice, "alice", &mut bob, "bob").await;
+
+    // Odd spacing, escapes and non-ASCII: the server must relay the payload text untouched.
+    let payload = |i: usize| {
+        format!(
+            r#"{{ "candidate" : "candidate:{i} 1 udp 2122260223 192.0.2.{} 5{i:04} typ host générée \"q\" \u00e9", "sdpMid":"0","sdpMLineIndex" :0 , "n":{i}}}"#,
+            i % 250
+        )
+    };
+    let sender = async {
+        for i in 0..1000 {
+            alice
+                .send_text(format!(
+                    r#"{{"type":"candidate","candidate":{},"otherUsername":"bob"}}"#,
+                    payload(i)
+                ))
+                .await;
+        }
+    };
+    let receiver = async {
+        for i in 0..1000 {
+            let text = bob.recv_text().await;
+            let expected = format!(
+                r#"{{"type":"candidate","candidate":{},"username":"alice"}}"#,
+                payload(i)
+            );
+            assert_eq!(text, expected, "candidate {i}");
+        }
+    };
+    tokio::join!(sender, receiver);
+    server.hub.shutdown().await;
+}
+
+/// A 60 KB SDP offer (under the 64 KiB default limit) passes intact.
+pub async fn large_sdp(start: Start) {
+    let server = start(quiet_config()).await;
+    let mut alice = Client::login(&server.url, "alice").await;
+    let mut bob = Client::login(&server.url, "bob").await;
+    let mut sdp = String::from("v=0\\r\\n");
+    let mut line = 0;
+    while sdp.len() < 60_000 {
+        sdp.push_str(&format!(
+            "a=candidate:{line} 1 udp 2122260223 192.0.2.1 {line} typ host\\r\\n"
+        ));
+        line += 1;
+    }
+    let payload = format!(r#"{{"type":"offer","sdp":"{sdp}"}}"#);
+    alice
+        .send_text(format!(
+            r#"{{"type":"offer","offer":{payload},"otherUsername":"bob"}}"#
+        ))
+        .await;
+    let text = bob.recv_text().await;
+    assert_eq!(
+        text,
+        format!(r#"{{"type":"offer","offer":{payload},"username":"alice"}}"#)
+    );
+    assert!(text.len() > 60_000);
+    server.hub.shutdown().await;
+}
+
+/// Graceful shutdown: every client, in a call, idle or not logged in, gets a 1001 close frame,
+/// `shutdown` returns, and the server task ends.
+pub async fn graceful_shutdown(start: Start) {
+    let server = start(quiet_config()).await;
+    let mut alice = Client::login(&server.url, "alice").await;
+    let mut bob = Client::login(&server.url, "bob").await;
+    call(&mut alice, "alice", &mut bob, "bob").await;
+    let mut idle = Vec::new();
+    for i in 0..10 {
+        idle.push(Client::login(&server.url, &format!("idle-{i}")).await);
+    }
+    let mut anonymous = Client::connect(&server.url).await;
+
+    alice
+        .send(json!({"type": "candidate", "candidate": {"candidate": "last"}, "otherUsername": "bob"}))
+        .await;
+    // Wait until the router has seen it, so it is queued before the shutdown starts.
+    assert_eq!(bob.recv().await["candidate"]["candidate"], "last");
+
+    let hub = server.hub.clone();
+    let shutdown = tokio::spawn(async move { hub.shutdown().await });
+    for c in [&mut alice, &mut bob, &mut anonymous]
+        .into_iter()
+        .chain(idle.iter_mut())
+    {
+        let frame = c.expect_close().await;
+        assert_eq!(u16::from(frame.code), 1001);
+        // The client answers the close (tungstenite does it on the next read).
+        let _ = patiently("the end of the stream", c.ws.next()).await;
+    }
+    patiently("shutdown", shutdown)
+        .await
+        .expect("shutdown task");
+    assert_eq!(server.hub.connection_count(), 0);
+    patiently("the server task", server.task)
+        .await
+        .expect("server task");
+}
+
+/// A message over the limit closes that connection with 1009; others carry on.
+pub async fn oversize_message(start: Start) {
+    let server = start(quiet_config().with_max_message_size(16 * 1024)).await;
+    let mut alice = Client::login(&server.url, "alice").await;
+    let mut bob = Client::login(&server.url, "bob").await;
+    let mut carol = Client::login(&server.url, "carol").await;
+    let big = "x".repeat(20 * 1024);
+    alice
+        .send(json!({"type": "offer", "offer": {"sdp": big}, "otherUsername": "bob"}))
+        .await;
+    let frame = alice.expect_close().await;
+    assert_eq!(u16::from(frame.code), 1009);
+    assert!(!frame.reason.is_empty());
+    // The name is freed and the others are fine.
+    let _alice = login_when_free(&server.url, "alice").await;
+    call(&mut bob, "bob", &mut carol, "carol").await;
+    server.hub.shutdown().await;
+}
+
+/// A client that never reads is disconnected when its queue fills: its partner is told, its
+/// name is freed, and a call between two other clients goes on meanwhile.
+pub async fn slow_reader_disconnected(start: Start) {
+    let config = quiet_config()
+        .with_max_queued_messages(64)
+        .with_router(RouterConfig::default().with_rate_limit(None));
+    let server = start(config).await;
+    // `sink` logs in and then never reads again.
+    let _sink = Client::login(&server.url, "sink").await;
+    let flooder = Client::login(&server.url, "flooder").await;
+    let mut carol = Client::login(&server.url, "carol").await;
+    let mut dave = Client::login(&server.url, "dave").await;
+
+    let (mut tx, mut rx) = flooder.ws.split();
+    let offer_text = offer("sink", "v=0").to_string();
+    tx.send(Message::text(offer_text)).await.expect("offer");
+    let blob = "c".repeat(16 * 1024);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_flood = std::sync::Arc::clone(&stop);
+    let flood = async move {
+        // Bounded: 10,000 x 16 KiB is far more than socket buffers plus the 64-message queue.
+        for i in 0..10_000 {
+            if stop_flood.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
+            let text = format!(
+                r#"{{"type":"candidate","candidate":{{"candidate":"{blob}","n":{i}}},"otherUsername":"sink"}}"#
+            );
+            if tx.send(Message::text(text)).await.is_err() {
+                break;
+            }
+        }
+        tx
+    };
+    let told = async move {
+        loop {
+            match patiently("the flooder to be told", rx.next()).await {
+                Some(Ok(Message::Text(t))) => {
+                    let v: Value = serde_json::from_str(&t).expect("json");
+                    if v["type"] == "close" {
+                        assert_eq!(v["username"], "sink");
+                        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                        return rx;
+                    }
+                    // `not_in_call` errors for candidates sent after the sink was dropped.
+                    assert_eq!(v["type"], "error", "unexpected {v}");
+                }
+                Some(Ok(_)) => {}
+                other => panic!("flooder connection ended: {other:?}"),
+            }
+        }
+    };
+    // Meanwhile two other clients hold a call.
+    let others = async {
+        call(&mut carol, "carol", &mut dave, "dave").await;
+        for n in 0..50 {
+            carol
+                .send(json!({"type": "candidate", "candidate": {"n": n}, "otherUsername": "dave"}))
+                .await;
+            assert_eq!(dave.recv().await["candidate"]["n"], n);
+        }
+    };
+    let flood = tokio::spawn(flood);
+    let (_rx, ()) = tokio::join!(told, others);
+    let _tx = patiently("the flood to end", flood).await.expect("flood");
+    let _sink2 = login_when_free(&server.url, "sink").await;
+    server.hub.shutdown().await;
+}
+
+/// A client that stops answering pings is dropped and its name freed; one that reads stays.
+pub async fn heartbeat_timeout(start: Start) {
+    let config = quiet_config()
+        .with_ping_interval(Some(Duration::from_millis(100)))
+        .with_pong_timeout(Duration::from_millis(300));
+    let server = start(config).await;
+    let mut alive = Client::login(&server.url, "alive").await;
+    let _silent = Client::login(&server.url, "silent").await; // never polled again
+
+    // `alive` keeps reading (answering pings) while the name is freed.
+    let freed = login_when_free(&server.url, "silent");
+    tokio::pin!(freed);
+    let mut silent2 = loop {
+        tokio::select! {
+            c = &mut freed => break c,
+            () = alive.idle(Duration::from_millis(50)) => {}
+        }
+    };
+    // Both answer pings whenever they read; the call goes through.
+    call(&mut alive, "alive", &mut silent2, "silent").await;
+    server.hub.shutdown().await;
+}
+
+/// A connection that never logs in is closed with 1008 after the deadline; one that logged
+/// in stays.
+pub async fn login_deadline(start: Start) {
+    let config = quiet_config().with_login_timeout(Some(Duration::from_millis(300)));
+    let server = start(config).await;
+    let mut lazy = Client::connect(&server.url).await;
+    let mut quick = Client::login(&server.url, "quick").await;
+    let frame = lazy.expect_close().await;
+    assert_eq!(u16::from(frame.code), 1008);
+    quick.idle(Duration::from_millis(600)).await;
+    let mut other = Client::login(&server.url, "other").await;
+    call(&mut quick, "quick", &mut other, "other").await;
+    server.hub.shutdown().await;
+}

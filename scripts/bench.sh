@@ -25,8 +25,12 @@
 #   --rounds N    rounds of the full run (default 3; about 9 minutes for
 #                 ceiling, node and one of ours on an idle machine)
 #   --only REGEX  run only the cases whose name matches (grep -E)
-#   --nice N      run server and loadgen under `nice -n N` (N < 0 needs root):
-#                 on a machine shared with builds, -10 shields the measurement
+#   --nice N      run server and loadgen each in a session of its own whose
+#                 autogroup nice is N (N < 0 needs root). With autogroups
+#                 (/proc/sys/kernel/sched_autogroup_enabled) the kernel shares
+#                 CPU between sessions, so plain `nice` cannot outweigh other
+#                 sessions' builds; on a shared machine -10 shields the
+#                 measurement (it touches only the bench's own sessions)
 #   --ws-path P   URL path of our servers' WebSocket endpoint (default /)
 #   --quiet-wait  seconds to wait, before each server start, for the rest of
 #                 the machine to go quiet (default 15; 0 = do not wait)
@@ -103,7 +107,13 @@ fi
 # Both the servers and the loadgen hold thousands of sockets.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 PRIO=()
-if [ "$NICE" != 0 ]; then PRIO=(nice -n "$NICE"); fi
+if [ "$NICE" != 0 ]; then
+  # setsid may fork, so the inner bash tells its pid (kept through the execs
+  # of nice, taskset and the server) in $PIDFILE when that is set.
+  # shellcheck disable=SC2016 # expanded by the inner bash
+  PRIO=(setsid bash -c 'n=$1; shift; echo "$n" >/proc/self/autogroup 2>/dev/null || true
+    if [ -n "${PIDFILE:-}" ]; then echo $$ >"$PIDFILE"; fi; exec nice -n "$n" "$@"' prio "$NICE")
+fi
 if ! command -v taskset >/dev/null; then
   log "taskset not found (util-linux); cannot pin cores"; exit 1
 fi
@@ -197,10 +207,18 @@ start_server() { # target port logfile
     ceiling) cmd=("$TARGET_DIR/release/ceiling" --addr "127.0.0.1:$port") ;;
     node) cmd=(env PORT="$port" QUIET=1 node "$NODE_DIR/server.js") ;;
   esac
-  "${PRIO[@]}" taskset -c 0 "${cmd[@]}" >"$logf" 2>&1 &
-  SERVER_PID=$!
-  # `env` and `nice` exec, so $! is the server itself; wait until it listens.
-  local i
+  local i pidfile=$OUT/logs/server.pid
+  if [ ${#PRIO[@]} -gt 0 ]; then
+    rm -f "$pidfile"
+    PIDFILE=$pidfile "${PRIO[@]}" taskset -c 0 "${cmd[@]}" >"$logf" 2>&1 &
+    for i in $(seq 50); do [ -s "$pidfile" ] && break; sleep 0.1; done
+    SERVER_PID=$(cat "$pidfile" 2>/dev/null || true)
+    if [ -z "$SERVER_PID" ]; then log "$t: no pid from the priority wrapper"; return 1; fi
+  else
+    taskset -c 0 "${cmd[@]}" >"$logf" 2>&1 &
+    SERVER_PID=$!
+  fi
+  # Every wrapper execs, so SERVER_PID is the server itself; wait until it listens.
   for i in $(seq 150); do
     if ! kill -0 "$SERVER_PID" 2>/dev/null; then
       log "$t exited before listening (see $logf)"; SERVER_PID=""; return 1

@@ -550,6 +550,9 @@ async fn logins(ctx: Arc<Ctx>, args: LoginArgs) -> Result<Map<String, Value>, St
         }
     }
     drop(holders);
+    if stats.ok == 0 {
+        out.insert("error".into(), "no connection logged in".into());
+    }
     Ok(out)
 }
 

@@ -1,0 +1,61 @@
+//! Signaling added to an existing warp app, next to its own routes.
+//!
+//! ```text
+//! cargo run --example embed_warp
+//! curl http://127.0.0.1:8082/hello/world      # the app's own route
+//! # signaling clients connect to ws://127.0.0.1:8082/api/signaling
+//! ```
+
+use std::net::SocketAddr;
+
+use clap::Parser;
+use signaling_examples::{ServerArgs, ctrl_c, init_tracing};
+use signaling_warp::Hub;
+use signaling_warp::warp::{self, Filter};
+
+/// An existing warp app that gains a signaling endpoint.
+#[derive(Debug, Parser)]
+struct Cli {
+    /// Address to listen on.
+    #[arg(long, env = "SIGNALING_ADDR", default_value = "127.0.0.1:8082")]
+    addr: SocketAddr,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let cli = Cli::parse();
+    init_tracing();
+
+    // The app's own routes.
+    let hello = warp::path!("hello" / String).map(|name| format!("Hello, {name}!"));
+    let health = warp::path!("health").map(|| "ok");
+
+    // Signaling, mounted where the app wants it, with its stats beside it.
+    let hub = Hub::new(cli.server.config());
+    let signaling = warp::path!("api" / "signaling").and(signaling_warp::ws(hub.clone()));
+    let stats_hub = hub.clone();
+    let stats = warp::path!("api" / "stats").map(move || {
+        let (connections, users) =
+            stats_hub.with_router(|r| (r.connection_count(), r.user_count()));
+        warp::reply::json(&serde_json::json!({ "connections": connections, "users": users }))
+    });
+
+    let app = hello.or(health).or(stats).or(signaling);
+    let listener = tokio::net::TcpListener::bind(cli.addr).await?;
+    tracing::info!(
+        "app at http://{0}/hello/you, signaling at ws://{0}/api/signaling",
+        listener.local_addr()?
+    );
+    let stop = hub.clone();
+    warp::serve(app)
+        .incoming(listener)
+        .graceful(async move {
+            ctrl_c().await;
+            stop.shutdown().await;
+        })
+        .run()
+        .await;
+    Ok(())
+}

@@ -33,7 +33,7 @@
 #                 measurement (it touches only the bench's own sessions)
 #   --ws-path P   URL path of our servers' WebSocket endpoint (default /)
 #   --quiet-wait  seconds to wait, before each server start, for the rest of
-#                 the machine to go quiet (default 15; 0 = do not wait)
+#                 the machine to go quiet (default 5; 0 = do not wait)
 #
 # Honours CARGO_TARGET_DIR. Every loadgen run is bounded by its own deadline
 # and by `timeout`; servers are stopped by their process id.
@@ -49,7 +49,7 @@ OUT=""
 SVG=""
 NICE=0
 WS_PATH=/
-QUIET_WAIT=15
+QUIET_WAIT=5
 QUIET_BUSY=40 # percent of one core that other processes may use
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
@@ -92,7 +92,7 @@ if [ $QUICK = 1 ]; then
 else
   CASES=(
     "logins_10k|logins --count 10000 --hold 1"
-    "relay_max|relay --pairs 100 --window 16 --warmup 1 --duration 4"
+    "relay_max|relay --pairs 100 --window 16 --warmup 1 --duration 3"
   )
   for rate in 5000 10000 20000 40000 80000 160000; do
     CASES+=("relay_rate_$rate|relay --pairs 100 --window 64 --warmup 0.5 --duration 1.5 --offered-rate $rate")

@@ -683,7 +683,8 @@ struct PairShared {
     received: Mutex<Received>,
 }
 
-/// Server `error` messages and other surprises seen on any connection.
+/// Frames that are not the relayed candidates a connection expects (server
+/// `error` replies among them), seen on any connection.
 #[derive(Default)]
 struct Surprises {
     count: AtomicU64,
@@ -701,11 +702,11 @@ impl Surprises {
 
     fn to_json(&self, out: &mut Map<String, Value>) {
         out.insert(
-            "server_errors".into(),
+            "unexpected_messages".into(),
             self.count.load(Ordering::Relaxed).into(),
         );
         if let Some(e) = self.first.lock().expect("not poisoned").clone() {
-            out.insert("first_server_error".into(), e.into());
+            out.insert("first_unexpected".into(), e.into());
         }
     }
 }

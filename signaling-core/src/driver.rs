@@ -32,11 +32,13 @@
 //! A `std::sync::Mutex<Router>` inside the [`Hub`], locked by each connection's own task only
 //! around the synchronous `handle_*` call and the non-blocking dispatch of its outputs (no
 //! `await` while locked). The alternative, a router task that connections message through a
-//! channel, was measured slower on the 2-core reference machine: 100 pairs relaying 200,000
-//! candidates through the router (release build, multi-thread runtime, 2 workers), lock:
-//! ~1.46 M messages/s, router task: ~0.70 M messages/s. The lock saves a task hand-off (two
-//! wake-ups and a channel hop) per message and lets the reader go on without yielding; the
-//! critical section is a few microseconds (parse, route, push).
+//! channel, measured about half as fast: 100 pairs relaying 200,000 candidates through the
+//! router into bounded per-connection queues (release build, multi-thread runtime with 2
+//! workers, the 2-core reference machine while other builds ran; medians of 5 interleaved
+//! runs, two sessions): lock 432k and 424k messages/s, router task 202k and 184k messages/s
+//! (`cargo run --release --example router_ownership` in the repository). The lock saves a
+//! task hand-off (a channel hop and a wake-up) per message; its critical section is the parse
+//! and route of one message, a few microseconds.
 //!
 //! # Example: an in-memory transport
 //!
@@ -100,7 +102,7 @@ use crate::router::{ConnectionId, Output, Router, RouterConfig};
 ///     .with_router(RouterConfig::default().with_rate_limit(None));
 /// assert_eq!(config.max_frame_size, 128 * 1024);
 /// ```
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Config {
     /// The router's own configuration (the per-connection rate limit).
@@ -258,7 +260,7 @@ pub enum Inbound<'a> {
     Text(&'a str),
     /// A binary frame of this many bytes (answered with `binary_not_supported`).
     Binary(usize),
-    /// A ping (transports answer pings themselves) or a pong: proof of life only.
+    /// A ping: proof of life only (WebSocket libraries answer pings themselves).
     Ping,
     /// A pong: proof of life only.
     Pong,
@@ -337,7 +339,7 @@ pub trait Transport: 'static {
 }
 
 /// What the driver knows about a connection when it starts. Adapters fill in what they have.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct Peer {
     /// The client's address, when the transport knows it.
@@ -563,11 +565,6 @@ impl Default for Hub {
     }
 }
 
-/// The wall clock as the router wants it (read here, never inside the router).
-fn now() -> std::time::Instant {
-    Instant::now().into_std()
-}
-
 impl Hub {
     /// A hub with no connections.
     pub fn new(config: Config) -> Hub {
@@ -732,9 +729,10 @@ impl Hub {
     /// when the router no longer knows the connection (it was disconnected meanwhile).
     fn input(
         &self,
+        now: Instant,
         f: impl FnOnce(&mut Router, std::time::Instant) -> Result<(), crate::RouterError>,
     ) -> bool {
-        let now = now();
+        let now = now.into_std();
         let mut state = self.lock();
         let ok = f(&mut state.router, now).is_ok();
         self.dispatch(&mut state);
@@ -785,7 +783,13 @@ impl Hub {
     }
 
     fn millis(&self) -> u64 {
-        u64::try_from(self.inner.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+        self.millis_at(Instant::now())
+    }
+
+    /// `at` on the hub's millisecond clock (what `last_seen` is kept on).
+    fn millis_at(&self, at: Instant) -> u64 {
+        let elapsed = at.saturating_duration_since(self.inner.epoch);
+        u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
     }
 
     async fn run<T, S>(&self, socket: S, registration: &Registration)
@@ -859,13 +863,15 @@ impl Hub {
                     return ReadEnd::Error;
                 }
             };
-            last_seen.store(self.millis(), Ordering::Relaxed);
+            // One clock read per frame, for the heartbeat and the router (which never reads it).
+            let now = Instant::now();
+            last_seen.store(self.millis_at(now), Ordering::Relaxed);
             let accepted = match T::inbound(&message) {
                 Inbound::Text(text) if text.len() > max => return ReadEnd::TooLarge,
                 // After the server asked for a close, input is no longer routed.
                 Inbound::Text(_) | Inbound::Binary(_) if outbox.is_closing() => true,
-                Inbound::Text(text) => self.input(|r, now| r.handle_text(conn, text, now)),
-                Inbound::Binary(len) => self.input(|r, now| r.handle_binary(conn, len, now)),
+                Inbound::Text(text) => self.input(now, |r, now| r.handle_text(conn, text, now)),
+                Inbound::Binary(len) => self.input(now, |r, now| r.handle_binary(conn, len, now)),
                 Inbound::Ping | Inbound::Pong | Inbound::Close => true,
             };
             if !accepted {

@@ -47,11 +47,13 @@ pub struct TestServer {
 pub type Start = fn(Config) -> Pin<Box<dyn Future<Output = TestServer> + Send>>;
 
 /// The defaults, with heartbeats and the login deadline off (scenarios that test them turn
-/// them on).
+/// them on) and a short wait for close replies (the scenarios' clients rarely read after the
+/// server closes).
 pub fn quiet_config() -> Config {
     Config::default()
         .with_ping_interval(None)
         .with_login_timeout(None)
+        .with_close_timeout(Duration::from_millis(500))
 }
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;

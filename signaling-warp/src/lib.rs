@@ -2,8 +2,7 @@
 //!
 //! The `signaling` WebRTC signaling server as [warp] filters that you `.or()` into your own
 //! app ("compose, don't own the server"). Every connection runs on the shared driver of
-//! `signaling-core` ([`Hub`]); this crate only maps warp's messages to the driver's frames
-//! ([`Warp`]) and applies the size limits to warp's upgrade.
+//! `signaling-core` ([`Hub`]).
 //!
 //! ## Embedding
 //!
@@ -33,17 +32,85 @@
 //! ```
 //!
 //! At another path, use the bare [`ws`] filter: `warp::path!("api" / "signal").and(ws(hub))`.
+//!
+//! ## How the upgrade is done
+//!
+//! [`ws`] validates the request with warp's own [`warp::ws()`] filter, then finishes the
+//! upgrade itself on tokio-tungstenite with [`signaling_ws::websocket_config`]: the hub's size
+//! limits **and** small read/write buffers. (warp's `Ws` can set the size limits but not the
+//! buffers: its connections carry a 128 KiB read buffer each, about 140 KB of memory per idle
+//! connection against about 9 KB this way.) If you already hold a [`warp::ws::WebSocket`] from
+//! your own `warp::ws()` route, [`serve_websocket`] runs it on the hub through the [`Warp`]
+//! transport; apply the limits with [`configure`].
 
 use std::error::Error as _;
 use std::net::SocketAddr;
 
+use hyper::upgrade::OnUpgrade;
 pub use signaling_core::driver::{Config, Hub, Peer};
 use signaling_core::driver::{Inbound, Outbound, Transport};
+use signaling_ws::tokio_tungstenite::WebSocketStream;
+use signaling_ws::tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use signaling_ws::tokio_tungstenite::tungstenite::protocol::Role;
 pub use warp;
-use warp::filters::ws::{Message, Ws};
+use warp::filters::ws::{Message, WebSocket, Ws};
+use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
-/// The [`Transport`] for warp: how `warp::ws::Message` maps to the driver's frames.
+/// Upgrades a WebSocket request (at whatever path it is mounted) and runs it on `hub`. Rejects
+/// requests that are not WebSocket upgrades (with warp's rejections), so it composes with
+/// `.or()`.
+pub fn ws(hub: Hub) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    // `ext::optional` runs first and clones hyper's upgrade handle before `warp::ws()` takes
+    // the original (which is dropped unused with the `Ws`).
+    warp::ext::optional::<OnUpgrade>()
+        .and(warp::ws())
+        .and(warp::header::<String>("sec-websocket-key"))
+        .and(warp::addr::remote())
+        .map(
+            move |on_upgrade: Option<OnUpgrade>, _: Ws, key: String, addr: Option<SocketAddr>| {
+                let mut peer = Peer::new();
+                if let Some(addr) = addr {
+                    peer = peer.with_remote_addr(addr);
+                }
+                match on_upgrade {
+                    Some(on_upgrade) => {
+                        tokio::spawn(run_upgraded(on_upgrade, hub.clone(), peer));
+                    }
+                    None => tracing::debug!("no upgrade handle on the request (a test request?)"),
+                }
+                let accept = derive_accept_key(key.as_bytes());
+                let reply =
+                    warp::reply::with_status(warp::reply(), StatusCode::SWITCHING_PROTOCOLS);
+                let reply = warp::reply::with_header(reply, "connection", "upgrade");
+                let reply = warp::reply::with_header(reply, "upgrade", "websocket");
+                warp::reply::with_header(reply, "sec-websocket-accept", accept)
+            },
+        )
+}
+
+/// Signaling at `/ws`: [`ws`] mounted at that path.
+pub fn routes(hub: Hub) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    warp::path("ws").and(warp::path::end()).and(ws(hub))
+}
+
+/// Waits for hyper to hand over the upgraded connection (after the 101 went out), then runs it.
+async fn run_upgraded(on_upgrade: OnUpgrade, hub: Hub, peer: Peer) {
+    let upgraded = match on_upgrade.await {
+        Ok(upgraded) => upgraded,
+        Err(e) => {
+            tracing::debug!(addr = ?peer.remote_addr, error = %e, "upgrade failed");
+            return;
+        }
+    };
+    let io = hyper_util::rt::TokioIo::new(upgraded);
+    let config = signaling_ws::websocket_config(hub.config());
+    let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+    signaling_ws::serve_stream(socket, hub, peer).await;
+}
+
+/// The [`Transport`] for warp's own WebSocket: how `warp::ws::Message` maps to the driver's
+/// frames. Used by [`serve_websocket`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Warp;
 
@@ -84,30 +151,25 @@ impl Transport for Warp {
     }
 }
 
-/// Applies the hub's size limits to a warp upgrade.
+/// Applies the hub's size limits to a warp upgrade (for [`serve_websocket`]).
 pub fn configure(ws: Ws, config: &Config) -> Ws {
     ws.max_message_size(config.max_message_size)
         .max_frame_size(config.max_frame_size)
 }
 
-/// Upgrades a WebSocket request (at whatever path it is mounted) and runs it on `hub`. Rejects
-/// requests that are not WebSocket upgrades, so it composes with `.or()`.
-pub fn ws(hub: Hub) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
-    warp::ws()
-        .and(warp::addr::remote())
-        .map(move |ws: Ws, addr: Option<SocketAddr>| {
-            let hub = hub.clone();
-            let mut peer = Peer::new();
-            if let Some(addr) = addr {
-                peer = peer.with_remote_addr(addr);
-            }
-            configure(ws, hub.config()).on_upgrade(move |socket| async move {
-                hub.serve_connection::<Warp, _>(socket, peer).await;
-            })
-        })
-}
-
-/// Signaling at `/ws`: [`ws`] mounted at that path.
-pub fn routes(hub: Hub) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
-    warp::path("ws").and(warp::path::end()).and(ws(hub))
+/// Runs a WebSocket that your own `warp::ws()` route upgraded on `hub`:
+///
+/// ```no_run
+/// use signaling_warp::{warp, Hub, Peer};
+/// use warp::Filter;
+///
+/// let hub = Hub::default();
+/// let route = warp::path("signal").and(warp::ws()).map(move |ws: warp::ws::Ws| {
+///     let hub = hub.clone();
+///     signaling_warp::configure(ws, hub.config())
+///         .on_upgrade(move |socket| signaling_warp::serve_websocket(socket, hub, Peer::new()))
+/// });
+/// ```
+pub async fn serve_websocket(socket: WebSocket, hub: Hub, peer: Peer) {
+    hub.serve_connection::<Warp, _>(socket, peer).await;
 }

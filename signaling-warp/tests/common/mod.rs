@@ -4,7 +4,7 @@
 use signaling_test_support::TestServer;
 use signaling_warp::{Config, Hub};
 
-/// A [`signaling_test_support::Start`] for this adapter.
+/// A [`signaling_test_support::Start`] for this adapter: `signaling_warp::routes`.
 pub fn start(
     config: Config,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = TestServer> + Send>> {
@@ -16,6 +16,42 @@ pub fn start(
         let addr = listener.local_addr().expect("addr");
         let hub = Hub::new(config);
         let server = signaling_warp::warp::serve(signaling_warp::routes(hub.clone()))
+            .incoming(listener)
+            .graceful(hub.shutdown_started())
+            .run();
+        let task = tokio::spawn(server);
+        TestServer {
+            url: format!("ws://{addr}/ws"),
+            hub,
+            task,
+        }
+    })
+}
+
+/// Like [`start`], but through warp's own `Ws` upgrade and the [`signaling_warp::Warp`]
+/// transport ([`signaling_warp::serve_websocket`]).
+#[allow(dead_code)] // used by one test file only
+pub fn start_warp_ws(
+    config: Config,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = TestServer> + Send>> {
+    use signaling_warp::warp::Filter;
+    signaling_test_support::init_tracing();
+    Box::pin(async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let hub = Hub::new(config);
+        let route_hub = hub.clone();
+        let route = signaling_warp::warp::path("ws")
+            .and(signaling_warp::warp::ws())
+            .map(move |ws: signaling_warp::warp::ws::Ws| {
+                let hub = route_hub.clone();
+                signaling_warp::configure(ws, hub.config()).on_upgrade(move |socket| {
+                    signaling_warp::serve_websocket(socket, hub, signaling_warp::Peer::new())
+                })
+            });
+        let server = signaling_warp::warp::serve(route)
             .incoming(listener)
             .graceful(hub.shutdown_started())
             .run();

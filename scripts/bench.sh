@@ -20,7 +20,7 @@
 #
 # Usage: scripts/bench.sh [--quick] [--rounds N] [--targets "ceiling node"]
 #                         [--only REGEX] [--out DIR] [--svg PATH] [--nice N]
-#                         [--ws-path /] [--quiet-wait SECS]
+#                         [--ws-path /ws] [--quiet-wait SECS]
 #   --quick       one short round of small cases: a smoke run (~2 minutes)
 #   --rounds N    rounds of the full run (default 3; about 9 minutes for
 #                 ceiling, node and one of ours on an idle machine)
@@ -31,7 +31,8 @@
 #                 CPU between sessions, so plain `nice` cannot outweigh other
 #                 sessions' builds; on a shared machine -10 shields the
 #                 measurement (it touches only the bench's own sessions)
-#   --ws-path P   URL path of our servers' WebSocket endpoint (default /)
+#   --ws-path P   URL path of our servers' WebSocket endpoint (default /ws:
+#                 basic_server serves it there, ws_server on any path)
 #   --quiet-wait  seconds to wait, before each server start, for the rest of
 #                 the machine to go quiet (default 5; 0 = do not wait)
 #
@@ -48,7 +49,7 @@ ONLY=""
 OUT=""
 SVG=""
 NICE=0
-WS_PATH=/
+WS_PATH=/ws
 QUIET_WAIT=5
 QUIET_BUSY=40 # percent of one core that other processes may use
 
@@ -203,7 +204,18 @@ start_server() { # target port logfile
   local t=$1 port=$2 logf=$3 cmd=()
   case $t in
     ws_server|basic_server)
-      cmd=("$TARGET_DIR/release/examples/$t" --addr "127.0.0.1:$port" --rate-limit 0 --max-connections-per-ip 0) ;;
+      cmd=("$TARGET_DIR/release/examples/$t" --addr "127.0.0.1:$port")
+      # Limits off, for the flags this build has (a missing one is logged:
+      # its default limit may then shape the figures).
+      local help flag
+      help=$("$TARGET_DIR/release/examples/$t" --help 2>&1 || true)
+      for flag in --rate-limit --max-connections-per-ip; do
+        if grep -q -- "$flag" <<<"$help"; then
+          cmd+=("$flag" 0)
+        else
+          log "$t has no $flag option; running with its default"
+        fi
+      done ;;
     ceiling) cmd=("$TARGET_DIR/release/ceiling" --addr "127.0.0.1:$port") ;;
     node) cmd=(env PORT="$port" QUIET=1 node "$NODE_DIR/server.js") ;;
   esac

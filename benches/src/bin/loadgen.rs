@@ -1035,7 +1035,7 @@ async fn pingpong(ctx: Arc<Ctx>, args: PingArgs) -> Result<Map<String, Value>, S
         let a_name = format!("{}a{i}", ctx.prefix);
         let b_name = format!("{}b{i}", ctx.prefix);
         callers.spawn(ping(ctx.clone(), phase.clone(), a, b_name));
-        echoes.spawn(echo(b, a_name, surprises.clone()));
+        echoes.spawn(echo(b, a_name, phase.clone(), surprises.clone()));
     }
     tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
     let marks = Marks::now(&ctx);
@@ -1141,8 +1141,10 @@ async fn ping(ctx: Arc<Ctx>, phase: Arc<Phase>, mut ws: Ws, to: String) -> Trips
     t
 }
 
-/// B's side of a ping-pong pair: sends every candidate back to `to`.
-async fn echo(mut ws: Ws, to: String, surprises: Arc<Surprises>) {
+/// B's side of a ping-pong pair: sends every candidate back to `to`. Once
+/// the run stops, callers hang up and a server may tell B (`close`): that is
+/// not counted.
+async fn echo(mut ws: Ws, to: String, phase: Arc<Phase>, surprises: Arc<Surprises>) {
     while let Some(msg) = ws.next().await {
         match msg {
             Ok(Message::Text(t)) => match wire::probe(&t) {
@@ -1152,7 +1154,8 @@ async fn echo(mut ws: Ws, to: String, surprises: Arc<Surprises>) {
                         break;
                     }
                 }
-                None => surprises.note(&t),
+                None if phase.get() != STOP => surprises.note(&t),
+                None => {}
             },
             Ok(Message::Close(_)) | Err(_) => break,
             Ok(_) => {}

@@ -5,6 +5,7 @@ use signaling_test_support::TestServer;
 use signaling_warp::{Config, Hub};
 
 /// A [`signaling_test_support::Start`] for this adapter: `signaling_warp::routes`.
+#[allow(dead_code)] // not used by warp_websocket_transport.rs
 pub fn start(
     config: Config,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = TestServer> + Send>> {

@@ -337,14 +337,14 @@ async fn a_panic_in_one_connection_is_cleaned_up_and_others_carry_on() {
 #[tokio::test]
 async fn heartbeat_drops_a_silent_client_and_keeps_one_that_answers() {
     let config = quiet()
-        .with_ping_interval(Some(Duration::from_millis(20)))
-        .with_pong_timeout(Duration::from_millis(60));
+        .with_ping_interval(Some(Duration::from_millis(50)))
+        .with_pong_timeout(Duration::from_millis(500));
     let hub = Hub::new(config);
     let silent = Client::login(&hub, "silent").await;
     let alive = Client::login(&hub, "alive").await;
     let answering = async {
         // Answer pings for a while: several intervals and timeouts.
-        let until = tokio::time::Instant::now() + Duration::from_millis(400);
+        let until = tokio::time::Instant::now() + Duration::from_millis(1500);
         while tokio::time::Instant::now() < until {
             if let Ok(Some(frame)) =
                 tokio::time::timeout(Duration::from_millis(10), alive.next()).await
@@ -368,11 +368,11 @@ async fn heartbeat_drops_a_silent_client_and_keeps_one_that_answers() {
 
 #[tokio::test]
 async fn login_deadline_closes_with_1008() {
-    let hub = Hub::new(quiet().with_login_timeout(Some(Duration::from_millis(50))));
-    let lazy = Client::connect(&hub);
+    let hub = Hub::new(quiet().with_login_timeout(Some(Duration::from_millis(500))));
     let quick = Client::login(&hub, "quick").await;
+    let lazy = Client::connect(&hub);
     assert_eq!(lazy.close_code().await, 1008);
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
     assert!(hub.with_router(|r| r.connection_of("quick").is_some()));
     drop(quick);
 }

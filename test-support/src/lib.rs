@@ -496,8 +496,8 @@ pub async fn slow_reader_disconnected(start: Start) {
 /// A client that stops answering pings is dropped and its name freed; one that reads stays.
 pub async fn heartbeat_timeout(start: Start) {
     let config = quiet_config()
-        .with_ping_interval(Some(Duration::from_millis(100)))
-        .with_pong_timeout(Duration::from_millis(300));
+        .with_ping_interval(Some(Duration::from_millis(200)))
+        .with_pong_timeout(Duration::from_secs(1));
     let server = start(config).await;
     let mut alive = Client::login(&server.url, "alive").await;
     let _silent = Client::login(&server.url, "silent").await; // never polled again
@@ -519,13 +519,14 @@ pub async fn heartbeat_timeout(start: Start) {
 /// A connection that never logs in is closed with 1008 after the deadline; one that logged
 /// in stays.
 pub async fn login_deadline(start: Start) {
-    let config = quiet_config().with_login_timeout(Some(Duration::from_millis(300)));
+    // Long enough for `quick` to log in on a loaded machine.
+    let config = quiet_config().with_login_timeout(Some(Duration::from_secs(2)));
     let server = start(config).await;
-    let mut lazy = Client::connect(&server.url).await;
     let mut quick = Client::login(&server.url, "quick").await;
+    let mut lazy = Client::connect(&server.url).await;
     let frame = lazy.expect_close().await;
     assert_eq!(u16::from(frame.code), 1008);
-    quick.idle(Duration::from_millis(600)).await;
+    quick.idle(Duration::from_millis(500)).await;
     let mut other = Client::login(&server.url, "other").await;
     call(&mut quick, "quick", &mut other, "other").await;
     server.hub.shutdown().await;

@@ -463,20 +463,31 @@ impl Outbox {
         self.wake.notify_one();
     }
 
-    /// Waits until the queue is at most half full. The reader calls it before each frame, so
-    /// a client that pipelines many requests waits for its own replies to go out (TCP
-    /// backpressure) instead of overflowing its queue; only traffic from others can overflow it.
-    async fn wait_for_room(&self, config: &Config) {
+    /// Waits until the queue is at most half full; returns whether a close was requested
+    /// meanwhile (input is then no longer routed) and whether it had to wait. The reader calls
+    /// it before routing each frame, so a client that pipelines many requests waits for its
+    /// own replies to go out (TCP backpressure) instead of overflowing its queue: only traffic
+    /// from others can overflow it.
+    async fn wait_for_room(&self, config: &Config) -> (bool, bool) {
+        let has_room = |q: &Queue| {
+            q.messages.len() <= config.max_queued_messages / 2
+                && q.bytes <= config.max_queued_bytes / 2
+        };
+        {
+            // Fast path: one lock, no waiter registration.
+            let q = self.lock();
+            if q.end.is_some() || has_room(&q) {
+                return (q.end.is_some(), false);
+            }
+        }
         loop {
             let drained = self.drained.notified();
             let mut drained = std::pin::pin!(drained);
             drained.as_mut().enable();
             {
                 let q = self.lock();
-                if q.messages.len() <= config.max_queued_messages / 2
-                    && q.bytes <= config.max_queued_bytes / 2
-                {
-                    return;
+                if q.end.is_some() || has_room(&q) {
+                    return (q.end.is_some(), true);
                 }
             }
             drained.await;
@@ -486,10 +497,6 @@ impl Outbox {
     fn request_ping(&self) {
         self.lock().ping = true;
         self.wake.notify_one();
-    }
-
-    fn is_closing(&self) -> bool {
-        self.lock().end.is_some()
     }
 
     /// Moves every queued message into `batch` (which must be empty) and returns the pending
@@ -851,7 +858,6 @@ impl Hub {
         let config = &self.inner.config;
         let max = config.max_message_size;
         loop {
-            outbox.wait_for_room(config).await;
             let Some(item) = stream.next().await else {
                 break;
             };
@@ -868,10 +874,21 @@ impl Hub {
             last_seen.store(self.millis_at(now), Ordering::Relaxed);
             let accepted = match T::inbound(&message) {
                 Inbound::Text(text) if text.len() > max => return ReadEnd::TooLarge,
-                // After the server asked for a close, input is no longer routed.
-                Inbound::Text(_) | Inbound::Binary(_) if outbox.is_closing() => true,
-                Inbound::Text(text) => self.input(now, |r, now| r.handle_text(conn, text, now)),
-                Inbound::Binary(len) => self.input(now, |r, now| r.handle_binary(conn, len, now)),
+                Inbound::Text(text) => match outbox.wait_for_room(config).await {
+                    // After the server asked for a close, input is no longer routed.
+                    (true, _) => true,
+                    (false, waited) => {
+                        let now = if waited { Instant::now() } else { now };
+                        self.input(now, |r, now| r.handle_text(conn, text, now))
+                    }
+                },
+                Inbound::Binary(len) => match outbox.wait_for_room(config).await {
+                    (true, _) => true,
+                    (false, waited) => {
+                        let now = if waited { Instant::now() } else { now };
+                        self.input(now, |r, now| r.handle_binary(conn, len, now))
+                    }
+                },
                 Inbound::Ping | Inbound::Pong | Inbound::Close => true,
             };
             if !accepted {

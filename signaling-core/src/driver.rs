@@ -10,7 +10,9 @@
 //!
 //! - a **read loop** that feeds text and binary frames to the router (under the [`Hub`]'s lock,
 //!   held only for the synchronous call) and closes with **1009** when a message is larger
-//!   than [`Config::max_message_size`];
+//!   than [`Config::max_message_size`]. While the connection's own queue is half full it
+//!   stops reading, so a client that pipelines requests without reading the replies gets TCP
+//!   backpressure rather than a disconnect;
 //! - a **write loop** that drains a **bounded** outbound queue: the router's messages are
 //!   queued with a non-blocking push, encoded with [`ServerMessage::to_json`] outside every
 //!   lock, fed to the socket in batches and flushed once per batch. A client whose queue is
@@ -20,6 +22,10 @@
 //!   (not even a pong) within [`Config::pong_timeout`] of a ping is dropped;
 //! - a **login deadline**: a connection not logged in after [`Config::login_timeout`] is closed
 //!   with 1008.
+//!
+//! Close codes the driver sends: 1001 on shutdown and on a heartbeat timeout, 1008 on the login
+//! deadline and when the router asks (rate limit), 1009 for an oversize message (see
+//! [`Close`]). A client dropped for a full queue gets no close frame: it is not reading.
 //!
 //! Teardown calls [`Router::handle_disconnect`] exactly once per connection, from a drop guard,
 //! so a connection task that panics or is cancelled still frees its name and tells its
@@ -45,7 +51,8 @@
 //! ```
 //! use signaling_core::driver::{Inbound, Outbound, Transport};
 //!
-//! /// Frames as plain strings: `"ping"`, `"close:1001"`, anything else is text.
+//! /// Every frame is a plain string: incoming ones are all text; outgoing pings and closes
+//! /// become `"ping"` and `"close:1001"`.
 //! struct Strings;
 //!
 //! impl Transport for Strings {

@@ -75,6 +75,14 @@ fn relay(c: &mut Criterion) {
             },
         );
     }
+    group.bench_function(
+        "floor: serde_json validates the frame (IgnoredAny), nothing else",
+        |bench| {
+            bench.iter(|| {
+                serde_json::from_str::<serde::de::IgnoredAny>(black_box(CANDIDATE)).unwrap()
+            })
+        },
+    );
     let (mut router, a, _) = in_call(0, now);
     group.bench_function("candidate relay, route only (no encode)", |bench| {
         bench.iter(|| {

@@ -8,6 +8,7 @@
 //! The full description, with an example of every message and every error code, is in
 //! `docs/protocol.md` at the root of the repository.
 
+use std::borrow::Cow;
 use std::fmt::{self, Write as _};
 use std::sync::Arc;
 
@@ -44,6 +45,12 @@ pub enum UsernameError {
 impl Username {
     /// Validates `name` and wraps it.
     pub fn new(name: &str) -> Result<Self, UsernameError> {
+        Username::validate(name)?;
+        Ok(Username(Arc::from(name)))
+    }
+
+    /// Checks the rules without allocating.
+    pub fn validate(name: &str) -> Result<(), UsernameError> {
         if name.is_empty() {
             return Err(UsernameError::Empty);
         }
@@ -53,7 +60,7 @@ impl Username {
         if name.chars().any(char::is_control) {
             return Err(UsernameError::ControlCharacter);
         }
-        Ok(Username(Arc::from(name)))
+        Ok(())
     }
 
     /// The name as a string slice.
@@ -106,6 +113,10 @@ impl Payload {
     /// Copies a raw JSON value.
     pub fn from_raw(raw: &RawValue) -> Self {
         Payload(raw.to_owned())
+    }
+
+    pub(crate) fn from_cow(raw: Cow<'_, RawValue>) -> Self {
+        Payload(raw.into_owned())
     }
 
     /// Parses `json` as one JSON value and keeps its text unchanged.
@@ -230,36 +241,59 @@ struct RawFrame<'a> {
     candidate: Option<&'a RawValue>,
 }
 
-/// Decodes a JSON value expected to be a string, naming `field` in the error.
-fn string_field(field: &str, raw: &RawValue) -> Result<String, DecodeError> {
-    // `Cow` would borrow unescaped strings, but an owned String keeps this simple and the
-    // field is short.
-    serde_json::from_str::<String>(raw.get()).map_err(|_| {
-        DecodeError::new(
-            ErrorCode::InvalidField,
-            format!("field `{field}` must be a string"),
-        )
-    })
+/// Decodes a JSON value expected to be a string, naming `field` in the error. Borrows from the
+/// frame unless the string holds escapes.
+fn string_field<'a>(field: &str, raw: &'a RawValue) -> Result<Cow<'a, str>, DecodeError> {
+    if let Ok(s) = serde_json::from_str::<&'a str>(raw.get()) {
+        return Ok(Cow::Borrowed(s));
+    }
+    serde_json::from_str::<String>(raw.get())
+        .map(Cow::Owned)
+        .map_err(|_| {
+            DecodeError::new(
+                ErrorCode::InvalidField,
+                format!("field `{field}` must be a string"),
+            )
+        })
 }
 
-fn username_field(field: &str, raw: &RawValue) -> Result<Username, DecodeError> {
+/// A string field that must also be a valid username.
+fn name_field<'a>(field: &str, raw: &'a RawValue) -> Result<Cow<'a, str>, DecodeError> {
     let name = string_field(field, raw)?;
-    Username::new(&name)
-        .map_err(|e| DecodeError::new(ErrorCode::InvalidUsername, format!("field `{field}`: {e}")))
+    Username::validate(&name).map_err(|e| {
+        DecodeError::new(ErrorCode::InvalidUsername, format!("field `{field}`: {e}"))
+    })?;
+    Ok(name)
 }
 
 /// Decodes the optional `otherUsername`. A present but malformed name is an error.
-fn target_field(raw: Option<&RawValue>) -> Result<Option<Username>, DecodeError> {
+fn target_field(raw: Option<&RawValue>) -> Result<Option<Cow<'_, str>>, DecodeError> {
     match raw {
         None => Ok(None),
         Some(raw) if raw.get() == "null" => Ok(None),
-        Some(raw) => username_field("otherUsername", raw).map(Some),
+        Some(raw) => name_field("otherUsername", raw).map(Some),
     }
 }
 
-impl ClientMessage {
-    /// Decodes one text frame. Never panics; every failure says what was wrong.
-    pub fn decode(text: &str) -> Result<ClientMessage, DecodeError> {
+/// A decoded client message that borrows from the frame text: the router's fast path, which
+/// copies nothing but the payload it relays.
+#[derive(Debug)]
+pub(crate) enum Decoded<'a> {
+    Login {
+        username: Cow<'a, str>,
+    },
+    Relay {
+        kind: RelayKind,
+        payload: Cow<'a, RawValue>,
+        to: Option<Cow<'a, str>>,
+    },
+    Close {
+        to: Option<Cow<'a, str>>,
+    },
+}
+
+impl<'a> Decoded<'a> {
+    pub(crate) fn decode(text: &'a str) -> Result<Decoded<'a>, DecodeError> {
         let trimmed = text.trim_start();
         if trimmed.is_empty() {
             return Err(DecodeError::new(ErrorCode::InvalidJson, "empty message"));
@@ -274,7 +308,7 @@ impl ClientMessage {
                 Err(e) => DecodeError::new(ErrorCode::InvalidJson, format!("invalid JSON: {e}")),
             });
         }
-        let frame: RawFrame<'_> = serde_json::from_str(text).map_err(|e| {
+        let frame: RawFrame<'a> = serde_json::from_str(text).map_err(|e| {
             if e.is_data() {
                 DecodeError::new(ErrorCode::InvalidMessage, format!("invalid message: {e}"))
             } else {
@@ -285,34 +319,34 @@ impl ClientMessage {
             .kind
             .ok_or_else(|| DecodeError::new(ErrorCode::MissingField, "missing field `type`"))?;
         let kind = string_field("type", kind_raw)?;
-        let relay = |kind: RelayKind, payload: Option<&RawValue>| {
+        let relay = |kind: RelayKind, payload: Option<&'a RawValue>| {
             let payload = payload.ok_or_else(|| {
                 DecodeError::new(
                     ErrorCode::MissingField,
                     format!("missing field `{}`", kind.as_str()),
                 )
             })?;
-            Ok(ClientMessage::Relay {
+            Ok(Decoded::Relay {
                 kind,
-                payload: Payload::from_raw(payload),
+                payload: Cow::Borrowed(payload),
                 to: target_field(frame.other_username)?,
             })
         };
-        match kind.as_str() {
+        match &*kind {
             "login" => {
                 let username = frame
                     .username
                     .ok_or_else(|| {
                         DecodeError::new(ErrorCode::MissingField, "missing field `username`")
                     })
-                    .and_then(|raw| username_field("username", raw))
+                    .and_then(|raw| name_field("username", raw))
                     .map_err(|e| DecodeError { login: true, ..e })?;
-                Ok(ClientMessage::Login { username })
+                Ok(Decoded::Login { username })
             }
             "offer" => relay(RelayKind::Offer, frame.offer),
             "answer" => relay(RelayKind::Answer, frame.answer),
             "candidate" => relay(RelayKind::Candidate, frame.candidate),
-            "close" => Ok(ClientMessage::Close {
+            "close" => Ok(Decoded::Close {
                 to: target_field(frame.other_username)?,
             }),
             other => Err(DecodeError::new(
@@ -321,6 +355,48 @@ impl ClientMessage {
                 format!("Command not found: {other}"),
             )),
         }
+    }
+}
+
+/// Converts a name that already passed [`Username::validate`].
+fn validated(name: Cow<'_, str>) -> Username {
+    Username(Arc::from(name.as_ref()))
+}
+
+impl From<ClientMessage> for Decoded<'static> {
+    fn from(message: ClientMessage) -> Self {
+        match message {
+            ClientMessage::Login { username } => Decoded::Login {
+                username: Cow::Owned(username.as_str().to_owned()),
+            },
+            ClientMessage::Relay { kind, payload, to } => Decoded::Relay {
+                kind,
+                payload: Cow::Owned(payload.0),
+                to: to.map(|n| Cow::Owned(n.as_str().to_owned())),
+            },
+            ClientMessage::Close { to } => Decoded::Close {
+                to: to.map(|n| Cow::Owned(n.as_str().to_owned())),
+            },
+        }
+    }
+}
+
+impl ClientMessage {
+    /// Decodes one text frame. Never panics; every failure says what was wrong.
+    pub fn decode(text: &str) -> Result<ClientMessage, DecodeError> {
+        Ok(match Decoded::decode(text)? {
+            Decoded::Login { username } => ClientMessage::Login {
+                username: validated(username),
+            },
+            Decoded::Relay { kind, payload, to } => ClientMessage::Relay {
+                kind,
+                payload: Payload(payload.into_owned()),
+                to: to.map(validated),
+            },
+            Decoded::Close { to } => ClientMessage::Close {
+                to: to.map(validated),
+            },
+        })
     }
 
     /// Encodes the message as a client would send it (for tests, clients and load generators).

@@ -193,11 +193,7 @@ fn offer_to_a_user_in_another_call_is_busy() {
 #[test]
 fn renegotiation_inside_a_call_is_relayed_both_ways() {
     let mut h = Harness::unlimited();
-    let a = h.user("alice");
-    let b = h.user("bob");
-    h.send(a, &offer("bob"));
-    h.send(b, &answer("alice"));
-    let _ = h.drain();
+    let (a, b) = h.answered_call();
     h.send(b, &offer("alice"));
     assert_eq!(
         h.drain()[0],
@@ -284,11 +280,7 @@ fn close_outside_a_call_or_to_the_wrong_user_is_an_error() {
 #[test]
 fn simultaneous_hang_ups_tell_each_side_once() {
     let mut h = Harness::unlimited();
-    let a = h.user("alice");
-    let b = h.user("bob");
-    h.send(a, &offer("bob"));
-    h.send(b, &answer("alice"));
-    let _ = h.drain();
+    let (a, b) = h.answered_call();
     h.send(a, r#"{"type":"close"}"#);
     h.send(b, r#"{"type":"close"}"#);
     let out = h.drain();
@@ -301,11 +293,7 @@ fn simultaneous_hang_ups_tell_each_side_once() {
 #[test]
 fn disconnect_mid_call_frees_the_name_and_tells_the_partner_once() {
     let mut h = Harness::unlimited();
-    let a = h.user("alice");
-    let b = h.user("bob");
-    h.send(a, &offer("bob"));
-    h.send(b, &answer("alice"));
-    let _ = h.drain();
+    let (a, b) = h.answered_call();
     h.router.handle_disconnect(a).unwrap();
     assert_eq!(
         h.drain(),
@@ -412,11 +400,7 @@ fn rate_limit_answers_then_closes_and_refills_with_time() {
 #[test]
 fn default_rate_limit_lets_a_burst_of_1000_candidates_through() {
     let mut h = Harness::new(RouterConfig::default());
-    let a = h.user("alice");
-    let b = h.user("bob");
-    h.send(a, &offer("bob"));
-    h.send(b, &answer("alice"));
-    let _ = h.drain();
+    let (a, b) = h.answered_call();
     for n in 0..1000 {
         h.send(a, &candidate("bob", n));
     }

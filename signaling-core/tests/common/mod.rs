@@ -46,6 +46,16 @@ impl Harness {
         c
     }
 
+    /// alice and bob in an answered call, outputs drained.
+    pub fn answered_call(&mut self) -> (ConnectionId, ConnectionId) {
+        let a = self.user("alice");
+        let b = self.user("bob");
+        self.send(a, &offer("bob"));
+        self.send(b, &answer("alice"));
+        assert_eq!(self.drain().len(), 2);
+        (a, b)
+    }
+
     pub fn advance(&mut self, by: Duration) {
         self.now += by;
     }

@@ -6,6 +6,15 @@
 //! code an adapter writes is a [`Transport`]: how its message type maps to the driver's
 //! [`Inbound`] and [`Outbound`] frames (a page of code).
 //!
+//! Before a socket is upgraded, adapters ask [`Hub::admit`] with an [`UpgradeRequest`] (the
+//! request's path, query, headers and peer address). It refuses with an HTTP status — never
+//! by accepting and dropping — when the server is shutting down (503), the `Origin` is not in
+//! [`Config::allowed_origins`] (403), [`Config::max_connections`] (503) or
+//! [`Config::max_connections_per_ip`] (429) is reached, or the [`auth::Authenticator`] says no
+//! (401/403). An accepted request holds a connection slot, given back by a guard when the
+//! connection ends however it ends (a failed handshake, a panic, a cancelled task), and may
+//! carry a verified username that the connection can only log in as.
+//!
 //! Per connection the driver runs, in one task:
 //!
 //! - a **read loop** that feeds text and binary frames to the router (under the [`Hub`]'s lock,
@@ -24,8 +33,9 @@
 //!   with 1008.
 //!
 //! Close codes the driver sends: 1001 on shutdown and on a heartbeat timeout, 1008 on the login
-//! deadline and when the router asks (rate limit), 1009 for an oversize message (see
-//! [`Close`]). A client dropped for a full queue gets no close frame: it is not reading.
+//! deadline and when the router asks (rate limit), 1009 for an oversize message, 1013 for a
+//! socket handed to [`Hub::serve_connection`] over the caps (see [`Close`]). A client dropped
+//! for a full queue gets no close frame: it is not reading.
 //!
 //! Teardown calls [`Router::handle_disconnect`] exactly once per connection, from a drop guard,
 //! so a connection task that panics or is cancelled still frees its name and tells its
@@ -90,6 +100,13 @@ use tokio::time::Instant;
 use crate::protocol::{ServerMessage, Username};
 use crate::router::{ConnectionId, Output, Router, RouterConfig};
 
+mod admission;
+pub mod auth;
+
+use admission::Slots;
+pub use admission::{Admission, Refusal, UpgradeRequest};
+use auth::Authenticator;
+
 // ---------------------------------------------------------------------------------------------
 // Configuration
 // ---------------------------------------------------------------------------------------------
@@ -151,6 +168,30 @@ pub struct Config {
     /// Bytes the transport gathers before it writes to the socket (tungstenite's
     /// `write_buffer_size`); each batch is flushed anyway. Default 4 KiB.
     pub write_buffer_size: usize,
+    /// Most connections open at once; an upgrade over it is refused with HTTP 503. `None`
+    /// turns the cap off. Default 10,000 (keep it under the process's open-file limit, which
+    /// each connection uses one of).
+    pub max_connections: Option<usize>,
+    /// Most connections open at once from one client address (an IPv4 address, or an IPv6
+    /// /64); an upgrade over it is refused with HTTP 429. `None` turns the cap off. Default
+    /// 256: a whole office behind one NAT fits, one host cannot take the server. Behind a
+    /// reverse proxy every client has the proxy's address: set
+    /// [`client_ip_header`](Self::client_ip_header), or turn this off.
+    pub max_connections_per_ip: Option<usize>,
+    /// A header your reverse proxy sets to the client's address (e.g. `X-Forwarded-For`,
+    /// whose last entry is used, or `X-Real-IP`), for the per-address cap. `None` (default)
+    /// uses the TCP peer's address. Set it only when every request comes through a proxy
+    /// that sets the header: a client reaching the server directly could forge it.
+    pub client_ip_header: Option<String>,
+    /// The page origins (`https://app.example.com`) allowed to open a WebSocket, against
+    /// cross-site WebSocket hijacking; an upgrade without an `Origin` header or with another
+    /// one is refused with HTTP 403. Compared without case and trailing `/`. `None` (default)
+    /// allows any origin and none: set it in production.
+    pub allowed_origins: Option<Vec<String>>,
+    /// Consulted at every upgrade, after the origin check and the caps: may refuse (HTTP 401
+    /// or 403) or bind the connection to a verified username. `None` (default) lets everyone
+    /// in. See [`auth`].
+    pub authenticator: Option<Arc<dyn Authenticator>>,
 }
 
 impl Default for Config {
@@ -169,6 +210,11 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(5),
             read_buffer_size: 4 * 1024,
             write_buffer_size: 4 * 1024,
+            max_connections: Some(10_000),
+            max_connections_per_ip: Some(256),
+            client_ip_header: None,
+            allowed_origins: None,
+            authenticator: None,
         }
     }
 }
@@ -253,6 +299,36 @@ impl Config {
         self.write_buffer_size = bytes;
         self
     }
+
+    /// Sets (or with `None`, turns off) the cap on open connections.
+    pub fn with_max_connections(mut self, max: Option<usize>) -> Self {
+        self.max_connections = max;
+        self
+    }
+
+    /// Sets (or with `None`, turns off) the cap on open connections per client address.
+    pub fn with_max_connections_per_ip(mut self, max: Option<usize>) -> Self {
+        self.max_connections_per_ip = max;
+        self
+    }
+
+    /// Sets (or with `None`, stops using) the header that names the client's address.
+    pub fn with_client_ip_header(mut self, header: Option<&str>) -> Self {
+        self.client_ip_header = header.map(str::to_owned);
+        self
+    }
+
+    /// Sets the allowed page origins (`None`: any).
+    pub fn with_allowed_origins(mut self, origins: Option<Vec<String>>) -> Self {
+        self.allowed_origins = origins;
+        self
+    }
+
+    /// Sets the authenticator consulted at every upgrade.
+    pub fn with_authenticator(mut self, authenticator: impl Authenticator) -> Self {
+        self.authenticator = Some(Arc::new(authenticator));
+        self
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -304,6 +380,13 @@ impl Close {
     pub const HEARTBEAT_TIMEOUT: Close = Close {
         code: 1001,
         reason: "heartbeat timeout",
+    };
+    /// 1013 (try again later): a socket handed to [`Hub::serve_connection`] found the
+    /// connection caps full. (Upgrades through [`Hub::admit`] are refused with an HTTP status
+    /// instead, before any WebSocket exists.)
+    pub const TRY_AGAIN_LATER: Close = Close {
+        code: 1013,
+        reason: "too many connections",
     };
 }
 
@@ -551,6 +634,8 @@ struct Inner {
     idle: Notify,
     /// Base of the millisecond clock kept per connection for the heartbeat.
     epoch: Instant,
+    /// Connection slots taken, for the caps.
+    slots: Arc<Slots>,
 }
 
 /// The server: owns the [`Router`], allocates [`ConnectionId`]s, runs connections and shuts
@@ -596,6 +681,7 @@ impl Hub {
                 active: AtomicUsize::new(0),
                 idle: Notify::new(),
                 epoch: Instant::now(),
+                slots: Arc::default(),
             }),
         }
     }
@@ -682,13 +768,107 @@ impl Hub {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// How many connection slots are taken: connections admitted by [`admit`](Self::admit)
+    /// or handed to [`serve_connection`](Self::serve_connection) that have not ended yet
+    /// (what [`Config::max_connections`] caps).
+    pub fn admitted_connections(&self) -> usize {
+        self.inner.slots.in_use()
+    }
+
+    /// Decides on a WebSocket upgrade request before the upgrade: refuses it while shutting
+    /// down (503), when its `Origin` is not in [`Config::allowed_origins`] (403), when the
+    /// connection caps are full (503 in all, 429 for its address), or when the
+    /// [`Config::authenticator`] says so (401/403). Otherwise it takes a connection slot and
+    /// returns it with what is known of the client, for
+    /// [`serve_admitted`](Self::serve_admitted) once the socket is upgraded.
+    ///
+    /// Adapters call it with the request in hand and answer a [`Refusal`] with its HTTP
+    /// status; if you upgrade sockets yourself, call it the same way.
+    pub async fn admit(&self, request: &UpgradeRequest) -> Result<Admission, Refusal> {
+        let decided = self.decide(request).await;
+        if let Err(refusal) = &decided {
+            tracing::debug!(addr = ?request.remote_addr, status = refusal.status(), %refusal, "upgrade refused");
+        }
+        decided
+    }
+
+    async fn decide(&self, request: &UpgradeRequest) -> Result<Admission, Refusal> {
+        let config = &self.inner.config;
+        if self.is_shutting_down() {
+            return Err(Refusal::ShuttingDown);
+        }
+        if let Some(allowed) = &config.allowed_origins {
+            let origin = request.origin().ok_or(Refusal::MissingOrigin)?;
+            if !admission::origin_allowed(allowed, origin) {
+                return Err(Refusal::OriginNotAllowed);
+            }
+        }
+        let ip = admission::client_ip(config, request);
+        // Taken before the authenticator runs: a slow one holds a slot meanwhile, and a
+        // panicking one gives it back as it unwinds.
+        let permit = self.inner.slots.acquire(ip, config)?;
+        let mut peer = Peer::new();
+        peer.remote_addr = request.remote_addr;
+        if let Some(authenticator) = &config.authenticator {
+            match authenticator.authenticate(request).await {
+                auth::AuthDecision::Accept => {}
+                auth::AuthDecision::AcceptAs(name) => peer.verified_username = Some(name),
+                auth::AuthDecision::Unauthorized(reason) => {
+                    return Err(Refusal::Unauthorized(reason));
+                }
+                auth::AuthDecision::Forbidden(reason) => return Err(Refusal::Forbidden(reason)),
+            }
+        }
+        Ok(Admission { peer, permit })
+    }
+
+    /// Runs a WebSocket upgraded after [`admit`](Self::admit) accepted its request to its
+    /// end, as [`serve_connection`](Self::serve_connection) does, and gives the connection
+    /// slot back when it ends (however it ends).
+    pub async fn serve_admitted<T, S>(&self, socket: S, admission: Admission)
+    where
+        T: Transport,
+        S: Stream<Item = Result<T::Message, T::Error>> + Sink<T::Message, Error = T::Error> + Send,
+        T::Message: Send,
+    {
+        let Admission { peer, permit } = admission;
+        self.run_connection::<T, S>(socket, peer).await;
+        drop(permit);
+    }
+
     /// Runs one upgraded WebSocket connection to its end: registers it with the router, reads,
-    /// writes, pings and enforces the deadlines, then tears it down. Adapters call this (or
-    /// spawn it) once per connection; it never returns an error, a transport failure just ends
-    /// the connection.
+    /// writes, pings and enforces the deadlines, then tears it down. It never returns an
+    /// error, a transport failure just ends the connection.
+    ///
+    /// For a socket upgraded without [`admit`](Self::admit): it takes a connection slot for
+    /// `peer.remote_addr` itself, and when the caps are full closes the WebSocket at once with
+    /// 1013 ([`Close::TRY_AGAIN_LATER`]). The origin allowlist and the authenticator are not
+    /// consulted (there is no request); adapters use `admit` and
+    /// [`serve_admitted`](Self::serve_admitted) instead.
     ///
     /// `T` says how the socket's messages map to frames; see [`Transport`].
     pub async fn serve_connection<T, S>(&self, socket: S, peer: Peer)
+    where
+        T: Transport,
+        S: Stream<Item = Result<T::Message, T::Error>> + Sink<T::Message, Error = T::Error> + Send,
+        T::Message: Send,
+    {
+        let ip = peer.remote_addr.map(|a| a.ip());
+        match self.inner.slots.acquire(ip, &self.inner.config) {
+            Ok(permit) => {
+                self.run_connection::<T, S>(socket, peer).await;
+                drop(permit);
+            }
+            Err(refusal) => {
+                tracing::debug!(addr = ?peer.remote_addr, %refusal, "connection refused");
+                let mut socket = std::pin::pin!(socket);
+                let close = socket.send(T::outbound(Outbound::Close(Close::TRY_AGAIN_LATER)));
+                let _ = tokio::time::timeout(self.inner.config.close_timeout, close).await;
+            }
+        }
+    }
+
+    async fn run_connection<T, S>(&self, socket: S, peer: Peer)
     where
         T: Transport,
         S: Stream<Item = Result<T::Message, T::Error>> + Sink<T::Message, Error = T::Error> + Send,

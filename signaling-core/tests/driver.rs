@@ -430,3 +430,24 @@ async fn shutdown_drains_closes_with_1001_and_refuses_newcomers() {
     let late = Client::connect(&hub);
     assert_eq!(late.close_code().await, 1001);
 }
+
+#[tokio::test]
+async fn over_the_cap_a_handed_in_socket_is_closed_with_1013_and_slots_come_back() {
+    let hub = Hub::new(quiet().with_max_connections(Some(2)));
+    let alice = Client::login(&hub, "alice").await;
+    let bob = Client::login(&hub, "bob").await;
+    assert_eq!(hub.admitted_connections(), 2);
+    let late = Client::connect(&hub);
+    assert_eq!(late.close_code().await, 1013);
+    assert_eq!(hub.admitted_connections(), 2);
+    // A connection whose task panics gives its slot back as it unwinds.
+    alice.send("panic");
+    let result = tokio::time::timeout(PATIENCE, alice.task).await.unwrap();
+    assert!(result.unwrap_err().is_panic());
+    eventually("alice's slot to come back", || {
+        hub.admitted_connections() == 1
+    })
+    .await;
+    let carol = Client::login(&hub, "carol").await;
+    offer(&carol, "carol", &bob, "bob").await;
+}

@@ -28,12 +28,16 @@ use arbitrary::{Arbitrary, Unstructured};
 use serde::Deserialize;
 use signaling_core::{
     CloseReason, ConnectionId, ErrorCode, Output, RateLimit, Router, RouterConfig, RouterError,
+    Username,
 };
 
 /// Connection slots: each holds at most one live connection at a time.
 pub const SLOTS: usize = 6;
 /// Ops decoded from one input at most (bounds the time one input can take).
 pub const MAX_OPS: usize = 2_000;
+
+/// How many of [`NAMES`] (the first ones) are valid usernames.
+pub const VALID_NAMES: usize = 5;
 
 /// Names used by [`Msg`], by index modulo the length. The last two are invalid usernames.
 pub const NAMES: &[&str] = &[
@@ -212,6 +216,14 @@ pub enum Op {
         slot: u8,
         /// The object.
         frame: JsonFrame,
+    },
+    /// Like [`Op::Connect`], but with `handle_connect_verified`: an authenticator bound the
+    /// connection to a valid name (`NAMES[name % 5]`), the only one it may log in with.
+    ConnectVerified {
+        /// The slot.
+        slot: u8,
+        /// Index into the valid [`NAMES`].
+        name: u8,
     },
 }
 
@@ -415,7 +427,7 @@ fn encode_target(out: &mut Vec<u8>, target: &Target) {
 }
 
 fn encode_op(out: &mut Vec<u8>, op: &Op) {
-    const OPS: u64 = 9;
+    const OPS: u64 = 10;
     match op {
         Op::Connect { slot } => {
             variant(out, 0, OPS);
@@ -481,6 +493,11 @@ fn encode_op(out: &mut Vec<u8>, op: &Op) {
         // Its strings and vectors take their lengths from the end of the input, which this
         // simple encoder does not model; seeds use `Text` for JSON.
         Op::Json { .. } => panic!("encode: Op::Json is not supported in seeds"),
+        Op::ConnectVerified { slot, name } => {
+            variant(out, 9, OPS);
+            out.push(*slot);
+            out.push(*name);
+        }
     }
 }
 
@@ -571,6 +588,8 @@ struct Live {
     id: ConnectionId,
     /// The router sent `Close` for it; it stays live until `Disconnect`.
     closing: bool,
+    /// Connected with `handle_connect_verified`: the only name it may log in with.
+    bound: Option<&'static str>,
 }
 
 /// The router under test and what the harness knows about it.
@@ -655,6 +674,36 @@ impl World {
         n
     }
 
+    /// `handle_connect` (or `handle_connect_verified` with `bound`) on `slot`.
+    fn connect(&mut self, slot: u8, bound: Option<&'static str>) {
+        let s = usize::from(slot) % SLOTS;
+        let connect = |router: &mut Router, id| match bound {
+            None => router.handle_connect(id),
+            Some(name) => {
+                let name = Username::new(name).expect("a valid name");
+                router.handle_connect_verified(id, name)
+            }
+        };
+        match self.slots[s] {
+            Some(live) => {
+                let result = connect(&mut self.router, live.id);
+                assert_eq!(result, Err(RouterError::AlreadyConnected(live.id)));
+            }
+            None => {
+                self.next_id += 1;
+                let id = ConnectionId(self.next_id);
+                assert_eq!(connect(&mut self.router, id), Ok(()));
+                self.slots[s] = Some(Live {
+                    id,
+                    closing: false,
+                    bound,
+                });
+                self.stale[s] = id;
+            }
+        }
+        assert_eq!(self.drain(), 0, "connect produced output");
+    }
+
     /// Feeds one frame from `slot` and checks the outcome.
     fn frame(
         &mut self,
@@ -689,22 +738,11 @@ impl World {
             eprintln!("{op:?}");
         }
         match op {
-            Op::Connect { slot } => {
-                let s = usize::from(*slot) % SLOTS;
-                match self.slots[s] {
-                    Some(live) => {
-                        let result = self.router.handle_connect(live.id);
-                        assert_eq!(result, Err(RouterError::AlreadyConnected(live.id)));
-                    }
-                    None => {
-                        self.next_id += 1;
-                        let id = ConnectionId(self.next_id);
-                        assert_eq!(self.router.handle_connect(id), Ok(()));
-                        self.slots[s] = Some(Live { id, closing: false });
-                        self.stale[s] = id;
-                    }
-                }
-                assert_eq!(self.drain(), 0, "connect produced output");
+            Op::Connect { slot } => self.connect(*slot, None),
+            Op::ConnectVerified { slot, name } => {
+                // The valid names only: an authenticator verifies real usernames.
+                let valid = &NAMES[..VALID_NAMES];
+                self.connect(*slot, Some(valid[usize::from(*name) % valid.len()]));
             }
             Op::Disconnect { slot } => {
                 let s = usize::from(*slot) % SLOTS;
@@ -756,6 +794,11 @@ impl World {
     fn check_state(&self) {
         let r = &self.router;
         let live: Vec<ConnectionId> = self.slots.iter().flatten().map(|l| l.id).collect();
+        for l in self.slots.iter().flatten() {
+            if let (Some(bound), Some(name)) = (l.bound, r.username(l.id)) {
+                assert_eq!(name.as_str(), bound, "{} is bound to {bound:?}", l.id);
+            }
+        }
         assert_eq!(r.connection_count(), live.len(), "connection_count");
         let mut users = 0;
         for &c in &live {

@@ -355,6 +355,25 @@ pub fn seeds() -> Vec<(&'static str, u8, Vec<Op>)> {
                 relay(1, "answer", ANSWER, "alice"),
             ],
         ),
+        (
+            "seed-14-verified-connections",
+            NO_LIMIT,
+            vec![
+                // Bound to NAMES[0] = "alice" and NAMES[1] = "bob" by an authenticator.
+                Op::ConnectVerified { slot: 0, name: 0 },
+                Op::ConnectVerified { slot: 1, name: 1 },
+                Op::ConnectVerified { slot: 1, name: 1 },
+                connect(2),
+                login(2, "alice"),
+                login(0, "alice"),
+                login(1, "carol"),
+                login(1, "bob"),
+                relay(0, "offer", OFFER, "bob"),
+                relay(1, "answer", ANSWER, "alice"),
+                disconnect(2),
+                disconnect(0),
+            ],
+        ),
     ]
 }
 

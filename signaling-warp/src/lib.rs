@@ -13,7 +13,9 @@
 //! use warp::Filter;
 //!
 //! # async fn run() -> std::io::Result<()> {
-//! let hub = Hub::new(Config::default());
+//! let config = Config::default()
+//!     .with_allowed_origins(Some(vec!["https://app.example.com".into()]));
+//! let hub = Hub::new(config);
 //! let app = warp::path("health")
 //!     .map(|| "ok")
 //!     .or(signaling_warp::routes(hub.clone()));
@@ -35,58 +37,116 @@
 //!
 //! ## How the upgrade is done
 //!
-//! [`ws`] validates the request with warp's own [`warp::ws()`] filter, then finishes the
-//! upgrade itself on tokio-tungstenite with [`signaling_ws::websocket_config`]: the hub's size
-//! limits **and** small read/write buffers. (warp's `Ws` can set the size limits but not the
-//! buffers: its connections carry a 128 KiB read buffer each, about 140 KB of memory per idle
-//! connection against about 9 KB this way.) If you already hold a [`warp::ws::WebSocket`] from
-//! your own `warp::ws()` route, [`serve_websocket`] runs it on the hub through the [`Warp`]
-//! transport; apply the limits with [`configure`].
+//! [`ws`] validates the request with warp's own [`warp::ws()`] filter, then asks
+//! [`Hub::admit`]: the origin allowlist, the connection caps and the authenticator of the
+//! [`Config`]. A refused request gets its HTTP status (403, 503, 429, 401) and a one-line
+//! plain-text body, and is never upgraded. An admitted one is upgraded on tokio-tungstenite
+//! with [`signaling_ws::websocket_config`]: the hub's size limits **and** small read/write
+//! buffers. (warp's `Ws` can set the size limits but not the buffers: its connections carry a
+//! 128 KiB read buffer each, about 140 KB of memory per idle connection against about 9 KB
+//! this way.)
+//!
+//! If you already hold a [`warp::ws::WebSocket`] from your own `warp::ws()` route,
+//! [`serve_websocket`] runs it on the hub through the [`Warp`] transport; apply the limits
+//! with [`configure`]. That path skips the origin check and the authenticator (see its docs).
 
 use std::error::Error as _;
 use std::net::SocketAddr;
 
 use hyper::upgrade::OnUpgrade;
-pub use signaling_core::driver::{Config, Hub, Peer};
+pub use signaling_core::driver::auth;
+pub use signaling_core::driver::{Admission, Config, Hub, Peer, Refusal, UpgradeRequest};
 use signaling_core::driver::{Inbound, Outbound, Transport};
+use signaling_ws::Tungstenite;
 use signaling_ws::tokio_tungstenite::WebSocketStream;
 use signaling_ws::tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use signaling_ws::tokio_tungstenite::tungstenite::protocol::Role;
 pub use warp;
+use warp::filters::path::FullPath;
 use warp::filters::ws::{Message, WebSocket, Ws};
-use warp::http::StatusCode;
+use warp::http::{HeaderMap, StatusCode};
+use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
-/// Upgrades a WebSocket request (at whatever path it is mounted) and runs it on `hub`. Rejects
-/// requests that are not WebSocket upgrades (with warp's rejections), so it composes with
-/// `.or()`.
+/// Upgrades a WebSocket request (at whatever path it is mounted) and runs it on `hub`, after
+/// [`Hub::admit`] accepted it; a refused request gets the refusal's HTTP status and a short
+/// plain-text body. Rejects requests that are not WebSocket upgrades (with warp's
+/// rejections), so it composes with `.or()`.
 pub fn ws(hub: Hub) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    let query = warp::query::raw()
+        .map(Some)
+        .or(warp::any().map(|| None))
+        .unify();
     // `ext::optional` runs first and clones hyper's upgrade handle before `warp::ws()` takes
     // the original (which is dropped unused with the `Ws`).
     warp::ext::optional::<OnUpgrade>()
         .and(warp::ws())
         .and(warp::header::<String>("sec-websocket-key"))
         .and(warp::addr::remote())
-        .map(
-            move |on_upgrade: Option<OnUpgrade>, _: Ws, key: String, addr: Option<SocketAddr>| {
-                let mut peer = Peer::new();
-                if let Some(addr) = addr {
-                    peer = peer.with_remote_addr(addr);
-                }
-                match on_upgrade {
-                    Some(on_upgrade) => {
-                        tokio::spawn(run_upgraded(on_upgrade, hub.clone(), peer));
+        .and(warp::path::full())
+        .and(query)
+        .and(warp::header::headers_cloned())
+        .then(
+            move |on_upgrade: Option<OnUpgrade>,
+                  _: Ws,
+                  key: String,
+                  addr: Option<SocketAddr>,
+                  path: FullPath,
+                  query: Option<String>,
+                  headers: HeaderMap| {
+                let hub = hub.clone();
+                async move {
+                    let request = upgrade_request(&path, query, &headers, addr);
+                    match hub.admit(&request).await {
+                        Ok(admission) => accept(on_upgrade, &key, hub, admission),
+                        Err(refusal) => refuse(&refusal),
                     }
-                    None => tracing::debug!("no upgrade handle on the request (a test request?)"),
                 }
-                let accept = derive_accept_key(key.as_bytes());
-                let reply =
-                    warp::reply::with_status(warp::reply(), StatusCode::SWITCHING_PROTOCOLS);
-                let reply = warp::reply::with_header(reply, "connection", "upgrade");
-                let reply = warp::reply::with_header(reply, "upgrade", "websocket");
-                warp::reply::with_header(reply, "sec-websocket-accept", accept)
             },
         )
+}
+
+/// The driver's view of the request.
+fn upgrade_request(
+    path: &FullPath,
+    query: Option<String>,
+    headers: &HeaderMap,
+    addr: Option<SocketAddr>,
+) -> UpgradeRequest {
+    let mut request = UpgradeRequest::new(path.as_str())
+        .with_query(query)
+        .with_remote_addr(addr);
+    for (name, value) in headers {
+        request = request.with_header(name.as_str(), String::from_utf8_lossy(value.as_bytes()));
+    }
+    request
+}
+
+/// The 101 answer; the connection runs once hyper hands it over.
+fn accept(on_upgrade: Option<OnUpgrade>, key: &str, hub: Hub, admission: Admission) -> Response {
+    match on_upgrade {
+        Some(on_upgrade) => {
+            tokio::spawn(run_upgraded(on_upgrade, hub, admission));
+        }
+        None => tracing::debug!("no upgrade handle on the request (a test request?)"),
+    }
+    let accept = derive_accept_key(key.as_bytes());
+    let reply = warp::reply::with_status(warp::reply(), StatusCode::SWITCHING_PROTOCOLS);
+    let reply = warp::reply::with_header(reply, "connection", "upgrade");
+    let reply = warp::reply::with_header(reply, "upgrade", "websocket");
+    warp::reply::with_header(reply, "sec-websocket-accept", accept).into_response()
+}
+
+/// The refusal's status, headers and one-line body.
+fn refuse(refusal: &Refusal) -> Response {
+    let status = StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::FORBIDDEN);
+    let mut response = warp::reply::with_status(format!("{refusal}\n"), status).into_response();
+    for (name, value) in refusal.headers() {
+        response
+            .headers_mut()
+            .insert(*name, warp::http::HeaderValue::from_static(value));
+    }
+    response
 }
 
 /// Signaling at `/ws`: [`ws`] mounted at that path.
@@ -94,19 +154,21 @@ pub fn routes(hub: Hub) -> impl Filter<Extract = (impl Reply,), Error = Rejectio
     warp::path("ws").and(warp::path::end()).and(ws(hub))
 }
 
-/// Waits for hyper to hand over the upgraded connection (after the 101 went out), then runs it.
-async fn run_upgraded(on_upgrade: OnUpgrade, hub: Hub, peer: Peer) {
+/// Waits for hyper to hand over the upgraded connection (after the 101 went out), then runs
+/// it. The admission's slot is held throughout and given back however this ends.
+async fn run_upgraded(on_upgrade: OnUpgrade, hub: Hub, admission: Admission) {
     let upgraded = match on_upgrade.await {
         Ok(upgraded) => upgraded,
         Err(e) => {
-            tracing::debug!(addr = ?peer.remote_addr, error = %e, "upgrade failed");
+            tracing::debug!(addr = ?admission.peer().remote_addr, error = %e, "upgrade failed");
             return;
         }
     };
     let io = hyper_util::rt::TokioIo::new(upgraded);
     let config = signaling_ws::websocket_config(hub.config());
     let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-    signaling_ws::serve_stream(socket, hub, peer).await;
+    hub.serve_admitted::<Tungstenite, _>(socket, admission)
+        .await;
 }
 
 /// The [`Transport`] for warp's own WebSocket: how `warp::ws::Message` maps to the driver's
@@ -157,7 +219,12 @@ pub fn configure(ws: Ws, config: &Config) -> Ws {
         .max_frame_size(config.max_frame_size)
 }
 
-/// Runs a WebSocket that your own `warp::ws()` route upgraded on `hub`:
+/// Runs a WebSocket that your own `warp::ws()` route upgraded on `hub`. It counts against the
+/// connection caps of `peer.remote_addr`, but as the upgrade already happened, a socket over
+/// them is closed with 1013 rather than refused with an HTTP status, and neither the origin
+/// allowlist nor the authenticator is consulted: prefer [`ws`], or check the request with
+/// [`Hub::admit`] in your route and run the socket with `hub.serve_admitted::<Warp, _>`.
+///
 ///
 /// ```no_run
 /// use signaling_warp::{warp, Hub, Peer};

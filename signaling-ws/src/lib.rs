@@ -16,7 +16,9 @@
 //!
 //! # async fn run() -> std::io::Result<()> {
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8081").await?;
-//! let hub = Hub::new(Config::default());
+//! let config = Config::default()
+//!     .with_allowed_origins(Some(vec!["https://app.example.com".into()]));
+//! let hub = Hub::new(config);
 //! let server = tokio::spawn(signaling_ws::serve(listener, hub.clone()));
 //! tokio::signal::ctrl_c().await?;
 //! hub.shutdown().await; // stop accepting, drain, close every client with 1001
@@ -24,31 +26,54 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Or upgrade the socket yourself (with the same limits) and hand the stream in:
+//! ## The handshake
+//!
+//! [`serve_io`] reads the HTTP request itself (at most [`MAX_REQUEST_HEAD`] bytes, within
+//! [`Config::handshake_timeout`]) and asks [`Hub::admit`] before it upgrades: the origin
+//! allowlist, the connection caps and the authenticator of the [`Config`]. A refused request
+//! gets its HTTP status (403, 503, 429, 401) and a one-line plain-text body, and the
+//! connection is closed; a request that is not a WebSocket upgrade gets 400. Only then is the
+//! `101 Switching Protocols` sent.
+//!
+//! If you upgrade sockets yourself, do the same: build an [`UpgradeRequest`] from your HTTP
+//! request, call [`Hub::admit`], answer a [`Refusal`] with its status, or upgrade with
+//! [`websocket_config`] and run the socket with
+//! `hub.serve_admitted::<Tungstenite, _>(ws, admission)`. A stream handed to [`serve_stream`]
+//! without that only counts against the caps (and is closed with 1013 when they are full).
 //!
 //! ```no_run
-//! use signaling_ws::{tokio_tungstenite, Config, Hub, Peer};
+//! use signaling_ws::{tokio_tungstenite, Hub, Tungstenite, UpgradeRequest};
 //!
-//! # async fn run(tcp: tokio::net::TcpStream, hub: Hub) -> Result<(), tokio_tungstenite::tungstenite::Error> {
-//! let config = signaling_ws::websocket_config(hub.config());
-//! let ws = tokio_tungstenite::accept_async_with_config(tcp, Some(config)).await?;
-//! tokio::spawn(signaling_ws::serve_stream(ws, hub, Peer::new()));
+//! # async fn run(tcp: tokio::net::TcpStream, hub: Hub, request: UpgradeRequest) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+//! // `request` describes the HTTP request your server read.
+//! match hub.admit(&request).await {
+//!     Err(refusal) => { /* answer with refusal.status() and refusal.to_string() */ }
+//!     Ok(admission) => {
+//!         let config = signaling_ws::websocket_config(hub.config());
+//!         let ws = tokio_tungstenite::accept_async_with_config(tcp, Some(config)).await?;
+//!         tokio::spawn(async move { hub.serve_admitted::<Tungstenite, _>(ws, admission).await });
+//!     }
+//! }
 //! # Ok(()) }
 //! ```
 //!
 //! The protocol, limits and defaults are those of [`Config`].
 
 use std::io;
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::handshake::machine::TryParse;
+use tokio_tungstenite::tungstenite::handshake::server::{Request, create_response, write_response};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 
-pub use signaling_core::driver::{Config, Hub, Peer};
+pub use signaling_core::driver::auth;
+pub use signaling_core::driver::{Admission, Config, Hub, Peer, Refusal, UpgradeRequest};
 pub use tokio_tungstenite;
 /// tungstenite's WebSocket settings (buffer sizes, message and frame limits).
 pub use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -103,9 +128,8 @@ pub fn websocket_config(config: &Config) -> WebSocketConfig {
 }
 
 /// Accepts connections on `listener` until [`Hub::shutdown`] starts, each in its own task:
-/// WebSocket handshake (any request path, bounded by [`Config::handshake_timeout`]), then the
-/// driver. Returns `Ok` when shutdown starts; the hub's `shutdown` waits for the
-/// connections.
+/// the WebSocket handshake (any request path; see [`serve_io`]), then the driver. Returns `Ok`
+/// when shutdown starts; the hub's `shutdown` waits for the connections.
 ///
 /// Accept errors (such as running out of file descriptors) are logged and retried after a
 /// short pause; they never end the loop.
@@ -119,11 +143,7 @@ pub async fn serve(listener: TcpListener, hub: Hub) -> io::Result<()> {
         };
         match accepted {
             Ok((tcp, addr)) => {
-                tokio::spawn(serve_tcp(
-                    tcp,
-                    hub.clone(),
-                    Peer::new().with_remote_addr(addr),
-                ));
+                tokio::spawn(serve_tcp(tcp, hub.clone(), Some(addr)));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
@@ -133,29 +153,201 @@ pub async fn serve(listener: TcpListener, hub: Hub) -> io::Result<()> {
     }
 }
 
-/// Runs one accepted TCP connection: the WebSocket handshake, then the driver.
-pub async fn serve_tcp(tcp: TcpStream, hub: Hub, peer: Peer) {
+/// Runs one accepted TCP connection from `remote_addr`: the handshake (see [`serve_io`]),
+/// then the driver.
+pub async fn serve_tcp(tcp: TcpStream, hub: Hub, remote_addr: Option<SocketAddr>) {
     // Signaling messages are small and latency matters more than packet count.
     let _ = tcp.set_nodelay(true);
-    serve_io(tcp, hub, peer).await;
+    serve_io(tcp, hub, remote_addr).await;
 }
 
-/// Runs one connection over any byte stream (TLS, Unix socket, …): the WebSocket handshake
-/// (bounded by [`Config::handshake_timeout`]), then the driver.
-pub async fn serve_io<S>(io: S, hub: Hub, peer: Peer)
+/// Largest HTTP request head (request line and headers) read before the upgrade, in bytes
+/// (16 KiB, as Node's HTTP server); a larger one is answered with 431.
+pub const MAX_REQUEST_HEAD: usize = 16 * 1024;
+
+/// Runs one connection over any byte stream (TLS, Unix socket, …) from `remote_addr`: reads
+/// the HTTP request, asks [`Hub::admit`] (origin, caps, authenticator) and answers a refusal
+/// with its HTTP status, or upgrades and runs the driver. The whole handshake, authenticator
+/// included, is bounded by [`Config::handshake_timeout`].
+pub async fn serve_io<S>(mut io: S, hub: Hub, remote_addr: Option<SocketAddr>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
+    let deadline = hub.config().handshake_timeout;
+    let handshake = upgrade(&mut io, &hub, remote_addr);
+    let (admission, tail) = match tokio::time::timeout(deadline, handshake).await {
+        Ok(Ok(upgraded)) => upgraded,
+        Ok(Err(e)) => {
+            tracing::debug!(addr = ?remote_addr, error = %e, "handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(addr = ?remote_addr, "handshake timed out");
+            return;
+        }
+    };
     let config = websocket_config(hub.config());
-    let handshake = tokio_tungstenite::accept_async_with_config(io, Some(config));
-    match tokio::time::timeout(hub.config().handshake_timeout, handshake).await {
-        Ok(Ok(ws)) => serve_stream(ws, hub, peer).await,
-        Ok(Err(e)) => tracing::debug!(addr = ?peer.remote_addr, error = %e, "handshake failed"),
-        Err(_) => tracing::debug!(addr = ?peer.remote_addr, "handshake timed out"),
+    let ws = WebSocketStream::from_partially_read(io, tail, Role::Server, Some(config)).await;
+    hub.serve_admitted::<Tungstenite, _>(ws, admission).await;
+}
+
+/// Reads the request, decides, and writes the answer: the 101 and what the client sent after
+/// the request (frames it did not wait to send), or an error status.
+async fn upgrade<S>(
+    io: &mut S,
+    hub: &Hub,
+    remote_addr: Option<SocketAddr>,
+) -> Result<(Admission, Vec<u8>), HandshakeError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let (request, tail) = match read_request(io).await {
+        Ok(read) => read,
+        Err(HandshakeError::TooLarge) => {
+            let body = "request header fields too large";
+            respond(io, 431, &[], body).await?;
+            return Err(HandshakeError::TooLarge);
+        }
+        Err(HandshakeError::Invalid(e)) => {
+            respond(
+                io,
+                400,
+                &[],
+                &format!("not a WebSocket upgrade request: {e}"),
+            )
+            .await?;
+            return Err(HandshakeError::Invalid(e));
+        }
+        Err(e) => return Err(e),
+    };
+    let response = match create_response(&request) {
+        Ok(response) => response,
+        Err(e) => {
+            respond(
+                io,
+                400,
+                &[],
+                &format!("not a WebSocket upgrade request: {e}"),
+            )
+            .await?;
+            return Err(HandshakeError::Invalid(e));
+        }
+    };
+    let admission = match hub.admit(&upgrade_request(&request, remote_addr)).await {
+        Ok(admission) => admission,
+        Err(refusal) => {
+            respond(
+                io,
+                refusal.status(),
+                refusal.headers(),
+                &refusal.to_string(),
+            )
+            .await?;
+            return Err(HandshakeError::Refused(refusal));
+        }
+    };
+    let mut head = Vec::with_capacity(160);
+    write_response(&mut head, &response).map_err(HandshakeError::Invalid)?;
+    io.write_all(&head).await?;
+    io.flush().await?;
+    Ok((admission, tail))
+}
+
+#[derive(Debug)]
+enum HandshakeError {
+    Io(io::Error),
+    /// The connection ended before a whole request arrived.
+    Eof,
+    TooLarge,
+    Invalid(tungstenite::Error),
+    Refused(Refusal),
+}
+
+impl std::fmt::Display for HandshakeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HandshakeError::Io(e) => write!(f, "{e}"),
+            HandshakeError::Eof => f.write_str("connection closed before the request ended"),
+            HandshakeError::TooLarge => f.write_str("request head too large"),
+            HandshakeError::Invalid(e) => write!(f, "{e}"),
+            HandshakeError::Refused(refusal) => {
+                write!(f, "refused ({}): {refusal}", refusal.status())
+            }
+        }
     }
 }
 
-/// Runs an already upgraded WebSocket to its end on the driver. Upgrade it with
+impl From<io::Error> for HandshakeError {
+    fn from(e: io::Error) -> Self {
+        HandshakeError::Io(e)
+    }
+}
+
+/// Reads until a whole request head has arrived; returns it and the bytes after it.
+async fn read_request<S>(io: &mut S) -> Result<(Request, Vec<u8>), HandshakeError>
+where
+    S: AsyncRead + Unpin,
+{
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 2048];
+    loop {
+        let n = io.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(HandshakeError::Eof);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        match Request::try_parse(&buf) {
+            Ok(Some((len, request))) => return Ok((request, buf.split_off(len))),
+            Ok(None) if buf.len() >= MAX_REQUEST_HEAD => return Err(HandshakeError::TooLarge),
+            Ok(None) => {}
+            Err(e) => return Err(HandshakeError::Invalid(e)),
+        }
+    }
+}
+
+/// The driver's view of the request.
+fn upgrade_request(request: &Request, remote_addr: Option<SocketAddr>) -> UpgradeRequest {
+    let mut view = UpgradeRequest::new(request.uri().path())
+        .with_query(request.uri().query())
+        .with_remote_addr(remote_addr);
+    for (name, value) in request.headers() {
+        view = view.with_header(name.as_str(), String::from_utf8_lossy(value.as_bytes()));
+    }
+    view
+}
+
+/// Writes a plain-text HTTP answer and closes the connection.
+async fn respond<S>(
+    io: &mut S,
+    status: u16,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Result<(), HandshakeError>
+where
+    S: AsyncWrite + Unpin,
+{
+    let reason = tungstenite::http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    let mut response = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len() + 1
+    );
+    for (name, value) in headers {
+        response.push_str(&format!("{name}: {value}\r\n"));
+    }
+    response.push_str("\r\n");
+    response.push_str(body);
+    response.push('\n');
+    io.write_all(response.as_bytes()).await?;
+    io.flush().await?;
+    io.shutdown().await?;
+    Ok(())
+}
+
+/// Runs an already upgraded WebSocket to its end on the driver, counting it against the
+/// connection caps of `peer.remote_addr` (see [`Hub::serve_connection`]). Upgrade it with
 /// [`websocket_config`] so the size limits hold at the transport too.
 pub async fn serve_stream<S>(ws: WebSocketStream<S>, hub: Hub, peer: Peer)
 where

@@ -6,6 +6,11 @@
 //! anything happens, so the scenarios hold on a loaded 2-core machine.
 #![allow(clippy::missing_panics_doc)]
 
+mod hostile;
+pub mod raw;
+
+pub use hostile::*;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -300,9 +305,14 @@ pub async fn hundred_calls(start: Start) {
     server.hub.shutdown().await;
 }
 
-/// 1,000 candidates in a burst arrive in order and byte for byte as sent.
+/// 1,000 candidates in a burst arrive in order and byte for byte as sent, with the default
+/// rate limit on (it must never bother a legitimate client).
 pub async fn thousand_candidates(start: Start) {
     let server = start(quiet_config()).await;
+    assert_eq!(
+        server.hub.config().router.rate_limit,
+        Some(signaling_core::RateLimit::default())
+    );
     let mut alice = Client::login(&server.url, "alice").await;
     let mut bob = Client::login(&server.url, "bob").await;
     call(&mut alice, "alice", &mut bob, "bob").await;

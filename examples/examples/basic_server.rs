@@ -65,7 +65,8 @@ async fn main() -> std::io::Result<()> {
         .or(config_json)
         .or(signaling_warp::routes(hub.clone()));
 
-    let listener = tokio::net::TcpListener::bind(cli.addr).await?;
+    // TCP_NODELAY on every connection: warp's server leaves Nagle on, which delays replies.
+    let listener = signaling_warp::bind(cli.addr).await?;
     tracing::info!(
         "demo page at http://{}/, signaling at ws://{}/ws",
         listener.local_addr()?,

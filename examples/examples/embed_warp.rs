@@ -43,7 +43,8 @@ async fn main() -> std::io::Result<()> {
     });
 
     let app = hello.or(health).or(stats).or(signaling);
-    let listener = tokio::net::TcpListener::bind(cli.addr).await?;
+    // TCP_NODELAY on every connection: warp's server leaves Nagle on, which delays replies.
+    let listener = signaling_warp::bind(cli.addr).await?;
     tracing::info!(
         "app at http://{0}/hello/you, signaling at ws://{0}/api/signaling",
         listener.local_addr()?

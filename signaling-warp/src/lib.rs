@@ -20,7 +20,8 @@
 //!     .map(|| "ok")
 //!     .or(signaling_warp::routes(hub.clone()));
 //!
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! // A listener whose connections have TCP_NODELAY (see `bind`).
+//! let listener = signaling_warp::bind("127.0.0.1:8080".parse().unwrap()).await?;
 //! let stop = hub.clone();
 //! warp::serve(app)
 //!     .incoming(listener)
@@ -51,6 +52,7 @@
 //! with [`configure`]. That path skips the origin check and the authenticator (see its docs).
 
 use std::error::Error as _;
+use std::io;
 use std::net::SocketAddr;
 
 use hyper::upgrade::OnUpgrade;
@@ -61,6 +63,7 @@ use signaling_ws::Tungstenite;
 use signaling_ws::tokio_tungstenite::WebSocketStream;
 use signaling_ws::tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use signaling_ws::tokio_tungstenite::tungstenite::protocol::Role;
+use tokio::net::{TcpListener, TcpSocket};
 pub use warp;
 use warp::filters::path::FullPath;
 use warp::filters::ws::{Message, WebSocket, Ws};
@@ -147,6 +150,25 @@ fn refuse(refusal: &Refusal) -> Response {
             .insert(*name, warp::http::HeaderValue::from_static(value));
     }
     response
+}
+
+/// A TCP listener on `addr` for `warp::serve(…).incoming(…)` whose connections have
+/// `TCP_NODELAY`: signaling messages are small and each one waits for a reply, so Nagle's
+/// algorithm (which warp's server leaves on) holds them back for up to a delayed-ACK period
+/// (tens of milliseconds). The option is set on the listening socket, which Linux, the BSDs,
+/// macOS and Windows copy to every accepted socket; it also sets `SO_REUSEADDR` on Unix and a
+/// backlog of 1,024, as [`TcpListener::bind`] does.
+pub async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
 }
 
 /// Signaling at `/ws`: [`ws`] mounted at that path.
@@ -239,4 +261,17 @@ pub fn configure(ws: Ws, config: &Config) -> Ws {
 /// ```
 pub async fn serve_websocket(socket: WebSocket, hub: Hub, peer: Peer) {
     hub.serve_connection::<Warp, _>(socket, peer).await;
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn accepted_connections_have_nodelay() {
+        let listener = super::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        assert!(accepted.nodelay().unwrap(), "TCP_NODELAY not inherited");
+        drop(client);
+    }
 }

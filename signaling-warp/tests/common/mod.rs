@@ -11,7 +11,7 @@ pub fn start(
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = TestServer> + Send>> {
     signaling_test_support::init_tracing();
     Box::pin(async move {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let listener = signaling_warp::bind("127.0.0.1:0".parse().expect("addr"))
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");

@@ -6,7 +6,11 @@
 //! cargo run --example basic_server   # warp: demo page at /, signaling at /ws (127.0.0.1:8080)
 //! cargo run --example ws_server      # raw tokio-tungstenite, any path (127.0.0.1:8081)
 //! cargo run --example embed_warp     # signaling beside other routes of a warp app (127.0.0.1:8082)
+//! cargo run --example auth_server     # HMAC-token authentication at the upgrade (127.0.0.1:8083)
 //! ```
+//!
+//! Every server takes the limit flags of [`ServerArgs`]; `docs/configuration.md` explains
+//! each, with its default and what it protects against.
 
 use clap::Args;
 use signaling_core::driver::Config;
@@ -19,6 +23,32 @@ pub struct ServerArgs {
     /// and at least 2,000); 0 turns the limit off.
     #[arg(long, env = "SIGNALING_RATE_LIMIT", default_value_t = RateLimit::default().per_second)]
     pub rate_limit: u32,
+    /// Most connections open at once; more are refused with HTTP 503. 0 turns the cap off.
+    #[arg(long, env = "SIGNALING_MAX_CONNECTIONS", default_value_t = default_cap(Config::default().max_connections))]
+    pub max_connections: usize,
+    /// Most connections open at once from one client address (IPv6: per /64); more are
+    /// refused with HTTP 429. 0 turns the cap off (load tests from one address need that).
+    #[arg(long, env = "SIGNALING_MAX_CONNECTIONS_PER_IP", default_value_t = default_cap(Config::default().max_connections_per_ip))]
+    pub max_connections_per_ip: usize,
+    /// A page origin (`scheme://host[:port]`, as browsers send it) allowed to open a
+    /// WebSocket; repeat for several. Others, and requests without an Origin header, are
+    /// refused with HTTP 403. Without this flag any origin may connect (fine on localhost; set
+    /// it in production).
+    #[arg(
+        long = "allowed-origin",
+        env = "SIGNALING_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
+    /// The header a reverse proxy in front of the server sets to the client's address (e.g.
+    /// X-Forwarded-For), for the per-address cap. Only behind such a proxy: clients that
+    /// reach the server directly could forge it.
+    #[arg(long, env = "SIGNALING_CLIENT_IP_HEADER")]
+    pub client_ip_header: Option<String>,
+}
+
+fn default_cap(cap: Option<usize>) -> usize {
+    cap.unwrap_or(0)
 }
 
 impl ServerArgs {
@@ -32,7 +62,14 @@ impl ServerArgs {
                 max_strikes: default.max_strikes,
             }
         });
-        Config::default().with_router(RouterConfig::default().with_rate_limit(rate_limit))
+        let cap = |n: usize| (n > 0).then_some(n);
+        let origins = (!self.allowed_origins.is_empty()).then(|| self.allowed_origins.clone());
+        Config::default()
+            .with_router(RouterConfig::default().with_rate_limit(rate_limit))
+            .with_max_connections(cap(self.max_connections))
+            .with_max_connections_per_ip(cap(self.max_connections_per_ip))
+            .with_allowed_origins(origins)
+            .with_client_ip_header(self.client_ip_header.as_deref())
     }
 }
 
@@ -73,14 +110,67 @@ mod tests {
         );
     }
 
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        server: ServerArgs,
+    }
+
+    fn config(args: &[&str]) -> Config {
+        use clap::Parser;
+        let args = std::iter::once("server").chain(args.iter().copied());
+        Cli::try_parse_from(args).expect("flags").server.config()
+    }
+
     #[test]
-    fn rate_limit_zero_is_off() {
-        let args = ServerArgs { rate_limit: 0 };
-        assert_eq!(args.config().router.rate_limit, None);
-        let args = ServerArgs { rate_limit: 50 };
+    fn defaults_are_the_library_defaults() {
+        let config = config(&[]);
+        let default = Config::default();
+        assert_eq!(config.router, default.router);
+        assert_eq!(config.max_connections, default.max_connections);
         assert_eq!(
-            args.config().router.rate_limit.map(|r| r.per_second),
-            Some(50)
+            config.max_connections_per_ip,
+            default.max_connections_per_ip
         );
+        assert_eq!(config.allowed_origins, None);
+        assert_eq!(config.client_ip_header, None);
+    }
+
+    #[test]
+    fn zero_turns_limits_off() {
+        let config = config(&[
+            "--rate-limit",
+            "0",
+            "--max-connections",
+            "0",
+            "--max-connections-per-ip",
+            "0",
+        ]);
+        assert_eq!(config.router.rate_limit, None);
+        assert_eq!(config.max_connections, None);
+        assert_eq!(config.max_connections_per_ip, None);
+        let config = self::config(&["--rate-limit", "50", "--max-connections-per-ip", "3"]);
+        assert_eq!(config.router.rate_limit.map(|r| r.per_second), Some(50));
+        assert_eq!(config.max_connections_per_ip, Some(3));
+    }
+
+    #[test]
+    fn allowed_origins_repeat() {
+        let config = config(&[
+            "--allowed-origin",
+            "https://a.example",
+            "--allowed-origin",
+            "https://b.example",
+            "--client-ip-header",
+            "X-Forwarded-For",
+        ]);
+        assert_eq!(
+            config.allowed_origins,
+            Some(vec![
+                "https://a.example".to_string(),
+                "https://b.example".to_string()
+            ])
+        );
+        assert_eq!(config.client_ip_header.as_deref(), Some("X-Forwarded-For"));
     }
 }

@@ -37,12 +37,13 @@
 //!
 //! If you upgrade sockets yourself, do the same: build an [`UpgradeRequest`] from your HTTP
 //! request, call [`Hub::admit`], answer a [`Refusal`] with its status, or upgrade with
-//! [`websocket_config`] and run the socket with
-//! `hub.serve_admitted::<Tungstenite, _>(ws, admission)`. A stream handed to [`serve_stream`]
-//! without that only counts against the caps (and is closed with 1013 when they are full).
+//! [`websocket_config`] and run the socket with [`serve_admitted`] (which keeps the verified
+//! username and the connection slot of the [`Admission`]). A stream handed to
+//! [`serve_stream`] without that only counts against the caps (and is closed with 1013 when
+//! they are full).
 //!
 //! ```no_run
-//! use signaling_ws::{tokio_tungstenite, Hub, Tungstenite, UpgradeRequest};
+//! use signaling_ws::{tokio_tungstenite, Hub, UpgradeRequest};
 //!
 //! # async fn run(tcp: tokio::net::TcpStream, hub: Hub, request: UpgradeRequest) -> Result<(), tokio_tungstenite::tungstenite::Error> {
 //! // `request` describes the HTTP request your server read.
@@ -51,7 +52,7 @@
 //!     Ok(admission) => {
 //!         let config = signaling_ws::websocket_config(hub.config());
 //!         let ws = tokio_tungstenite::accept_async_with_config(tcp, Some(config)).await?;
-//!         tokio::spawn(async move { hub.serve_admitted::<Tungstenite, _>(ws, admission).await });
+//!         tokio::spawn(signaling_ws::serve_admitted(ws, hub, admission));
 //!     }
 //! }
 //! # Ok(()) }
@@ -188,7 +189,7 @@ where
     };
     let config = websocket_config(hub.config());
     let ws = WebSocketStream::from_partially_read(io, tail, Role::Server, Some(config)).await;
-    hub.serve_admitted::<Tungstenite, _>(ws, admission).await;
+    serve_admitted(ws, hub, admission).await;
 }
 
 /// Reads the request, decides, and writes the answer: the 101 and what the client sent after
@@ -344,6 +345,16 @@ where
     io.flush().await?;
     io.shutdown().await?;
     Ok(())
+}
+
+/// Runs a WebSocket you upgraded after [`Hub::admit`] accepted its request to its end on the
+/// driver, bound to the admission's verified username (if any) and holding its connection slot
+/// until it ends. Upgrade it with [`websocket_config`].
+pub async fn serve_admitted<S>(ws: WebSocketStream<S>, hub: Hub, admission: Admission)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    hub.serve_admitted::<Tungstenite, _>(ws, admission).await;
 }
 
 /// Runs an already upgraded WebSocket to its end on the driver, counting it against the

@@ -209,8 +209,8 @@ start_server() { # target port logfile
       # its default limit may then shape the figures).
       local help flag
       help=$("$TARGET_DIR/release/examples/$t" --help 2>&1 || true)
-      for flag in --rate-limit --max-connections-per-ip; do
-        if grep -q -- "$flag" <<<"$help"; then
+      for flag in --rate-limit --max-connections --max-connections-per-ip; do
+        if grep -qE -- "$flag[ =]" <<<"$help"; then
           cmd+=("$flag" 0)
         else
           log "$t has no $flag option; running with its default"

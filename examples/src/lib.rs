@@ -174,3 +174,8 @@ mod tests {
         assert_eq!(config.client_ip_header.as_deref(), Some("X-Forwarded-For"));
     }
 }
+
+/// The README's code blocks, compiled and run as doctests so that they stay true.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

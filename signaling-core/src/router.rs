@@ -404,17 +404,21 @@ impl Router {
                 reason: CloseReason::RateLimited,
             });
         } else {
-            let wait = Duration::from_secs_f64(1.0 / f64::from(limit.per_second.max(1)));
-            self.reply_error(
-                conn,
-                ErrorCode::RateLimited,
+            let message = if limit.per_second == 0 {
+                format!(
+                    "the allowance of {} messages is used up and does not refill; message dropped",
+                    limit.burst
+                )
+            } else {
+                let wait = Duration::from_secs_f64(1.0 / f64::from(limit.per_second));
                 format!(
                     "more than {} messages per second (burst {}); message dropped, retry after {} ms",
                     limit.per_second,
                     limit.burst,
                     wait.as_millis().max(1)
-                ),
-            );
+                )
+            };
+            self.reply_error(conn, ErrorCode::RateLimited, message);
         }
         Ok(false)
     }

@@ -424,3 +424,21 @@ fn time_going_backwards_does_not_panic() {
     h.now -= Duration::from_secs(5);
     h.expect_error(a, r#"{"type":"close"}"#, "rate_limited");
 }
+
+#[test]
+fn a_limit_that_never_refills_says_so() {
+    let limit = RateLimit {
+        per_second: 0,
+        burst: 2,
+        max_strikes: 0,
+    };
+    let mut h = Harness::new(RouterConfig::default().with_rate_limit(Some(limit)));
+    let a = h.user("alice");
+    h.expect_error(a, r#"{"type":"close"}"#, "not_in_call");
+    h.advance(Duration::from_secs(3600));
+    h.send(a, r#"{"type":"close"}"#);
+    let out = h.drain();
+    assert_eq!(out[0].1["code"], "rate_limited");
+    let message = out[0].1["message"].as_str().unwrap();
+    assert!(message.contains("does not refill"), "{message}");
+}

@@ -1,5 +1,5 @@
 //! Loopback integration scenarios shared by the adapters' tests: each scenario is written once
-//! here and run against every adapter (`signaling-ws/tests/*.rs`, `signaling-warp/tests/*.rs`),
+//! here and run against every adapter (`signaling-ws/tests/loopback/`, `signaling-warp/tests/loopback/`, one test binary each),
 //! with real tokio-tungstenite clients over 127.0.0.1 and servers bound to port 0.
 //!
 //! Timeouts are generous (they only turn a hang into a failure) and nothing asserts how fast
@@ -48,7 +48,7 @@ pub struct TestServer {
     pub task: JoinHandle<()>,
 }
 
-/// Starts a server with a config; each adapter's `tests/common/mod.rs` provides one.
+/// Starts a server with a config; each adapter's `tests/loopback/common.rs` provides one.
 pub type Start = fn(Config) -> Pin<Box<dyn Future<Output = TestServer> + Send>>;
 
 /// The defaults, with heartbeats and the login deadline off (scenarios that test them turn
@@ -540,4 +540,19 @@ pub async fn login_deadline(start: Start) {
     let mut other = Client::login(&server.url, "other").await;
     call(&mut quick, "quick", &mut other, "other").await;
     server.hub.shutdown().await;
+}
+
+/// Declares one `#[tokio::test]` per named scenario of this crate, each run against `$start`
+/// (a [`Start`]): `scenarios!(common::start: full_call, bad_frames);`. An adapter's whole
+/// loopback suite is one test binary this way.
+#[macro_export]
+macro_rules! scenarios {
+    ($start:path: $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                $crate::$name($start).await;
+            }
+        )*
+    };
 }

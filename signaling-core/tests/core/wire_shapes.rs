@@ -239,7 +239,7 @@ fn every_error_code_round_trips_and_is_snake_case() {
 
 #[test]
 fn every_error_code_is_documented_in_protocol_md() {
-    let doc = include_str!("../../docs/protocol.md");
+    let doc = include_str!("../../../docs/protocol.md");
     for &code in ErrorCode::ALL {
         assert!(
             doc.contains(&format!("`{}`", code.as_str())),

@@ -5,7 +5,7 @@ use signaling_test_support::TestServer;
 use signaling_warp::{Config, Hub};
 
 /// A [`signaling_test_support::Start`] for this adapter: `signaling_warp::routes`.
-#[allow(dead_code)] // not used by warp_websocket_transport.rs
+
 pub fn start(
     config: Config,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = TestServer> + Send>> {
@@ -31,7 +31,7 @@ pub fn start(
 
 /// Like [`start`], but through warp's own `Ws` upgrade and the [`signaling_warp::Warp`]
 /// transport ([`signaling_warp::serve_websocket`]).
-#[allow(dead_code)] // used by one test file only
+
 pub fn start_warp_ws(
     config: Config,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = TestServer> + Send>> {

@@ -1,10 +1,8 @@
 //! The call rules of docs/protocol.md, one by one, on the pure router.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Harness, answer, candidate, offer};
+use crate::common::{Harness, answer, candidate, offer};
 use serde_json::json;
 use signaling_core::{ConnectionId, RateLimit, RouterConfig, RouterError};
 

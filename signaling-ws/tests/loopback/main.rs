@@ -1,0 +1,29 @@
+//! Every shared loopback scenario of `signaling_test_support` against `signaling-ws`, in one test
+//! binary (each extra binary links tokio and tungstenite again).
+
+mod common;
+
+signaling_test_support::scenarios!(common::start:
+    bad_frames,
+    custom_authenticator,
+    disconnect_mid_call,
+    duplicate_login,
+    full_call,
+    garbage_storm,
+    global_connection_cap,
+    graceful_shutdown,
+    heartbeat_timeout,
+    hundred_calls,
+    large_sdp,
+    login_deadline,
+    no_injection,
+    origin_allowlist,
+    oversize_message,
+    panicking_authenticator,
+    per_ip_connection_cap,
+    rate_limit,
+    slow_reader_disconnected,
+    thousand_candidates,
+    token_auth,
+    transport_errors_isolated,
+);

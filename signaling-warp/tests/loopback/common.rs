@@ -5,7 +5,6 @@ use signaling_test_support::TestServer;
 use signaling_warp::{Config, Hub};
 
 /// A [`signaling_test_support::Start`] for this adapter: `signaling_warp::routes`.
-
 pub fn start(
     config: Config,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = TestServer> + Send>> {
@@ -31,7 +30,6 @@ pub fn start(
 
 /// Like [`start`], but through warp's own `Ws` upgrade and the [`signaling_warp::Warp`]
 /// transport ([`signaling_warp::serve_websocket`]).
-
 pub fn start_warp_ws(
     config: Config,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = TestServer> + Send>> {

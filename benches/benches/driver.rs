@@ -36,7 +36,7 @@ impl Transport for Mem {
     fn inbound(message: &Frame) -> Inbound<'_> {
         match message {
             Frame::Text(t) => Inbound::Text(t),
-            Frame::Other => Inbound::Pong,
+            Frame::Other => Inbound::Pong(&[]),
         }
     }
     fn outbound(frame: Outbound) -> Frame {

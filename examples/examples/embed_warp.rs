@@ -49,14 +49,10 @@ async fn main() -> std::io::Result<()> {
         "app at http://{0}/hello/you, signaling at ws://{0}/api/signaling",
         listener.local_addr()?
     );
-    let stop = hub.clone();
-    warp::serve(app)
-        .incoming(listener)
-        .graceful(async move {
-            ctrl_c().await;
-            stop.shutdown().await;
-        })
-        .run()
-        .await;
+    // Bounds every phase of a connection (warp's own server leaves request heads unbounded).
+    let server = tokio::spawn(signaling_warp::serve(app, listener, hub.clone()));
+    ctrl_c().await;
+    hub.shutdown().await;
+    let _ = server.await;
     Ok(())
 }

@@ -74,7 +74,7 @@
 //!     fn outbound(frame: Outbound) -> String {
 //!         match frame {
 //!             Outbound::Text(text) => text,
-//!             Outbound::Ping => "ping".to_string(),
+//!             Outbound::Ping(_) => "ping".to_string(),
 //!             Outbound::Close(close) => format!("close:{}", close.code),
 //!             _ => String::new(), // the enum is non-exhaustive
 //!         }
@@ -88,7 +88,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::hash::BuildHasher;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -97,14 +98,15 @@ use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
+use crate::error::ErrorCode;
 use crate::protocol::{ServerMessage, Username};
 use crate::router::{ConnectionId, Output, Router, RouterConfig};
 
 mod admission;
 pub mod auth;
 
-use admission::Slots;
-pub use admission::{Admission, Refusal, UpgradeRequest};
+use admission::{AddressKey, ConnectionPermits, Permit, Slots};
+pub use admission::{Admission, PendingRequest, Refusal, UpgradeRequest};
 use auth::Authenticator;
 
 // ---------------------------------------------------------------------------------------------
@@ -137,24 +139,38 @@ pub struct Config {
     /// Largest single WebSocket frame, in bytes. Default: the same as `max_message_size`
     /// (setting the message size also sets this).
     pub max_frame_size: usize,
-    /// Most messages queued for one client before it counts as not reading and is
-    /// disconnected. Default 1,024 (a burst of 1,000 candidates fits even if the writer has
-    /// not run yet).
+    /// Most messages queued for one client, counting those its writer is sending. Once three
+    /// quarters of this (or of [`max_queued_bytes`](Self::max_queued_bytes)) is taken, relays
+    /// to the client are refused *to their senders* (`recipient_overloaded`) until its queue
+    /// drains to a quarter: the sender pays for its traffic, the slow reader keeps its
+    /// connection. Default 1,024.
     pub max_queued_messages: usize,
-    /// Most bytes (approximate encoded size) queued for one client before it is disconnected.
-    /// Default 1 MiB. Together with `max_queued_messages` this bounds the memory a client that
-    /// never reads can hold.
+    /// Most bytes (approximate encoded size) queued for one client, counting those its writer
+    /// is sending. Default 1 MiB. With `max_queued_messages` it bounds what one client that
+    /// does not read can hold.
     pub max_queued_bytes: usize,
+    /// Most bytes queued for all clients together (the global memory budget for outbound
+    /// messages). From 90 % of it every relay is refused to its sender (`server_overloaded`)
+    /// until the total is back under 70 %; over it, the connections with the largest queues
+    /// (clients that do not read) are dropped, largest first, until it is under 80 %. `None`
+    /// turns it off. Default 256 MiB: with the default cap of 10,000 connections, 26 KB each
+    /// on average, where a reading client holds next to nothing.
+    pub max_total_queued_bytes: Option<usize>,
+    /// How long a write to a client may make no progress (its TCP window stays shut: it does
+    /// not read) before the client is dropped, as nginx's `send_timeout`. Default 30 s.
+    pub write_stall_timeout: Duration,
     /// How often the server pings each connection; `None` turns heartbeats off. Default 20 s.
     pub ping_interval: Option<Duration>,
     /// How long after a ping the connection must have sent something (a pong or any frame)
     /// before it is dropped. Default 20 s.
     pub pong_timeout: Duration,
     /// How long a connection may stay without logging in before it is closed (1008);
-    /// `None` lets it stay. Default 60 s.
+    /// `None` lets it stay. Default 5 minutes: a tutorial page opens its socket when it loads,
+    /// before its user has typed a name. [`max_not_logged_in`](Self::max_not_logged_in) bounds
+    /// how many wait meanwhile.
     pub login_timeout: Option<Duration>,
-    /// For adapters that run the WebSocket handshake themselves (`signaling-ws`): the time a
-    /// new TCP connection has to complete it. Default 10 s.
+    /// The time a new TCP connection has to send its whole HTTP request head (and, for
+    /// `signaling-ws`, to finish the handshake, authenticator included). Default 10 s.
     pub handshake_timeout: Duration,
     /// After the server sends a close frame, how long it waits for the client's reply (and
     /// for queued messages to go out) before it drops the connection. Default 2 s.
@@ -182,6 +198,22 @@ pub struct Config {
     /// reverse proxy every client has the proxy's address: set
     /// [`client_ip_header`](Self::client_ip_header), or turn this off.
     pub max_connections_per_ip: Option<usize>,
+    /// Most TCP connections whose HTTP request is still being read (not yet upgraded or
+    /// answered), so that idle or dribbling sockets cannot use up the file descriptors; over
+    /// it a new TCP connection is closed at once. `None` turns the cap off. Default 1,024.
+    pub max_pending_requests: Option<usize>,
+    /// The same, per client address (TCP peer; IPv6 per /64). Default 64.
+    pub max_pending_requests_per_ip: Option<usize>,
+    /// Most upgraded connections that have not logged in yet; an upgrade over it is refused
+    /// with HTTP 503. `None` turns the cap off. Default 1,000.
+    pub max_not_logged_in: Option<usize>,
+    /// The same, per client address; an upgrade over it is refused with HTTP 429. Default 64.
+    pub max_not_logged_in_per_ip: Option<usize>,
+    /// Most connections open at once for one username verified by the
+    /// [`authenticator`](Self::authenticator) (one token cannot take every slot); an upgrade
+    /// over it is refused with HTTP 429. `None` turns the cap off. Default 4 (a name logs in
+    /// on one connection at a time; the others are reconnects and extra tabs).
+    pub max_connections_per_user: Option<usize>,
     /// A header your reverse proxy sets to the client's address (e.g. `X-Forwarded-For`,
     /// whose last entry is used, or `X-Real-IP`), for the per-address cap. `None` (default)
     /// uses the TCP peer's address. Set it only when every request comes through a proxy
@@ -206,9 +238,11 @@ impl Default for Config {
             max_frame_size: 64 * 1024,
             max_queued_messages: 1024,
             max_queued_bytes: 1024 * 1024,
+            max_total_queued_bytes: Some(256 * 1024 * 1024),
+            write_stall_timeout: Duration::from_secs(30),
             ping_interval: Some(Duration::from_secs(20)),
             pong_timeout: Duration::from_secs(20),
-            login_timeout: Some(Duration::from_secs(60)),
+            login_timeout: Some(Duration::from_secs(300)),
             handshake_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(2),
             shutdown_timeout: Duration::from_secs(5),
@@ -216,6 +250,11 @@ impl Default for Config {
             write_buffer_size: 4 * 1024,
             max_connections: Some(10_000),
             max_connections_per_ip: Some(256),
+            max_pending_requests: Some(1024),
+            max_pending_requests_per_ip: Some(64),
+            max_not_logged_in: Some(1000),
+            max_not_logged_in_per_ip: Some(64),
+            max_connections_per_user: Some(4),
             client_ip_header: None,
             allowed_origins: None,
             authenticator: None,
@@ -253,6 +292,44 @@ impl Config {
     /// Sets how many bytes may wait for one client.
     pub fn with_max_queued_bytes(mut self, bytes: usize) -> Self {
         self.max_queued_bytes = bytes;
+        self
+    }
+
+    /// Sets (or with `None`, turns off) the global budget of queued bytes.
+    pub fn with_max_total_queued_bytes(mut self, bytes: Option<usize>) -> Self {
+        self.max_total_queued_bytes = bytes;
+        self
+    }
+
+    /// Sets how long a write may make no progress before the client is dropped.
+    pub fn with_write_stall_timeout(mut self, timeout: Duration) -> Self {
+        self.write_stall_timeout = timeout;
+        self
+    }
+
+    /// Sets (or with `None`, turns off) the caps on TCP connections whose request is still
+    /// being read: in all, and per client address.
+    pub fn with_max_pending_requests(
+        mut self,
+        total: Option<usize>,
+        per_ip: Option<usize>,
+    ) -> Self {
+        self.max_pending_requests = total;
+        self.max_pending_requests_per_ip = per_ip;
+        self
+    }
+
+    /// Sets (or with `None`, turns off) the caps on connections that have not logged in yet:
+    /// in all, and per client address.
+    pub fn with_max_not_logged_in(mut self, total: Option<usize>, per_ip: Option<usize>) -> Self {
+        self.max_not_logged_in = total;
+        self.max_not_logged_in_per_ip = per_ip;
+        self
+    }
+
+    /// Sets (or with `None`, turns off) the cap on connections per verified username.
+    pub fn with_max_connections_per_user(mut self, max: Option<usize>) -> Self {
+        self.max_connections_per_user = max;
         self
     }
 
@@ -347,10 +424,11 @@ pub enum Inbound<'a> {
     Text(&'a str),
     /// A binary frame of this many bytes (answered with `binary_not_supported`).
     Binary(usize),
-    /// A ping: proof of life only (WebSocket libraries answer pings themselves).
+    /// A ping (WebSocket libraries answer pings themselves). Counts against the rate limit.
     Ping,
-    /// A pong: proof of life only.
-    Pong,
+    /// A pong with its payload. Only a pong that echoes the driver's last ping proves that the
+    /// client reads (an unsolicited one does not). Counts against the rate limit.
+    Pong(&'a [u8]),
     /// The client sent a close frame; the transport answers it and then ends the stream.
     Close,
 }
@@ -400,8 +478,8 @@ impl Close {
 pub enum Outbound {
     /// A text frame (an encoded [`ServerMessage`]); moving the `String` in costs no copy.
     Text(String),
-    /// A heartbeat ping with an empty payload.
-    Ping,
+    /// A heartbeat ping with this payload; the client's pong must echo it.
+    Ping([u8; 8]),
     /// A close frame.
     Close(Close),
 }
@@ -478,14 +556,38 @@ enum End {
 #[derive(Debug, Default)]
 struct Queue {
     messages: VecDeque<ServerMessage>,
-    bytes: usize,
+    /// Encoded size of `messages`.
+    queued_bytes: usize,
+    /// Messages (and their bytes) the writer took and has not finished writing: they still
+    /// count against the bounds.
+    in_flight: usize,
+    in_flight_bytes: usize,
     end: Option<End>,
-    /// The watchdog asks for a heartbeat ping.
-    ping: bool,
+    /// The watchdog asks for a heartbeat ping with this payload.
+    ping: Option<[u8; 8]>,
+    /// The router was told this queue is full (relays to it are refused); cleared once the
+    /// queue drains to a quarter.
+    congested: bool,
+}
+
+impl Queue {
+    fn len(&self) -> usize {
+        self.messages.len() + self.in_flight
+    }
+
+    fn bytes(&self) -> usize {
+        self.queued_bytes + self.in_flight_bytes
+    }
+
+    /// At most `numerator/4` of both bounds is taken.
+    fn within(&self, quarters: usize, config: &Config) -> bool {
+        self.len() <= config.max_queued_messages / 4 * quarters
+            && self.bytes() <= config.max_queued_bytes / 4 * quarters
+    }
 }
 
 /// A bounded queue of messages for one connection. Holds no allocation while empty.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Outbox {
     queue: Mutex<Queue>,
     /// Wakes the writer: a message or an end request arrived.
@@ -494,10 +596,20 @@ struct Outbox {
     abort: Notify,
     /// Wakes a reader waiting for its own queue to drain.
     drained: Notify,
+    /// The hub's count of bytes queued for all connections (the global budget).
+    total: Arc<AtomicUsize>,
 }
 
-/// The queue is full: the client is not reading.
+/// The queue is full.
 struct Full;
+
+/// What a push changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pushed {
+    Queued,
+    /// Queued, and the queue is now three quarters full: tell the router.
+    Congested,
+}
 
 /// Approximate encoded size, for the byte bound (no encoding under the lock).
 fn encoded_len(message: &ServerMessage) -> usize {
@@ -512,29 +624,51 @@ fn encoded_len(message: &ServerMessage) -> usize {
 }
 
 impl Outbox {
+    fn new(total: Arc<AtomicUsize>) -> Self {
+        Outbox {
+            queue: Mutex::default(),
+            wake: Notify::new(),
+            abort: Notify::new(),
+            drained: Notify::new(),
+            total,
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn push(&self, message: ServerMessage, config: &Config) -> Result<(), Full> {
+    /// Bytes queued or being written.
+    fn bytes(&self) -> usize {
+        self.lock().bytes()
+    }
+
+    fn push(&self, message: ServerMessage, config: &Config) -> Result<Pushed, Full> {
         let len = encoded_len(&message);
         let mut q = self.lock();
         if q.end.is_some() {
-            return Ok(()); // closing: late messages are dropped
+            return Ok(Pushed::Queued); // closing: late messages are dropped
         }
-        if q.messages.len() >= config.max_queued_messages
-            || q.bytes.saturating_add(len) > config.max_queued_bytes
+        if q.len() >= config.max_queued_messages
+            || q.bytes().saturating_add(len) > config.max_queued_bytes
         {
             return Err(Full);
         }
         let was_empty = q.messages.is_empty();
         q.messages.push_back(message);
-        q.bytes += len;
+        q.queued_bytes += len;
+        self.total.fetch_add(len, Ordering::Relaxed);
+        let congested = !q.congested && !q.within(3, config);
+        q.congested |= congested;
         drop(q);
         if was_empty {
             self.wake.notify_one();
         }
-        Ok(())
+        Ok(if congested {
+            Pushed::Congested
+        } else {
+            Pushed::Queued
+        })
     }
 
     /// Asks the writer to drain and close. The first request wins.
@@ -551,26 +685,29 @@ impl Outbox {
         let mut q = self.lock();
         q.end = Some(End::Abort);
         q.messages = VecDeque::new();
-        q.bytes = 0;
+        self.release(&mut q);
         drop(q);
         self.abort.notify_one();
         self.wake.notify_one();
     }
 
+    /// Gives every byte the queue holds back to the hub's budget.
+    fn release(&self, q: &mut Queue) {
+        self.total.fetch_sub(q.bytes(), Ordering::Relaxed);
+        q.queued_bytes = 0;
+        q.in_flight = 0;
+        q.in_flight_bytes = 0;
+    }
+
     /// Waits until the queue is at most half full; returns whether a close was requested
     /// meanwhile (input is then no longer routed) and whether it had to wait. The reader calls
     /// it before routing each frame, so a client that pipelines many requests waits for its
-    /// own replies to go out (TCP backpressure) instead of overflowing its queue: only traffic
-    /// from others can overflow it.
+    /// own replies to go out (TCP backpressure) instead of overflowing its queue.
     async fn wait_for_room(&self, config: &Config) -> (bool, bool) {
-        let has_room = |q: &Queue| {
-            q.messages.len() <= config.max_queued_messages / 2
-                && q.bytes <= config.max_queued_bytes / 2
-        };
         {
             // Fast path: one lock, no waiter registration.
             let q = self.lock();
-            if q.end.is_some() || has_room(&q) {
+            if q.end.is_some() || q.within(2, config) {
                 return (q.end.is_some(), false);
             }
         }
@@ -580,7 +717,7 @@ impl Outbox {
             drained.as_mut().enable();
             {
                 let q = self.lock();
-                if q.end.is_some() || has_room(&q) {
+                if q.end.is_some() || q.within(2, config) {
                     return (q.end.is_some(), true);
                 }
             }
@@ -588,23 +725,43 @@ impl Outbox {
         }
     }
 
-    fn request_ping(&self) {
-        self.lock().ping = true;
+    fn request_ping(&self, payload: [u8; 8]) {
+        self.lock().ping = Some(payload);
         self.wake.notify_one();
     }
 
-    /// Moves every queued message into `batch` (which must be empty) and returns the pending
-    /// end request and whether a ping is due.
-    fn take(&self, batch: &mut VecDeque<ServerMessage>) -> (Option<End>, bool) {
+    /// Moves every queued message into `batch` (which must be empty; they count as in flight
+    /// until [`written`](Self::written)) and returns the pending end request and the ping
+    /// due, if any.
+    fn take(&self, batch: &mut VecDeque<ServerMessage>) -> (Option<End>, Option<[u8; 8]>) {
         let mut q = self.lock();
         std::mem::swap(&mut q.messages, batch);
-        q.bytes = 0;
-        let taken = (q.end, std::mem::take(&mut q.ping));
-        drop(q);
-        if !batch.is_empty() {
-            self.drained.notify_waiters();
+        q.in_flight += batch.len();
+        q.in_flight_bytes += std::mem::take(&mut q.queued_bytes);
+        (q.end, q.ping.take())
+    }
+
+    /// The writer finished writing what it took. Returns true when the queue was congested
+    /// and has drained to a quarter: the router must be told.
+    fn written(&self, config: &Config) -> bool {
+        let mut q = self.lock();
+        self.total.fetch_sub(q.in_flight_bytes, Ordering::Relaxed);
+        q.in_flight = 0;
+        q.in_flight_bytes = 0;
+        let relieved = q.congested && q.within(1, config);
+        if relieved {
+            q.congested = false;
         }
-        taken
+        drop(q);
+        self.drained.notify_waiters();
+        relieved
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        let mut q = self.lock();
+        self.release(&mut q);
     }
 }
 
@@ -627,6 +784,8 @@ struct State {
     connections: HashMap<ConnectionId, Arc<Outbox>>,
     next_id: u64,
     shutting_down: bool,
+    /// The router was told the global budget is nearly used up.
+    overloaded: bool,
 }
 
 struct Inner {
@@ -638,8 +797,12 @@ struct Inner {
     idle: Notify,
     /// Base of the millisecond clock kept per connection for the heartbeat.
     epoch: Instant,
-    /// Connection slots taken, for the caps.
-    slots: Arc<Slots>,
+    /// Slots taken, for the caps.
+    slots: Slots,
+    /// Bytes queued for all connections (what `max_total_queued_bytes` bounds).
+    queued: Arc<AtomicUsize>,
+    /// Keys the heartbeat's ping payloads, so a client cannot answer a ping it never read.
+    ping_keys: std::collections::hash_map::RandomState,
 }
 
 /// The server: owns the [`Router`], allocates [`ConnectionId`]s, runs connections and shuts
@@ -680,12 +843,15 @@ impl Hub {
                     connections: HashMap::new(),
                     next_id: 1,
                     shutting_down: false,
+                    overloaded: false,
                 }),
                 phase: watch::Sender::new(Phase::Running),
                 active: AtomicUsize::new(0),
                 idle: Notify::new(),
                 epoch: Instant::now(),
-                slots: Arc::default(),
+                slots: Slots::default(),
+                queued: Arc::default(),
+                ping_keys: std::collections::hash_map::RandomState::new(),
             }),
         }
     }
@@ -776,7 +942,37 @@ impl Hub {
     /// or handed to [`serve_connection`](Self::serve_connection) that have not ended yet
     /// (what [`Config::max_connections`] caps).
     pub fn admitted_connections(&self) -> usize {
-        self.inner.slots.in_use()
+        self.inner.slots.connections_in_use()
+    }
+
+    /// How many admitted connections have not logged in yet (what
+    /// [`Config::max_not_logged_in`] caps).
+    pub fn not_logged_in_connections(&self) -> usize {
+        self.inner.slots.not_logged_in_in_use()
+    }
+
+    /// How many TCP connections hold a [`PendingRequest`] (what
+    /// [`Config::max_pending_requests`] caps).
+    pub fn pending_requests(&self) -> usize {
+        self.inner.slots.pending_in_use()
+    }
+
+    /// Bytes queued for all connections together, including those being written (what
+    /// [`Config::max_total_queued_bytes`] bounds).
+    pub fn queued_bytes(&self) -> usize {
+        self.inner.queued.load(Ordering::Relaxed)
+    }
+
+    /// Takes a pending-request slot for a TCP connection just accepted from `remote_ip`, to
+    /// hold until its request is upgraded or answered; refused (close the connection at once)
+    /// while shutting down or when [`Config::max_pending_requests`] (or its per-address
+    /// twin) is reached. Adapters that read requests themselves call it after `accept`.
+    pub fn pending_request(&self, remote_ip: Option<IpAddr>) -> Result<PendingRequest, Refusal> {
+        if self.is_shutting_down() {
+            return Err(Refusal::ShuttingDown);
+        }
+        let permit = self.inner.slots.pending(remote_ip, &self.inner.config)?;
+        Ok(PendingRequest { _permit: permit })
     }
 
     /// Decides on a WebSocket upgrade request before the upgrade: refuses it while shutting
@@ -810,20 +1006,23 @@ impl Hub {
         let ip = admission::client_ip(config, request);
         // Taken before the authenticator runs: a slow one holds a slot meanwhile, and a
         // panicking one gives it back as it unwinds.
-        let permit = self.inner.slots.acquire(ip, config)?;
+        let mut permits = self.inner.slots.connection(ip, config)?;
         let mut peer = Peer::new();
         peer.remote_addr = request.remote_addr;
         if let Some(authenticator) = &config.authenticator {
             match authenticator.authenticate(request).await {
                 auth::AuthDecision::Accept => {}
-                auth::AuthDecision::AcceptAs(name) => peer.verified_username = Some(name),
+                auth::AuthDecision::AcceptAs(name) => {
+                    permits.user = Some(self.inner.slots.user(&name, config)?);
+                    peer.verified_username = Some(name);
+                }
                 auth::AuthDecision::Unauthorized(reason) => {
                     return Err(Refusal::Unauthorized(reason));
                 }
                 auth::AuthDecision::Forbidden(reason) => return Err(Refusal::Forbidden(reason)),
             }
         }
-        Ok(Admission { peer, permit })
+        Ok(Admission { peer, permits })
     }
 
     /// Runs a WebSocket upgraded after [`admit`](Self::admit) accepted its request to its
@@ -835,9 +1034,8 @@ impl Hub {
         S: Stream<Item = Result<T::Message, T::Error>> + Sink<T::Message, Error = T::Error> + Send,
         T::Message: Send,
     {
-        let Admission { peer, permit } = admission;
-        self.run_connection::<T, S>(socket, peer).await;
-        drop(permit);
+        let Admission { peer, permits } = admission;
+        self.run_connection::<T, S>(socket, peer, permits).await;
     }
 
     /// Runs one upgraded WebSocket connection to its end: registers it with the router, reads,
@@ -858,11 +1056,8 @@ impl Hub {
         T::Message: Send,
     {
         let ip = peer.remote_addr.map(|a| a.ip());
-        match self.inner.slots.acquire(ip, &self.inner.config) {
-            Ok(permit) => {
-                self.run_connection::<T, S>(socket, peer).await;
-                drop(permit);
-            }
+        match self.inner.slots.connection(ip, &self.inner.config) {
+            Ok(permits) => self.run_connection::<T, S>(socket, peer, permits).await,
             Err(refusal) => {
                 tracing::debug!(addr = ?peer.remote_addr, %refusal, "connection refused");
                 let mut socket = std::pin::pin!(socket);
@@ -872,7 +1067,8 @@ impl Hub {
         }
     }
 
-    async fn run_connection<T, S>(&self, socket: S, peer: Peer)
+    /// Runs the connection holding `permits` (given back when it ends, however it ends).
+    async fn run_connection<T, S>(&self, socket: S, peer: Peer, permits: ConnectionPermits)
     where
         T: Transport,
         S: Stream<Item = Result<T::Message, T::Error>> + Sink<T::Message, Error = T::Error> + Send,
@@ -888,12 +1084,18 @@ impl Hub {
             return;
         };
         tracing::debug!(conn = %registration.id, addr = ?peer.remote_addr, "connected");
-        let body = self.run::<T, S>(socket, &registration);
+        let ConnectionPermits {
+            connection,
+            not_logged_in,
+            user,
+        } = permits;
+        let body = self.run::<T, S>(socket, &registration, not_logged_in);
         tokio::select! {
             () = body => {}
             _ = killed.wait_for(|p| *p == Phase::Killed) => {}
         }
         drop(registration);
+        drop((connection, user));
         drop(active);
     }
 
@@ -914,7 +1116,7 @@ impl Hub {
             tracing::error!(error = %e, "router refused a fresh connection id");
             return None;
         }
-        let outbox = Arc::new(Outbox::default());
+        let outbox = Arc::new(Outbox::new(Arc::clone(&self.inner.queued)));
         state.connections.insert(id, Arc::clone(&outbox));
         Some(Registration {
             hub: self.clone(),
@@ -923,34 +1125,94 @@ impl Hub {
         })
     }
 
-    /// Feeds one input to the router under the lock and dispatches what comes out. `false`
-    /// when the router no longer knows the connection (it was disconnected meanwhile).
+    /// Feeds one input from `from` to the router under the lock and dispatches what comes
+    /// out. `false` when the router no longer knows the connection (it was disconnected
+    /// meanwhile).
     fn input(
         &self,
         now: Instant,
+        from: ConnectionId,
         f: impl FnOnce(&mut Router, std::time::Instant) -> Result<(), crate::RouterError>,
     ) -> bool {
         let now = now.into_std();
         let mut state = self.lock();
+        self.refresh_overload(&mut state);
         let ok = f(&mut state.router, now).is_ok();
-        self.dispatch(&mut state);
+        self.dispatch(&mut state, Some(from));
         ok
     }
 
-    /// Drains the router's outputs into the connections' queues, without blocking. A
-    /// connection whose queue is full is disconnected on the spot (which may produce more
-    /// outputs: its partner's `close`).
-    fn dispatch(&self, state: &mut State) {
+    /// Tells the router when the queued total crosses the budget's marks: relays are refused
+    /// from 90 % of [`Config::max_total_queued_bytes`] until it is back under 70 %.
+    fn refresh_overload(&self, state: &mut State) {
+        let Some(budget) = self.inner.config.max_total_queued_bytes else {
+            return;
+        };
+        let total = self.queued_bytes();
+        let overloaded = if state.overloaded {
+            total >= budget / 10 * 7
+        } else {
+            total >= budget / 10 * 9
+        };
+        if overloaded != state.overloaded {
+            state.overloaded = overloaded;
+            state.router.handle_overload(overloaded);
+            if overloaded {
+                tracing::warn!(
+                    total,
+                    budget,
+                    "queued bytes near the budget: refusing relays"
+                );
+            } else {
+                tracing::info!(total, budget, "queued bytes back under the budget");
+            }
+        }
+    }
+
+    /// The writer of `conn` drained its congested queue: relays to it are accepted again.
+    fn relieve(&self, conn: ConnectionId) {
+        let _ = self.lock().router.handle_backpressure(conn, false);
+    }
+
+    /// Drains the router's outputs into the connections' queues, without blocking, while
+    /// handling input from `sender` (if any).
+    ///
+    /// A queue that reaches three quarters of its bounds is reported to the router, which then
+    /// refuses relays to it to their senders. A message that still does not fit (a relay
+    /// racing that report, or traffic the router does not refuse) is answered to its sender
+    /// with `recipient_overloaded` if it is a relay; anything else that does not fit means the
+    /// client has not read for a long time, and it is disconnected (which may produce more
+    /// outputs: its partner's `close`). Over the global budget the connections holding the
+    /// most queued bytes are disconnected, largest first.
+    fn dispatch(&self, state: &mut State, sender: Option<ConnectionId>) {
         let config = &self.inner.config;
         loop {
-            let mut overflowed = Vec::new();
+            let mut dropped = Vec::new();
             while let Some(output) = state.router.poll_output() {
                 match output {
                     Output::Transmit(t) => {
-                        if let Some(outbox) = state.connections.get(&t.to) {
-                            if outbox.push(t.message, config).is_err() {
-                                overflowed.push(t.to);
+                        let Some(outbox) = state.connections.get(&t.to) else {
+                            continue;
+                        };
+                        let relay = matches!(t.message, ServerMessage::Relay { .. });
+                        match outbox.push(t.message, config) {
+                            Ok(Pushed::Queued) => {}
+                            Ok(Pushed::Congested) => {
+                                tracing::debug!(conn = %t.to, "outbound queue congested: refusing relays to it");
+                                let _ = state.router.handle_backpressure(t.to, true);
                             }
+                            Err(Full) => match sender.filter(|&s| relay && s != t.to) {
+                                Some(sender) => {
+                                    let refusal = ServerMessage::error(
+                                        ErrorCode::RecipientOverloaded,
+                                        "the recipient is not reading fast enough; message dropped, retry later",
+                                    );
+                                    if let Some(own) = state.connections.get(&sender) {
+                                        let _ = own.push(refusal, config);
+                                    }
+                                }
+                                None => dropped.push(t.to),
+                            },
                         }
                     }
                     Output::Close { conn, reason } => {
@@ -963,16 +1225,43 @@ impl Hub {
                     }
                 }
             }
-            if overflowed.is_empty() {
+            if let Some(budget) = config.max_total_queued_bytes {
+                if self.queued_bytes() > budget {
+                    self.shed(state, budget, &mut dropped);
+                }
+                self.refresh_overload(state);
+            }
+            if dropped.is_empty() {
                 return;
             }
-            for conn in overflowed {
+            for conn in dropped {
                 if let Some(outbox) = state.connections.remove(&conn) {
                     tracing::info!(%conn, "outbound queue full (client not reading): disconnecting");
                     outbox.abort();
                     let _ = state.router.handle_disconnect(conn);
                 }
             }
+        }
+    }
+
+    /// Over the global budget: picks the connections with the largest queues (clients that
+    /// do not read), largest first, until what they hold brings the total under 80 %.
+    fn shed(&self, state: &State, budget: usize, dropped: &mut Vec<ConnectionId>) {
+        let mut excess = self.queued_bytes().saturating_sub(budget / 10 * 8);
+        let mut sizes: Vec<(usize, ConnectionId)> = state
+            .connections
+            .iter()
+            .map(|(&conn, outbox)| (outbox.bytes(), conn))
+            .filter(|&(bytes, conn)| bytes > 0 && !dropped.contains(&conn))
+            .collect();
+        sizes.sort_unstable_by(|a, b| b.cmp(a));
+        for (bytes, conn) in sizes {
+            if excess == 0 {
+                break;
+            }
+            tracing::warn!(%conn, bytes, budget, "over the queued-bytes budget: dropping the largest queue");
+            dropped.push(conn);
+            excess = excess.saturating_sub(bytes);
         }
     }
 
@@ -990,18 +1279,26 @@ impl Hub {
         u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
     }
 
-    async fn run<T, S>(&self, socket: S, registration: &Registration)
-    where
+    async fn run<T, S>(
+        &self,
+        socket: S,
+        registration: &Registration,
+        not_logged_in: Option<Permit<AddressKey>>,
+    ) where
         T: Transport,
         S: Stream<Item = Result<T::Message, T::Error>> + Sink<T::Message, Error = T::Error> + Send,
     {
         let (sink, stream) = socket.split();
         let conn = registration.id;
         let outbox = &*registration.outbox;
-        let last_seen = AtomicU64::new(self.millis());
-        let mut reader = std::pin::pin!(self.read_loop::<T, _>(stream, conn, outbox, &last_seen));
-        let mut writer = std::pin::pin!(write_loop::<T, _>(sink, conn, outbox));
-        let watchdog = std::pin::pin!(self.watchdog(conn, outbox, &last_seen));
+        let liveness = Liveness {
+            last_seen: AtomicU64::new(self.millis()),
+            expected_pong: AtomicU64::new(0),
+        };
+        let mut reader =
+            std::pin::pin!(self.read_loop::<T, _>(stream, conn, outbox, &liveness, not_logged_in));
+        let mut writer = std::pin::pin!(self.write_loop::<T, _>(sink, conn, outbox));
+        let watchdog = std::pin::pin!(self.watchdog(conn, outbox, &liveness));
 
         let ending = tokio::select! {
             () = outbox.abort.notified() => Ending::Abort,
@@ -1035,12 +1332,15 @@ impl Hub {
         let _ = tokio::time::timeout(self.inner.config.close_timeout, closing).await;
     }
 
+    /// Reads frames and feeds them to the router. Holds the connection's not-logged-in slot
+    /// until it logs in.
     async fn read_loop<T, R>(
         &self,
         mut stream: R,
         conn: ConnectionId,
         outbox: &Outbox,
-        last_seen: &AtomicU64,
+        liveness: &Liveness,
+        mut not_logged_in: Option<Permit<AddressKey>>,
     ) -> ReadEnd
     where
         T: Transport,
@@ -1062,7 +1362,6 @@ impl Hub {
             };
             // One clock read per frame, for the heartbeat and the router (which never reads it).
             let now = Instant::now();
-            last_seen.store(self.millis_at(now), Ordering::Relaxed);
             let accepted = match T::inbound(&message) {
                 Inbound::Text(text) if text.len() > max => return ReadEnd::TooLarge,
                 Inbound::Text(text) => match outbox.wait_for_room(config).await {
@@ -1070,17 +1369,33 @@ impl Hub {
                     (true, _) => true,
                     (false, waited) => {
                         let now = if waited { Instant::now() } else { now };
-                        self.input(now, |r, now| r.handle_text(conn, text, now))
+                        let accepted =
+                            self.input(now, conn, |r, now| r.handle_text(conn, text, now));
+                        if not_logged_in.is_some() && self.is_logged_in(conn) {
+                            not_logged_in = None; // give the slot back
+                        }
+                        accepted
                     }
                 },
                 Inbound::Binary(len) => match outbox.wait_for_room(config).await {
                     (true, _) => true,
                     (false, waited) => {
                         let now = if waited { Instant::now() } else { now };
-                        self.input(now, |r, now| r.handle_binary(conn, len, now))
+                        self.input(now, conn, |r, now| r.handle_binary(conn, len, now))
                     }
                 },
-                Inbound::Ping | Inbound::Pong | Inbound::Close => true,
+                Inbound::Pong(payload) => {
+                    // Only the echo of our last ping proves the client reads.
+                    let expected = liveness.expected_pong.load(Ordering::Relaxed).to_be_bytes();
+                    if payload == expected {
+                        liveness
+                            .last_seen
+                            .store(self.millis_at(now), Ordering::Relaxed);
+                    }
+                    self.input(now, conn, |r, now| r.handle_control(conn, now))
+                }
+                Inbound::Ping => self.input(now, conn, |r, now| r.handle_control(conn, now)),
+                Inbound::Close => true,
             };
             if !accepted {
                 return ReadEnd::Gone;
@@ -1092,7 +1407,7 @@ impl Hub {
     /// The connection's timers: asks the writer for pings, and returns the close frame to send
     /// when the client stopped answering or did not log in in time. Runs beside the writer,
     /// so a write blocked on a dead client cannot stop it.
-    async fn watchdog(&self, conn: ConnectionId, outbox: &Outbox, last_seen: &AtomicU64) -> Close {
+    async fn watchdog(&self, conn: ConnectionId, outbox: &Outbox, liveness: &Liveness) -> Close {
         let config = &self.inner.config;
         let start = Instant::now();
         let mut heartbeat = Heartbeat {
@@ -1105,10 +1420,16 @@ impl Hub {
                 Some(deadline) => tokio::time::sleep_until(deadline).await,
                 None => std::future::pending().await,
             }
-            let seen = last_seen.load(Ordering::Relaxed);
-            match heartbeat.on_timer(Instant::now(), self.millis(), seen, config) {
+            let seen = liveness.last_seen.load(Ordering::Relaxed);
+            let now_ms = self.millis();
+            match heartbeat.on_timer(Instant::now(), now_ms, seen, config) {
                 Tick::Nothing => {}
-                Tick::Ping => outbox.request_ping(),
+                Tick::Ping => {
+                    // Unpredictable, so that a client that does not read cannot answer it.
+                    let payload = self.inner.ping_keys.hash_one((conn.0, now_ms));
+                    liveness.expected_pong.store(payload, Ordering::Relaxed);
+                    outbox.request_ping(payload.to_be_bytes());
+                }
                 Tick::DeadPeer => {
                     tracing::debug!(%conn, "heartbeat timeout");
                     return Close::HEARTBEAT_TIMEOUT;
@@ -1124,50 +1445,86 @@ impl Hub {
     }
 }
 
-/// Sends what the outbox holds: batches of messages (encoded here, outside every lock, fed
-/// one by one and flushed once), pings, and finally a close frame.
-async fn write_loop<T, W>(mut sink: W, conn: ConnectionId, outbox: &Outbox) -> WriteEnd
-where
-    T: Transport,
-    W: Sink<T::Message, Error = T::Error> + Unpin,
-{
-    let mut batch = VecDeque::new();
-    loop {
-        let (end, ping) = outbox.take(&mut batch);
-        if end == Some(End::Abort) {
-            return WriteEnd::Aborted;
-        }
-        let fed = ping || !batch.is_empty();
-        if ping {
-            if let Err(e) = sink.feed(T::outbound(Outbound::Ping)).await {
-                tracing::debug!(%conn, error = %e, "write error");
-                return WriteEnd::Error;
+/// What the read loop and the watchdog share about the client's liveness.
+struct Liveness {
+    /// When (on the hub's millisecond clock) the client last answered a ping.
+    last_seen: AtomicU64,
+    /// The payload of the last ping sent; a pong must echo it.
+    expected_pong: AtomicU64,
+}
+
+impl Hub {
+    /// Sends what the outbox holds: batches of messages (encoded here, outside every lock, fed
+    /// one by one and flushed once), pings, and finally a close frame. A write that makes no
+    /// progress for [`Config::write_stall_timeout`] ends the connection.
+    async fn write_loop<T, W>(&self, mut sink: W, conn: ConnectionId, outbox: &Outbox) -> WriteEnd
+    where
+        T: Transport,
+        W: Sink<T::Message, Error = T::Error> + Unpin,
+    {
+        let config = &self.inner.config;
+        let stall = config.write_stall_timeout;
+        let mut batch = VecDeque::new();
+        loop {
+            let (end, ping) = outbox.take(&mut batch);
+            if end == Some(End::Abort) {
+                return WriteEnd::Aborted;
             }
-        }
-        for message in batch.drain(..) {
-            let frame = T::outbound(Outbound::Text(message.to_json()));
-            if let Err(e) = sink.feed(frame).await {
-                tracing::debug!(%conn, error = %e, "write error");
-                return WriteEnd::Error;
+            let fed = ping.is_some() || !batch.is_empty();
+            if let Some(payload) = ping {
+                if let Err(end) =
+                    progress(conn, stall, sink.feed(T::outbound(Outbound::Ping(payload)))).await
+                {
+                    return end;
+                }
             }
-        }
-        if fed {
-            if let Err(e) = sink.flush().await {
-                tracing::debug!(%conn, error = %e, "flush error");
-                return WriteEnd::Error;
+            for message in batch.drain(..) {
+                let frame = T::outbound(Outbound::Text(message.to_json()));
+                if let Err(end) = progress(conn, stall, sink.feed(frame)).await {
+                    return end;
+                }
             }
-            if batch.capacity() > 64 {
-                batch = VecDeque::new(); // give back what a burst grew
+            if fed {
+                if let Err(end) = progress(conn, stall, sink.flush()).await {
+                    return end;
+                }
+                if outbox.written(config) {
+                    self.relieve(conn);
+                }
+                if batch.capacity() > 64 {
+                    batch = VecDeque::new(); // give back what a burst grew
+                }
+                continue; // more may have arrived while writing
             }
-            continue; // more may have arrived while writing
+            if let Some(End::Close(close)) = end {
+                return match progress(conn, stall, sink.send(T::outbound(Outbound::Close(close))))
+                    .await
+                {
+                    Ok(()) => WriteEnd::SentClose,
+                    Err(end) => end,
+                };
+            }
+            outbox.wake.notified().await;
         }
-        if let Some(End::Close(close)) = end {
-            return match sink.send(T::outbound(Outbound::Close(close))).await {
-                Ok(()) => WriteEnd::SentClose,
-                Err(_) => WriteEnd::Error,
-            };
+    }
+}
+
+/// One write of the writer: an error, or no progress within `stall`, ends the connection.
+async fn progress<E: fmt::Display>(
+    conn: ConnectionId,
+    stall: Duration,
+    write: impl Future<Output = Result<(), E>>,
+) -> Result<(), WriteEnd> {
+    match tokio::time::timeout(stall, write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => {
+            tracing::debug!(%conn, error = %e, "write error");
+            Err(WriteEnd::Error)
         }
-        outbox.wake.notified().await;
+        Err(_) => {
+            tracing::info!(%conn, ?stall, "write stalled (client not reading): disconnecting");
+            Err(WriteEnd::Stalled)
+        }
     }
 }
 
@@ -1191,6 +1548,8 @@ enum WriteEnd {
     Aborted,
     /// A write failed.
     Error,
+    /// A write made no progress within the write-stall timeout.
+    Stalled,
 }
 
 #[derive(Debug)]
@@ -1268,7 +1627,7 @@ impl Registration {
         // Absent when the hub already disconnected it (its queue overflowed).
         if state.connections.remove(&self.id).is_some() {
             let _ = state.router.handle_disconnect(self.id);
-            self.hub.dispatch(&mut state);
+            self.hub.dispatch(&mut state, None);
         }
     }
 }

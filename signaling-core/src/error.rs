@@ -48,6 +48,12 @@ pub enum ErrorCode {
     RateLimited,
     /// The message is larger than the server accepts.
     MessageTooLarge,
+    /// The addressee is not reading fast enough: its queue is full, so this relay was
+    /// refused to its sender (the addressee is not disconnected for it). Retry later.
+    RecipientOverloaded,
+    /// The server's memory budget for queued messages is nearly used up: relays are refused
+    /// to their senders until it drains. Retry later.
+    ServerOverloaded,
     /// The server hit an internal fault while handling the message.
     Internal,
 }
@@ -74,6 +80,8 @@ impl ErrorCode {
         ErrorCode::NotInCall,
         ErrorCode::RateLimited,
         ErrorCode::MessageTooLarge,
+        ErrorCode::RecipientOverloaded,
+        ErrorCode::ServerOverloaded,
         ErrorCode::Internal,
     ];
 
@@ -99,6 +107,8 @@ impl ErrorCode {
             ErrorCode::NotInCall => "not_in_call",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::MessageTooLarge => "message_too_large",
+            ErrorCode::RecipientOverloaded => "recipient_overloaded",
+            ErrorCode::ServerOverloaded => "server_overloaded",
             ErrorCode::Internal => "internal",
         }
     }

@@ -352,9 +352,18 @@ impl<'a> Decoded<'a> {
             other => Err(DecodeError::new(
                 ErrorCode::UnknownType,
                 // The tutorial's own text, so that pages that show it keep working.
-                format!("Command not found: {other}"),
+                // The type is the client's: echo at most its first 64 characters.
+                format!("Command not found: {}", shorten(other, 64)),
             )),
         }
+    }
+}
+
+/// `text` cut to at most `max` characters, with `…` when something was cut.
+fn shorten(text: &str, max: usize) -> Cow<'_, str> {
+    match text.char_indices().nth(max) {
+        None => Cow::Borrowed(text),
+        Some((end, _)) => Cow::Owned(format!("{}…", text.get(..end).unwrap_or_default())),
     }
 }
 

@@ -185,6 +185,8 @@ struct Connection {
     bucket: Option<TokenBucket>,
     /// The router asked the driver to close it; input is ignored until the disconnect.
     closing: bool,
+    /// The driver says its outbound queue is full: relays to it are refused to their senders.
+    congested: bool,
 }
 
 /// The pure routing state machine: the registry of logged-in users, who is in a call with whom,
@@ -205,6 +207,8 @@ pub struct Router {
     /// an attacker could precompute collisions for), and several times faster than SipHash.
     names: HashMap<Username, ConnectionId, RandomState>,
     outputs: VecDeque<Output>,
+    /// The driver says the server's memory budget is nearly used up: relays are refused.
+    overloaded: bool,
 }
 
 impl Default for Router {
@@ -221,6 +225,7 @@ impl Router {
             connections: HashMap::default(),
             names: HashMap::default(),
             outputs: VecDeque::new(),
+            overloaded: false,
         }
     }
 
@@ -256,6 +261,7 @@ impl Router {
                 call: None,
                 bucket: None,
                 closing: false,
+                congested: false,
             },
         );
         Ok(())
@@ -309,6 +315,46 @@ impl Router {
             );
         }
         Ok(())
+    }
+
+    /// A WebSocket ping or pong arrived on `conn`: it counts against the rate limit like any
+    /// other frame (a flood of control frames is answered with `rate_limited`, then closed).
+    pub fn handle_control(&mut self, conn: ConnectionId, now: Instant) -> Result<(), RouterError> {
+        self.admit(conn, now).map(|_| ())
+    }
+
+    /// The driver's outbound queue for `conn` filled up (`true`) or drained again (`false`).
+    /// While it is full, relays (offer, answer, candidate) addressed to `conn` are refused to
+    /// their senders with `recipient_overloaded` before any call state changes, so the sender
+    /// pays for its traffic and `conn` keeps its connection. `close` still reaches it.
+    pub fn handle_backpressure(
+        &mut self,
+        conn: ConnectionId,
+        congested: bool,
+    ) -> Result<(), RouterError> {
+        let c = self
+            .connections
+            .get_mut(&conn)
+            .ok_or(RouterError::UnknownConnection(conn))?;
+        c.congested = congested;
+        Ok(())
+    }
+
+    /// The server's memory budget for queued messages is nearly used up (`true`) or has room
+    /// again (`false`). While it is, every relay is refused to its sender with
+    /// `server_overloaded`; logins, errors and `close` still go out.
+    pub fn handle_overload(&mut self, overloaded: bool) {
+        self.overloaded = overloaded;
+    }
+
+    /// Whether relays to `conn` are refused because its queue is full.
+    pub fn is_congested(&self, conn: ConnectionId) -> bool {
+        self.connections.get(&conn).is_some_and(|c| c.congested)
+    }
+
+    /// Whether every relay is refused because the server's memory budget is nearly used up.
+    pub fn is_overloaded(&self) -> bool {
+        self.overloaded
     }
 
     /// The transport of `conn` is gone. Frees its name at once and tells its call partner, if
@@ -534,7 +580,8 @@ impl Router {
             }
         };
         let in_call_with_target = call.is_some_and(|side| side.peer == target);
-        match kind {
+        // The rules first, then whether the message can be delivered, then the state changes.
+        let opens_call = match kind {
             RelayKind::Offer if !in_call_with_target => {
                 if let Some(side) = call {
                     let message = format!(
@@ -551,21 +598,36 @@ impl Router {
                     let message = format!("user {:?} is in another call", self.name_of(target));
                     return self.reply_error(conn, ErrorCode::Busy, message);
                 }
-                self.set_call(conn, target, false);
-                self.set_call(target, conn, false);
+                true
             }
-            RelayKind::Offer | RelayKind::Candidate => {
+            RelayKind::Offer | RelayKind::Candidate | RelayKind::Answer => {
                 if !in_call_with_target {
                     return self.not_in_call(conn, kind, target);
                 }
+                false
             }
-            RelayKind::Answer => {
-                if !in_call_with_target {
-                    return self.not_in_call(conn, kind, target);
-                }
-                self.set_call(conn, target, true);
-                self.set_call(target, conn, true);
-            }
+        };
+        if self.overloaded {
+            let message = format!(
+                "the server is short of memory for queued messages; {} dropped, retry later",
+                kind.as_str()
+            );
+            return self.reply_error(conn, ErrorCode::ServerOverloaded, message);
+        }
+        if self.connections.get(&target).is_some_and(|t| t.congested) {
+            let message = format!(
+                "user {:?} is not reading fast enough; {} dropped, retry later",
+                self.name_of(target),
+                kind.as_str()
+            );
+            return self.reply_error(conn, ErrorCode::RecipientOverloaded, message);
+        }
+        if opens_call {
+            self.set_call(conn, target, false);
+            self.set_call(target, conn, false);
+        } else if kind == RelayKind::Answer {
+            self.set_call(conn, target, true);
+            self.set_call(target, conn, true);
         }
         self.transmit(
             target,

@@ -85,7 +85,7 @@ pub fn ws(hub: Hub) -> impl Filter<Extract = (impl Reply,), Error = Rejection> +
     warp::ext::optional::<OnUpgrade>()
         .and(warp::ws())
         .and(warp::header::<String>("sec-websocket-key"))
-        .and(warp::addr::remote())
+        .and(remote_addr())
         .and(warp::path::full())
         .and(query)
         .and(warp::header::headers_cloned())
@@ -107,6 +107,141 @@ pub fn ws(hub: Hub) -> impl Filter<Extract = (impl Reply,), Error = Rejection> +
                 }
             },
         )
+}
+
+/// The TCP peer's address of a request, under [`serve`] (which records it) or warp's own server
+/// (`warp::addr::remote()`, which [`serve`] cannot fill: warp keeps that type private). Use it
+/// instead of `warp::addr::remote()` in routes served by [`serve`].
+pub fn remote_addr()
+-> impl Filter<Extract = (Option<SocketAddr>,), Error = std::convert::Infallible> + Clone {
+    warp::ext::optional::<PeerAddr>()
+        .and(warp::addr::remote())
+        .map(|ours: Option<PeerAddr>, warps: Option<SocketAddr>| ours.map(|p| p.0).or(warps))
+}
+
+/// The TCP peer's address, put in each request's extensions by [`serve`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// Serves `filter` (your app, with [`routes`] or [`ws`] in it) over HTTP/1.1 on `listener`
+/// until `hub` shuts down, with every phase of a connection bounded, which warp's own server
+/// does not do:
+///
+/// - each TCP connection holds a pending-request slot until its request is upgraded or it
+///   closes ([`Config::max_pending_requests`] in all and per address; over them a new
+///   connection is closed at once), so idle and dribbling sockets cannot use up the file
+///   descriptors;
+/// - a request head must arrive whole within [`Config::handshake_timeout`] (hyper's header
+///   read timeout, which also closes an idle keep-alive connection) and within
+///   [`signaling_ws::MAX_REQUEST_HEAD`] bytes (larger: 431);
+/// - when [`Hub::shutdown`] starts it stops accepting, asks every HTTP connection to finish
+///   its request and close, and returns within [`Config::shutdown_timeout`], dropping those
+///   left (upgraded WebSockets are the hub's: `Hub::shutdown` closes them).
+///
+/// Sockets get `TCP_NODELAY` (see [`bind`]). Routes that need the client's address use
+/// [`remote_addr`].
+///
+/// ```no_run
+/// use signaling_warp::{warp, Hub};
+/// use warp::Filter;
+///
+/// # async fn run() -> std::io::Result<()> {
+/// let hub = Hub::default();
+/// let app = warp::path("health").map(|| "ok").or(signaling_warp::routes(hub.clone()));
+/// let listener = signaling_warp::bind("127.0.0.1:8080".parse().unwrap()).await?;
+/// let server = tokio::spawn(signaling_warp::serve(app, listener, hub.clone()));
+/// tokio::signal::ctrl_c().await?;
+/// hub.shutdown().await; // drain and close every WebSocket with 1001
+/// let _ = server.await; // the HTTP side is done within the shutdown timeout too
+/// # Ok(()) }
+/// ```
+pub async fn serve<F, R>(filter: F, listener: TcpListener, hub: Hub)
+where
+    F: Filter<Extract = (R,), Error = Rejection> + Clone + Send + Sync + 'static,
+    R: Reply,
+{
+    let service = warp::service(filter);
+    let mut connections = tokio::task::JoinSet::new();
+    let stop = hub.shutdown_started();
+    tokio::pin!(stop);
+    loop {
+        let accepted = tokio::select! {
+            () = &mut stop => break,
+            Some(_) = connections.join_next() => continue,
+            accepted = listener.accept() => accepted,
+        };
+        let (tcp, addr) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let pending = match hub.pending_request(Some(addr.ip())) {
+            Ok(pending) => pending,
+            Err(refusal) => {
+                tracing::debug!(%addr, %refusal, "connection closed before its request");
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        connections.spawn(serve_http(tcp, addr, service.clone(), hub.clone(), pending));
+    }
+    let timeout = hub.config().shutdown_timeout;
+    let drained = tokio::time::timeout(timeout, async {
+        while connections.join_next().await.is_some() {}
+    });
+    if drained.await.is_err() {
+        tracing::debug!(
+            left = connections.len(),
+            "shutdown timeout: dropping HTTP connections"
+        );
+        connections.shutdown().await;
+    }
+}
+
+/// One HTTP connection of [`serve`], holding its pending-request slot until it ends (an
+/// upgrade ends it: the WebSocket then runs on the hub).
+async fn serve_http<S>(
+    tcp: tokio::net::TcpStream,
+    addr: SocketAddr,
+    service: S,
+    hub: Hub,
+    pending: signaling_core::driver::PendingRequest,
+) where
+    S: tower_service::Service<
+            warp::http::Request<hyper::body::Incoming>,
+            Response = Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let service = hyper::service::service_fn(move |mut request| {
+        request.extensions_mut().insert(PeerAddr(addr));
+        let mut service = service.clone();
+        service.call(request)
+    });
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(hub.config().handshake_timeout)
+        .max_buf_size(signaling_ws::MAX_REQUEST_HEAD);
+    let io = hyper_util::rt::TokioIo::new(tcp);
+    let connection = http.serve_connection(io, service).with_upgrades();
+    tokio::pin!(connection);
+    let ended = tokio::select! {
+        ended = connection.as_mut() => ended,
+        () = hub.shutdown_started() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = ended {
+        tracing::debug!(%addr, error = %e, "HTTP connection ended");
+    }
+    drop(pending);
 }
 
 /// The driver's view of the request.
@@ -207,19 +342,19 @@ impl Transport for Warp {
             Inbound::Text(text)
         } else if message.is_binary() {
             Inbound::Binary(message.as_bytes().len())
-        } else if message.is_ping() {
-            Inbound::Ping
+        } else if message.is_pong() {
+            Inbound::Pong(message.as_bytes())
         } else if message.is_close() {
             Inbound::Close
         } else {
-            Inbound::Pong
+            Inbound::Ping
         }
     }
 
     fn outbound(frame: Outbound) -> Message {
         match frame {
             Outbound::Text(text) => Message::text(text),
-            Outbound::Ping => Message::ping(Vec::new()),
+            Outbound::Ping(payload) => Message::ping(payload.to_vec()),
             Outbound::Close(close) => Message::close_with(close.code, close.reason),
             // Unknown future frames: a harmless empty pong.
             _ => Message::pong(Vec::new()),

@@ -94,8 +94,8 @@ impl Transport for Tungstenite {
         match message {
             Message::Text(text) => Inbound::Text(text.as_str()),
             Message::Binary(bytes) => Inbound::Binary(bytes.len()),
-            Message::Ping(_) => Inbound::Ping,
-            Message::Pong(_) | Message::Frame(_) => Inbound::Pong,
+            Message::Ping(_) | Message::Frame(_) => Inbound::Ping,
+            Message::Pong(payload) => Inbound::Pong(payload),
             Message::Close(_) => Inbound::Close,
         }
     }
@@ -103,7 +103,7 @@ impl Transport for Tungstenite {
     fn outbound(frame: Outbound) -> Message {
         match frame {
             Outbound::Text(text) => Message::Text(text.into()),
-            Outbound::Ping => Message::Ping(Default::default()),
+            Outbound::Ping(payload) => Message::Ping(payload.to_vec().into()),
             Outbound::Close(close) => Message::Close(Some(CloseFrame {
                 code: CloseCode::from(close.code),
                 reason: Utf8Bytes::from_static(close.reason),
@@ -168,25 +168,40 @@ pub const MAX_REQUEST_HEAD: usize = 16 * 1024;
 
 /// Runs one connection over any byte stream (TLS, Unix socket, …) from `remote_addr`: reads
 /// the HTTP request, asks [`Hub::admit`] (origin, caps, authenticator) and answers a refusal
-/// with its HTTP status, or upgrades and runs the driver. The whole handshake, authenticator
-/// included, is bounded by [`Config::handshake_timeout`].
+/// with its HTTP status, or upgrades and runs the driver.
+///
+/// Until the upgrade the connection holds a pending-request slot
+/// ([`Config::max_pending_requests`]; when they are taken it is closed at once, unanswered);
+/// the whole handshake, authenticator included, is bounded by [`Config::handshake_timeout`],
+/// and it is abandoned when [`Hub::shutdown`] starts.
 pub async fn serve_io<S>(mut io: S, hub: Hub, remote_addr: Option<SocketAddr>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let deadline = hub.config().handshake_timeout;
-    let handshake = upgrade(&mut io, &hub, remote_addr);
-    let (admission, tail) = match tokio::time::timeout(deadline, handshake).await {
-        Ok(Ok(upgraded)) => upgraded,
-        Ok(Err(e)) => {
-            tracing::debug!(addr = ?remote_addr, error = %e, "handshake failed");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(addr = ?remote_addr, "handshake timed out");
+    let pending = match hub.pending_request(remote_addr.map(|a| a.ip())) {
+        Ok(pending) => pending,
+        Err(refusal) => {
+            tracing::debug!(addr = ?remote_addr, %refusal, "connection closed before its request");
             return;
         }
     };
+    let deadline = hub.config().handshake_timeout;
+    let handshake = tokio::time::timeout(deadline, upgrade(&mut io, &hub, remote_addr));
+    let (admission, tail) = tokio::select! {
+        handshake = handshake => match handshake {
+            Ok(Ok(upgraded)) => upgraded,
+            Ok(Err(e)) => {
+                tracing::debug!(addr = ?remote_addr, error = %e, "handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(addr = ?remote_addr, "handshake timed out");
+                return;
+            }
+        },
+        () = hub.shutdown_started() => return,
+    };
+    drop(pending);
     let config = websocket_config(hub.config());
     let ws = WebSocketStream::from_partially_read(io, tail, Role::Server, Some(config)).await;
     serve_admitted(ws, hub, admission).await;

@@ -760,7 +760,14 @@ pub async fn garbage_storm(start: Start) {
     const CLIENTS: usize = 500;
     const CANDIDATES: usize = 1000;
     // All from 127.0.0.1: the per-address cap is off here (per_ip_connection_cap tests it).
-    let server = start(quiet_config().with_max_connections_per_ip(None)).await;
+    // Queues hold the whole burst, so that no candidate is refused to its sender as
+    // `recipient_overloaded` on a loaded machine (thousand_candidates checks those refusals).
+    let server = start(
+        quiet_config()
+            .with_max_connections_per_ip(None)
+            .with_max_queued_messages(4 * CANDIDATES),
+    )
+    .await;
     let mut alice = Client::login(&server.url, "alice").await;
     let mut bob = Client::login(&server.url, "bob").await;
     call(&mut alice, "alice", &mut bob, "bob").await;

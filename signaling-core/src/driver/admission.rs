@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::Hash;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -175,6 +176,27 @@ pub enum Refusal {
     /// 429: [`Config::max_connections_per_ip`] connections are open from the client's address.
     #[error("too many connections from your address")]
     TooManyFromAddress,
+    /// 503: [`Config::max_not_logged_in`] connections have not logged in yet.
+    #[error("too many connections waiting to log in")]
+    TooManyNotLoggedIn,
+    /// 429: [`Config::max_not_logged_in_per_ip`] connections from the client's address have
+    /// not logged in yet.
+    #[error("too many connections from your address waiting to log in")]
+    TooManyNotLoggedInFromAddress,
+    /// 429: [`Config::max_connections_per_user`] connections are open for the username the
+    /// authenticator verified.
+    #[error("too many connections for this user")]
+    TooManyForUser,
+    /// [`Config::max_pending_requests`] TCP connections are waiting for their request to be
+    /// read: the adapters drop a new one without an answer (writing one would cost what the
+    /// cap saves); the status is 503 for those that answer.
+    #[error("too many pending requests")]
+    TooManyPending,
+    /// [`Config::max_pending_requests_per_ip`] TCP connections from the client's address are
+    /// waiting for their request to be read: dropped like [`TooManyPending`](Self::TooManyPending);
+    /// 429 for those that answer.
+    #[error("too many pending requests from your address")]
+    TooManyPendingFromAddress,
     /// 403: [`Config::allowed_origins`] is set and the request has no `Origin` header.
     #[error("an Origin header is required")]
     MissingOrigin,
@@ -195,8 +217,14 @@ impl Refusal {
     /// The HTTP status to answer with.
     pub fn status(&self) -> u16 {
         match self {
-            Refusal::ShuttingDown | Refusal::TooManyConnections => 503,
-            Refusal::TooManyFromAddress => 429,
+            Refusal::ShuttingDown
+            | Refusal::TooManyConnections
+            | Refusal::TooManyNotLoggedIn
+            | Refusal::TooManyPending => 503,
+            Refusal::TooManyFromAddress
+            | Refusal::TooManyNotLoggedInFromAddress
+            | Refusal::TooManyForUser
+            | Refusal::TooManyPendingFromAddress => 429,
             Refusal::MissingOrigin | Refusal::OriginNotAllowed | Refusal::Forbidden(_) => 403,
             Refusal::Unauthorized(_) => 401,
         }
@@ -218,7 +246,7 @@ impl Refusal {
 /// The per-address counting key: an IPv4 address, or the /64 prefix of an IPv6 one (a single
 /// host usually holds a whole /64, so counting single IPv6 addresses would cap nothing).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum AddressKey {
+pub(super) enum AddressKey {
     V4(u32),
     V6Prefix(u64),
 }
@@ -243,49 +271,74 @@ impl AddressKey {
     }
 }
 
-#[derive(Debug, Default)]
-struct Counts {
+/// Which cap of a [`Pool`] is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Full {
+    /// The cap over all keys.
+    Total,
+    /// The cap of one key (an address, a user).
+    PerKey,
+}
+
+#[derive(Debug)]
+struct Counts<K> {
     total: usize,
-    per_address: HashMap<AddressKey, usize>,
+    per_key: HashMap<K, usize>,
 }
 
-/// The connection slots of one hub: how many are taken, in all and per address.
-#[derive(Debug, Default)]
-pub(super) struct Slots {
-    counts: Mutex<Counts>,
+impl<K> Default for Counts<K> {
+    fn default() -> Self {
+        Counts {
+            total: 0,
+            per_key: HashMap::new(),
+        }
+    }
 }
 
-impl Slots {
-    fn lock(&self) -> MutexGuard<'_, Counts> {
+/// Counted slots of one kind (connections, pending requests, connections not logged in, the
+/// connections of one user): how many are taken, in all and per key. A slot is given back when
+/// its [`Permit`] drops, however the holder ends.
+#[derive(Debug)]
+pub(super) struct Pool<K> {
+    counts: Mutex<Counts<K>>,
+}
+
+impl<K> Default for Pool<K> {
+    fn default() -> Self {
+        Pool {
+            counts: Mutex::default(),
+        }
+    }
+}
+
+impl<K: Eq + Hash + Clone> Pool<K> {
+    fn lock(&self) -> MutexGuard<'_, Counts<K>> {
         self.counts.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Takes a slot for a client at `ip` (uncounted per address when unknown), or says which
-    /// cap is full. The slot is given back when the [`Permit`] drops.
+    /// Takes a slot for `key` (uncounted per key when `None`), or says which cap is full
+    /// (`None` caps never refuse).
     pub(super) fn acquire(
         self: &Arc<Self>,
-        ip: Option<IpAddr>,
-        config: &Config,
-    ) -> Result<Permit, Refusal> {
-        let key = ip.map(AddressKey::of);
+        key: Option<K>,
+        total: Option<usize>,
+        per_key: Option<usize>,
+    ) -> Result<Permit<K>, Full> {
         let mut counts = self.lock();
-        if config
-            .max_connections
-            .is_some_and(|max| counts.total >= max)
-        {
-            return Err(Refusal::TooManyConnections);
+        if total.is_some_and(|max| counts.total >= max) {
+            return Err(Full::Total);
         }
-        if let (Some(key), Some(max)) = (key, config.max_connections_per_ip) {
-            if counts.per_address.get(&key).copied().unwrap_or(0) >= max {
-                return Err(Refusal::TooManyFromAddress);
+        if let (Some(key), Some(max)) = (&key, per_key) {
+            if counts.per_key.get(key).copied().unwrap_or(0) >= max {
+                return Err(Full::PerKey);
             }
         }
         counts.total += 1;
-        if let Some(key) = key {
-            *counts.per_address.entry(key).or_insert(0) += 1;
+        if let Some(key) = &key {
+            *counts.per_key.entry(key.clone()).or_insert(0) += 1;
         }
         Ok(Permit {
-            slots: Arc::clone(self),
+            pool: Arc::clone(self),
             key,
         })
     }
@@ -295,32 +348,142 @@ impl Slots {
     }
 }
 
-/// A taken connection slot; dropping it (when the connection ends, its task panics or is
+/// A taken slot of a [`Pool`]; dropping it (when the connection ends, its task panics or is
 /// cancelled, or the upgrade fails) gives it back.
-pub(super) struct Permit {
-    slots: Arc<Slots>,
-    key: Option<AddressKey>,
+pub(super) struct Permit<K: Eq + Hash + Clone> {
+    pool: Arc<Pool<K>>,
+    key: Option<K>,
 }
 
-impl fmt::Debug for Permit {
+impl<K: Eq + Hash + Clone + fmt::Debug> fmt::Debug for Permit<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Permit").field("key", &self.key).finish()
     }
 }
 
-impl Drop for Permit {
+impl<K: Eq + Hash + Clone> Drop for Permit<K> {
     fn drop(&mut self) {
-        let mut counts = self.slots.lock();
+        let mut counts = self.pool.lock();
         counts.total = counts.total.saturating_sub(1);
-        if let Some(key) = self.key {
-            if let Some(n) = counts.per_address.get_mut(&key) {
-                *n -= 1;
+        if let Some(key) = &self.key {
+            if let Some(n) = counts.per_key.get_mut(key) {
+                *n = n.saturating_sub(1);
                 if *n == 0 {
-                    counts.per_address.remove(&key);
+                    counts.per_key.remove(key);
                 }
             }
         }
     }
+}
+
+/// The slot pools of one hub, one per phase of a connection's life.
+#[derive(Debug, Default)]
+pub(super) struct Slots {
+    /// TCP connections accepted whose request has not been upgraded (or refused) yet.
+    pending: Arc<Pool<AddressKey>>,
+    /// Upgraded WebSocket connections (what `max_connections` caps).
+    connections: Arc<Pool<AddressKey>>,
+    /// Upgraded connections that have not logged in yet.
+    not_logged_in: Arc<Pool<AddressKey>>,
+    /// Connections per verified username (authenticator).
+    per_user: Arc<Pool<Username>>,
+}
+
+impl Slots {
+    /// A pending-request slot for a TCP connection from `ip`.
+    pub(super) fn pending(
+        &self,
+        ip: Option<IpAddr>,
+        config: &Config,
+    ) -> Result<Permit<AddressKey>, Refusal> {
+        self.pending
+            .acquire(
+                ip.map(AddressKey::of),
+                config.max_pending_requests,
+                config.max_pending_requests_per_ip,
+            )
+            .map_err(|full| match full {
+                Full::Total => Refusal::TooManyPending,
+                Full::PerKey => Refusal::TooManyPendingFromAddress,
+            })
+    }
+
+    /// A connection slot and a not-logged-in slot for a client at `ip` (uncounted per address
+    /// when unknown), or the refusal of the first full cap.
+    pub(super) fn connection(
+        &self,
+        ip: Option<IpAddr>,
+        config: &Config,
+    ) -> Result<ConnectionPermits, Refusal> {
+        let key = ip.map(AddressKey::of);
+        let connection = self
+            .connections
+            .acquire(key, config.max_connections, config.max_connections_per_ip)
+            .map_err(|full| match full {
+                Full::Total => Refusal::TooManyConnections,
+                Full::PerKey => Refusal::TooManyFromAddress,
+            })?;
+        let not_logged_in = self
+            .not_logged_in
+            .acquire(
+                key,
+                config.max_not_logged_in,
+                config.max_not_logged_in_per_ip,
+            )
+            .map_err(|full| match full {
+                Full::Total => Refusal::TooManyNotLoggedIn,
+                Full::PerKey => Refusal::TooManyNotLoggedInFromAddress,
+            })?;
+        Ok(ConnectionPermits {
+            connection,
+            not_logged_in: Some(not_logged_in),
+            user: None,
+        })
+    }
+
+    /// A slot of the verified user `name`.
+    pub(super) fn user(
+        &self,
+        name: &Username,
+        config: &Config,
+    ) -> Result<Permit<Username>, Refusal> {
+        self.per_user
+            .acquire(Some(name.clone()), None, config.max_connections_per_user)
+            .map_err(|_| Refusal::TooManyForUser)
+    }
+
+    /// Connection slots taken (upgraded connections).
+    pub(super) fn connections_in_use(&self) -> usize {
+        self.connections.in_use()
+    }
+
+    /// Pending-request slots taken.
+    pub(super) fn pending_in_use(&self) -> usize {
+        self.pending.in_use()
+    }
+
+    /// Not-logged-in slots taken.
+    pub(super) fn not_logged_in_in_use(&self) -> usize {
+        self.not_logged_in.in_use()
+    }
+}
+
+/// What an accepted connection holds for its life: its connection slot, its not-logged-in slot
+/// until it logs in, and its user's slot when an authenticator verified it.
+#[derive(Debug)]
+pub(super) struct ConnectionPermits {
+    pub(super) connection: Permit<AddressKey>,
+    pub(super) not_logged_in: Option<Permit<AddressKey>>,
+    pub(super) user: Option<Permit<Username>>,
+}
+
+/// A TCP connection whose HTTP request has not been upgraded or answered yet: it holds a
+/// pending-request slot ([`Config::max_pending_requests`]) until it drops. Take one with
+/// [`Hub::pending_request`](super::Hub::pending_request) right after `accept`.
+#[must_use = "dropping a PendingRequest gives its slot back"]
+#[derive(Debug)]
+pub struct PendingRequest {
+    pub(super) _permit: Permit<AddressKey>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -335,7 +498,7 @@ impl Drop for Permit {
 #[derive(Debug)]
 pub struct Admission {
     pub(super) peer: Peer,
-    pub(super) permit: Permit,
+    pub(super) permits: ConnectionPermits,
 }
 
 impl Admission {
@@ -454,28 +617,79 @@ mod tests {
     }
 
     #[test]
-    fn slots_cap_in_all_and_per_address_and_come_back_on_drop() {
-        let config = Config::default()
-            .with_max_connections(Some(3))
-            .with_max_connections_per_ip(Some(2));
-        let slots = Arc::new(Slots::default());
+    fn pools_cap_in_all_and_per_key_and_come_back_on_drop() {
+        let pool = Arc::new(Pool::default());
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let b: IpAddr = "::ffff:192.0.2.2".parse().unwrap();
-        let a1 = slots.acquire(Some(a), &config).unwrap();
-        let _a2 = slots.acquire(Some(a), &config).unwrap();
-        assert_eq!(
-            slots.acquire(Some(a), &config).unwrap_err(),
-            Refusal::TooManyFromAddress
-        );
-        let _b1 = slots.acquire(Some(b), &config).unwrap();
-        assert_eq!(
-            slots.acquire(None, &config).unwrap_err(),
-            Refusal::TooManyConnections
-        );
+        let take = |ip: Option<IpAddr>| pool.acquire(ip.map(AddressKey::of), Some(3), Some(2));
+        let a1 = take(Some(a)).unwrap();
+        let _a2 = take(Some(a)).unwrap();
+        assert_eq!(take(Some(a)).unwrap_err(), Full::PerKey);
+        let _b1 = take(Some(b)).unwrap();
+        assert_eq!(take(None).unwrap_err(), Full::Total);
         drop(a1);
-        assert_eq!(slots.in_use(), 2);
-        let _a3 = slots.acquire(Some(a), &config).unwrap();
-        assert_eq!(slots.in_use(), 3);
+        assert_eq!(pool.in_use(), 2);
+        let _a3 = take(Some(a)).unwrap();
+        assert_eq!(pool.in_use(), 3);
+    }
+
+    #[test]
+    fn a_connection_takes_a_not_logged_in_slot_too() {
+        let config = Config::default()
+            .with_max_connections(Some(10))
+            .with_max_not_logged_in(Some(2), Some(1));
+        let slots = Slots::default();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let mut first = slots.connection(Some(a), &config).unwrap();
+        assert_eq!(
+            slots.connection(Some(a), &config).unwrap_err(),
+            Refusal::TooManyNotLoggedInFromAddress
+        );
+        // The refused attempt gave its connection slot back.
+        assert_eq!(slots.connections_in_use(), 1);
+        let _second = slots.connection(Some(b), &config).unwrap();
+        assert_eq!(
+            slots.connection(None, &config).unwrap_err(),
+            Refusal::TooManyNotLoggedIn
+        );
+        // Logging in gives the not-logged-in slot back, not the connection slot.
+        first.not_logged_in = None;
+        assert_eq!(slots.not_logged_in_in_use(), 1);
+        assert_eq!(slots.connections_in_use(), 2);
+        let _third = slots.connection(Some(a), &config).unwrap();
+    }
+
+    #[test]
+    fn users_and_pending_requests_are_capped() {
+        let config = Config::default()
+            .with_max_connections_per_user(Some(2))
+            .with_max_pending_requests(Some(3), Some(2));
+        let slots = Slots::default();
+        let mallory = Username::new("mallory").unwrap();
+        let _m1 = slots.user(&mallory, &config).unwrap();
+        let _m2 = slots.user(&mallory, &config).unwrap();
+        assert_eq!(
+            slots.user(&mallory, &config).unwrap_err(),
+            Refusal::TooManyForUser
+        );
+        let _alice = slots
+            .user(&Username::new("alice").unwrap(), &config)
+            .unwrap();
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let _p1 = slots.pending(Some(ip), &config).unwrap();
+        let p2 = slots.pending(Some(ip), &config).unwrap();
+        assert_eq!(
+            slots.pending(Some(ip), &config).unwrap_err(),
+            Refusal::TooManyPendingFromAddress
+        );
+        let _p3 = slots.pending(None, &config).unwrap();
+        assert_eq!(
+            slots.pending(None, &config).unwrap_err(),
+            Refusal::TooManyPending
+        );
+        drop(p2);
+        assert_eq!(slots.pending_in_use(), 2);
     }
 
     #[test]
@@ -493,17 +707,14 @@ mod tests {
 
     #[test]
     fn off_caps_count_but_never_refuse() {
-        let config = Config::default()
-            .with_max_connections(None)
-            .with_max_connections_per_ip(None);
-        let slots = Arc::new(Slots::default());
+        let pool = Arc::new(Pool::default());
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         let permits: Vec<_> = (0..1000)
-            .map(|_| slots.acquire(Some(ip), &config).unwrap())
+            .map(|_| pool.acquire(Some(AddressKey::of(ip)), None, None).unwrap())
             .collect();
-        assert_eq!(slots.in_use(), 1000);
+        assert_eq!(pool.in_use(), 1000);
         drop(permits);
-        assert_eq!(slots.in_use(), 0);
-        assert!(slots.lock().per_address.is_empty());
+        assert_eq!(pool.in_use(), 0);
+        assert!(pool.lock().per_key.is_empty());
     }
 }

@@ -23,8 +23,8 @@ const PATIENCE: Duration = Duration::from_secs(30);
 enum Frame {
     Text(String),
     Binary(Vec<u8>),
-    Ping,
-    Pong,
+    Ping(Vec<u8>),
+    Pong(Vec<u8>),
     Close(u16),
 }
 
@@ -48,8 +48,8 @@ impl Transport for Mem {
             Frame::Text(t) if t == "panic" => panic!("a bug in one connection's handling"),
             Frame::Text(t) => Inbound::Text(t),
             Frame::Binary(b) => Inbound::Binary(b.len()),
-            Frame::Ping => Inbound::Ping,
-            Frame::Pong => Inbound::Pong,
+            Frame::Ping(_) => Inbound::Ping,
+            Frame::Pong(p) => Inbound::Pong(p),
             Frame::Close(_) => Inbound::Close,
         }
     }
@@ -57,9 +57,9 @@ impl Transport for Mem {
     fn outbound(frame: Outbound) -> Frame {
         match frame {
             Outbound::Text(t) => Frame::Text(t),
-            Outbound::Ping => Frame::Ping,
+            Outbound::Ping(p) => Frame::Ping(p.to_vec()),
             Outbound::Close(c) => Frame::Close(c.code),
-            _ => Frame::Pong,
+            _ => Frame::Pong(Vec::new()),
         }
     }
 }
@@ -189,8 +189,8 @@ impl Client {
         loop {
             match self.next().await {
                 Some(Frame::Text(t)) => return t,
-                Some(Frame::Ping) => self.send_frame(Frame::Pong),
-                Some(Frame::Pong) => {}
+                Some(Frame::Ping(p)) => self.send_frame(Frame::Pong(p)),
+                Some(Frame::Pong(_)) => {}
                 other => panic!("expected text, got {other:?}"),
             }
         }
@@ -280,12 +280,12 @@ async fn oversize_text_closes_with_1009_and_frees_the_name() {
 }
 
 #[tokio::test]
-async fn full_queue_disconnects_that_client_only() {
+async fn a_full_queue_refuses_relays_to_their_sender_and_keeps_the_reader() {
     let config = quiet()
         .with_max_queued_messages(16)
         .with_router(RouterConfig::default().with_rate_limit(None));
     let hub = Hub::new(config);
-    // `sink`'s socket holds 4 frames, and it never reads after logging in.
+    // `sink`'s socket holds 4 frames, and it does not read for now.
     let sink = Client::connect_with_capacity(&hub, 4);
     sink.send(r#"{"type":"login","username":"sink"}"#);
     assert!(matches!(sink.next().await, Some(Frame::Text(_))));
@@ -296,27 +296,83 @@ async fn full_queue_disconnects_that_client_only() {
             r#"{{"type":"candidate","candidate":{{"n":{i}}},"otherUsername":"sink"}}"#
         ));
     }
+    // A reply to the flooder itself marks the end of its flood's replies.
+    flooder.send(r#"{"type":"marker"}"#);
+    // The flooder pays: most of its candidates come back refused.
+    let mut refused = 0;
+    loop {
+        let reply: serde_json::Value = serde_json::from_str(&flooder.text().await).unwrap();
+        if reply["code"] == "unknown_type" {
+            break;
+        }
+        assert_eq!(reply["code"], "recipient_overloaded", "{reply}");
+        refused += 1;
+    }
+    assert!(refused >= 80, "only {refused} of 100 candidates refused");
+    // The reader keeps its connection and its name.
+    assert!(hub.with_router(|r| r.connection_of("sink").is_some()));
+    // It reads at last: the offer, then candidates in order with no gap, then nothing else.
+    let text = |frame: Option<Frame>| match frame {
+        Some(Frame::Text(t)) => t,
+        other => panic!("expected text, got {other:?}"),
+    };
     assert_eq!(
-        flooder.text().await,
-        r#"{"type":"close","username":"sink"}"#
+        text(sink.next().await),
+        r#"{"type":"offer","offer":{},"username":"flooder"}"#
     );
+    let mut delivered = 0;
+    while delivered + refused < 100 {
+        assert_eq!(
+            text(sink.next().await),
+            format!(
+                r#"{{"type":"candidate","candidate":{{"n":{delivered}}},"username":"flooder"}}"#
+            )
+        );
+        delivered += 1;
+    }
+    assert!(delivered >= 8, "only {delivered} candidates were queued");
+    // Drained, the sink takes relays again.
+    eventually("relays to the drained sink to be accepted", || {
+        !hub.with_router(|r| r.is_congested(r.connection_of("sink").unwrap()))
+    })
+    .await;
+    flooder.send(r#"{"type":"candidate","candidate":"late","otherUsername":"sink"}"#);
+    assert_eq!(
+        text(sink.next().await),
+        r#"{"type":"candidate","candidate":"late","username":"flooder"}"#
+    );
+}
+
+#[tokio::test]
+async fn a_client_whose_writes_stall_is_dropped_after_the_write_stall_timeout() {
+    let config = quiet()
+        .with_max_queued_messages(16)
+        .with_write_stall_timeout(Duration::from_millis(300))
+        .with_router(RouterConfig::default().with_rate_limit(None));
+    let hub = Hub::new(config);
+    // `sink`'s socket holds 2 frames, and it never reads after logging in.
+    let sink = Client::connect_with_capacity(&hub, 2);
+    sink.send(r#"{"type":"login","username":"sink"}"#);
+    assert!(matches!(sink.next().await, Some(Frame::Text(_))));
+    let caller = Client::login(&hub, "caller").await;
+    caller.send(r#"{"type":"offer","offer":{},"otherUsername":"sink"}"#);
+    for i in 0..4 {
+        caller.send(&format!(
+            r#"{{"type":"candidate","candidate":{{"n":{i}}},"otherUsername":"sink"}}"#
+        ));
+    }
+    // No write progress for the stall timeout: the sink is dropped, the caller told.
+    assert_eq!(caller.text().await, r#"{"type":"close","username":"sink"}"#);
     assert!(hub.with_router(|r| r.connection_of("sink").is_none()));
-    // The sink's connection ends; the flooder is still served.
     tokio::time::timeout(PATIENCE, sink.task)
         .await
         .unwrap()
         .unwrap();
-    let other = Client::login(&hub, "other").await;
-    other.send(r#"{"type":"offer","offer":{},"otherUsername":"flooder"}"#);
-    loop {
-        // Candidates sent after the sink left got `unknown_user` errors; then the offer.
-        let text = flooder.text().await;
-        if text.contains("unknown_user") {
-            continue;
-        }
-        assert_eq!(text, r#"{"type":"offer","offer":{},"username":"other"}"#);
-        break;
-    }
+    assert_eq!(
+        hub.queued_bytes(),
+        0,
+        "the dropped queue gave its bytes back"
+    );
 }
 
 #[tokio::test]
@@ -342,6 +398,7 @@ async fn heartbeat_drops_a_silent_client_and_keeps_one_that_answers() {
     let hub = Hub::new(config);
     let silent = Client::login(&hub, "silent").await;
     let alive = Client::login(&hub, "alive").await;
+    let liar = Client::login(&hub, "liar").await;
     let answering = async {
         // Answer pings for a while: several intervals and timeouts.
         let until = tokio::time::Instant::now() + Duration::from_millis(1500);
@@ -349,18 +406,31 @@ async fn heartbeat_drops_a_silent_client_and_keeps_one_that_answers() {
             if let Ok(Some(frame)) =
                 tokio::time::timeout(Duration::from_millis(10), alive.next()).await
             {
-                assert_eq!(frame, Frame::Ping);
-                alive.send_frame(Frame::Pong);
+                let Frame::Ping(payload) = frame else {
+                    panic!("expected a ping, got {frame:?}");
+                };
+                assert_eq!(payload.len(), 8, "pings carry a payload to echo");
+                alive.send_frame(Frame::Pong(payload));
             }
         }
     };
-    let dropped = async {
-        // The silent client gets pings it never answers, then a close frame.
-        assert_eq!(silent.close_code().await, 1001);
+    let lying = async {
+        // Unsolicited pongs (not echoing a ping) do not prove the client reads.
+        for _ in 0..40 {
+            liar.send_frame(Frame::Pong(b"12345678".to_vec()));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     };
-    tokio::join!(answering, dropped);
-    eventually("the silent name to be freed", || {
-        hub.with_router(|r| r.connection_of("silent").is_none())
+    let dropped = async {
+        // The silent client gets pings it never answers, then a close frame; so does the liar.
+        assert_eq!(silent.close_code().await, 1001);
+        assert_eq!(liar.close_code().await, 1001);
+    };
+    tokio::join!(answering, lying, dropped);
+    eventually("the silent names to be freed", || {
+        hub.with_router(|r| {
+            r.connection_of("silent").is_none() && r.connection_of("liar").is_none()
+        })
     })
     .await;
     assert!(hub.with_router(|r| r.connection_of("alive").is_some()));

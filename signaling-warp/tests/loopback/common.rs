@@ -15,10 +15,8 @@ pub fn start(
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let hub = Hub::new(config);
-        let server = signaling_warp::warp::serve(signaling_warp::routes(hub.clone()))
-            .incoming(listener)
-            .graceful(hub.shutdown_started())
-            .run();
+        let server =
+            signaling_warp::serve(signaling_warp::routes(hub.clone()), listener, hub.clone());
         let task = tokio::spawn(server);
         TestServer {
             url: format!("ws://{addr}/ws"),

@@ -106,6 +106,9 @@ pub mod auth;
 use admission::Slots;
 pub use admission::{Admission, Refusal, UpgradeRequest};
 use auth::Authenticator;
+/// The CIDR type of [`Config::trusted_proxies`], re-exported so that users need not match its
+/// version.
+pub use ipnet;
 
 // ---------------------------------------------------------------------------------------------
 // Configuration
@@ -182,11 +185,24 @@ pub struct Config {
     /// reverse proxy every client has the proxy's address: set
     /// [`client_ip_header`](Self::client_ip_header), or turn this off.
     pub max_connections_per_ip: Option<usize>,
-    /// A header your reverse proxy sets to the client's address (e.g. `X-Forwarded-For`,
-    /// whose last entry is used, or `X-Real-IP`), for the per-address cap. `None` (default)
-    /// uses the TCP peer's address. Set it only when every request comes through a proxy
-    /// that sets the header: a client reaching the server directly could forge it.
+    /// A header your reverse proxy sets to the client's address (e.g. `X-Forwarded-For` or
+    /// `X-Real-IP`), for the per-address cap. `None` (default) uses the TCP peer's address.
+    /// Which entry of the header is the client is decided by
+    /// [`trusted_proxies`](Self::trusted_proxies); without any, the **last** entry is used
+    /// (the one the nearest proxy added), so set the header alone only when every request
+    /// comes through exactly one proxy that sets it: a client reaching the server directly
+    /// could forge it.
     pub client_ip_header: Option<String>,
+    /// The address ranges of your reverse proxies (nginx, a CDN's edges), used with
+    /// [`client_ip_header`](Self::client_ip_header): the client is the first address, from
+    /// the right of `[header entries…, TCP peer]`, that is **not** in these ranges, so each
+    /// client behind a chain of proxies gets its own bucket and a client cannot forge
+    /// entries to the left of the real ones. The header is only read when the TCP peer is
+    /// itself in these ranges (a client that reaches the server directly is counted by its own
+    /// address); when every hop is trusted, the leftmost entry counts. Empty (default): the
+    /// header's last entry is trusted, whoever sent the request. IPv4-mapped IPv6 addresses
+    /// match IPv4 ranges.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// The page origins (`https://app.example.com`) allowed to open a WebSocket, against
     /// cross-site WebSocket hijacking; an upgrade without an `Origin` header or with another
     /// one is refused with HTTP 403. Compared without case and trailing `/`. `None` (default)
@@ -217,6 +233,7 @@ impl Default for Config {
             max_connections: Some(10_000),
             max_connections_per_ip: Some(256),
             client_ip_header: None,
+            trusted_proxies: Vec::new(),
             allowed_origins: None,
             authenticator: None,
         }
@@ -319,6 +336,23 @@ impl Config {
     /// Sets (or with `None`, stops using) the header that names the client's address.
     pub fn with_client_ip_header(mut self, header: Option<&str>) -> Self {
         self.client_ip_header = header.map(str::to_owned);
+        self
+    }
+
+    /// Sets the address ranges of the reverse proxies in front of the server (see
+    /// [`trusted_proxies`](Self::trusted_proxies)); an empty list trusts the header's last
+    /// entry.
+    ///
+    /// ```
+    /// use signaling_core::driver::Config;
+    ///
+    /// let config = Config::default()
+    ///     .with_client_ip_header(Some("X-Forwarded-For"))
+    ///     .with_trusted_proxies(["127.0.0.1/32".parse().unwrap(), "2001:db8::/32".parse().unwrap()]);
+    /// assert_eq!(config.trusted_proxies.len(), 2);
+    /// ```
+    pub fn with_trusted_proxies(mut self, proxies: impl IntoIterator<Item = ipnet::IpNet>) -> Self {
+        self.trusted_proxies = proxies.into_iter().collect();
         self
     }
 

@@ -1,4 +1,5 @@
-//! What the example servers in `examples/examples/` share: their command line and logging.
+//! What the example servers in `examples/examples/` share: their command line and logging,
+//! and the routes of `basic_server` ([`demo`]).
 //!
 //! Run them from the repository root:
 //!
@@ -11,6 +12,8 @@
 //!
 //! Every server takes the limit flags of [`ServerArgs`]; `docs/configuration.md` explains
 //! each, with its default and what it protects against.
+
+pub mod demo;
 
 use clap::Args;
 use signaling_core::driver::Config;

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! export SIGNALING_SECRET=$(openssl rand -hex 32)
-//! cargo run --example auth_server -- --mint alice      # prints a token and a URL, then exits
+//! cargo run --example auth_server -- --mint alice      # a token valid 5 min (--token-ttl) and a URL
 //! cargo run --example auth_server                      # serves on 127.0.0.1:8083
 //! ```
 //!
@@ -39,8 +39,10 @@ struct Cli {
     /// Print a token (and a URL with it) for this username, then exit.
     #[arg(long, value_name = "NAME")]
     mint: Option<String>,
-    /// How long minted tokens stay valid, in seconds.
-    #[arg(long, default_value_t = 3600)]
+    /// How long minted tokens stay valid, in seconds. Default 5 minutes: a page opens its
+    /// socket with the token at once, the token is only checked then (an open connection
+    /// outlives it), and a leaked one (query strings end up in proxy logs) is soon useless.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     token_ttl: u64,
     #[command(flatten)]
     server: ServerArgs,

@@ -1,4 +1,5 @@
-//! What the example servers in `examples/examples/` share: their command line and logging.
+//! What the example servers in `examples/examples/` share: their command line and logging,
+//! and the routes of `basic_server` ([`demo`]).
 //!
 //! Run them from the repository root:
 //!
@@ -12,8 +13,11 @@
 //! Every server takes the limit flags of [`ServerArgs`]; `docs/configuration.md` explains
 //! each, with its default and what it protects against.
 
+pub mod demo;
+
 use clap::Args;
 use signaling_core::driver::Config;
+use signaling_core::driver::ipnet::IpNet;
 use signaling_core::{RateLimit, RouterConfig};
 
 /// Flags every example server takes.
@@ -45,6 +49,28 @@ pub struct ServerArgs {
     /// reach the server directly could forge it.
     #[arg(long, env = "SIGNALING_CLIENT_IP_HEADER")]
     pub client_ip_header: Option<String>,
+    /// The address range (CIDR, or a single address) of a reverse proxy in front of the
+    /// server, e.g. nginx's address and a CDN's published ranges; repeat for several. The
+    /// client is then the first address from the right of the --client-ip-header list (and
+    /// the TCP peer) that is not in these ranges, and the header is only read from a peer in
+    /// them. Without it, the header's last entry is trusted whoever sends it.
+    #[arg(
+        long = "trusted-proxy",
+        env = "SIGNALING_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_name = "CIDR",
+        value_parser = parse_trusted_proxy,
+        requires = "client_ip_header"
+    )]
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// `10.0.0.0/8`, `2001:db8::/32`, or a single address (`10.0.0.2`: a /32 or /128).
+fn parse_trusted_proxy(s: &str) -> Result<IpNet, String> {
+    let s = s.trim();
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{s:?} is neither a CIDR range (10.0.0.0/8) nor an IP address"))
 }
 
 fn default_cap(cap: Option<usize>) -> usize {
@@ -70,6 +96,7 @@ impl ServerArgs {
             .with_max_connections_per_ip(cap(self.max_connections_per_ip))
             .with_allowed_origins(origins)
             .with_client_ip_header(self.client_ip_header.as_deref())
+            .with_trusted_proxies(self.trusted_proxies.iter().copied())
     }
 }
 
@@ -172,6 +199,45 @@ mod tests {
             ])
         );
         assert_eq!(config.client_ip_header.as_deref(), Some("X-Forwarded-For"));
+    }
+
+    #[test]
+    fn trusted_proxies_repeat_and_take_single_addresses() {
+        let config = config(&[
+            "--client-ip-header",
+            "X-Forwarded-For",
+            "--trusted-proxy",
+            "10.0.0.2",
+            "--trusted-proxy",
+            "203.0.113.0/24,2001:db8::/32",
+        ]);
+        let nets: Vec<String> = config
+            .trusted_proxies
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(nets, ["10.0.0.2/32", "203.0.113.0/24", "2001:db8::/32"]);
+        assert!(Config::default().trusted_proxies.is_empty());
+        assert!(config_err(&[
+            "--client-ip-header",
+            "X",
+            "--trusted-proxy",
+            "nginx"
+        ]));
+        assert!(config_err(&[
+            "--client-ip-header",
+            "X",
+            "--trusted-proxy",
+            "10.0.0.0/33"
+        ]));
+        // Trusted proxies without the header they write would do nothing.
+        assert!(config_err(&["--trusted-proxy", "10.0.0.2"]));
+    }
+
+    fn config_err(args: &[&str]) -> bool {
+        use clap::Parser;
+        let args = std::iter::once("server").chain(args.iter().copied());
+        Cli::try_parse_from(args).is_err()
     }
 }
 

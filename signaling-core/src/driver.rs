@@ -108,6 +108,9 @@ pub mod auth;
 use admission::{AddressKey, ConnectionPermits, Permit, Slots};
 pub use admission::{Admission, PendingRequest, Refusal, UpgradeRequest};
 use auth::Authenticator;
+/// The CIDR type of [`Config::trusted_proxies`], re-exported so that users need not match its
+/// version.
+pub use ipnet;
 
 // ---------------------------------------------------------------------------------------------
 // Configuration
@@ -202,7 +205,8 @@ pub struct Config {
     /// answered), so that idle or dribbling sockets cannot use up the file descriptors; over
     /// it a new TCP connection is closed at once. `None` turns the cap off. Default 1,024.
     pub max_pending_requests: Option<usize>,
-    /// The same, per client address (TCP peer; IPv6 per /64). Default 64.
+    /// The same, per TCP peer address (IPv6 per /64; a reverse proxy's requests, see
+    /// [`client_ip_header`](Self::client_ip_header), count in the total only). Default 64.
     pub max_pending_requests_per_ip: Option<usize>,
     /// Most upgraded connections that have not logged in yet; an upgrade over it is refused
     /// with HTTP 503. `None` turns the cap off. Default 1,000.
@@ -214,11 +218,24 @@ pub struct Config {
     /// over it is refused with HTTP 429. `None` turns the cap off. Default 4 (a name logs in
     /// on one connection at a time; the others are reconnects and extra tabs).
     pub max_connections_per_user: Option<usize>,
-    /// A header your reverse proxy sets to the client's address (e.g. `X-Forwarded-For`,
-    /// whose last entry is used, or `X-Real-IP`), for the per-address cap. `None` (default)
-    /// uses the TCP peer's address. Set it only when every request comes through a proxy
-    /// that sets the header: a client reaching the server directly could forge it.
+    /// A header your reverse proxy sets to the client's address (e.g. `X-Forwarded-For` or
+    /// `X-Real-IP`), for the per-address cap. `None` (default) uses the TCP peer's address.
+    /// Which entry of the header is the client is decided by
+    /// [`trusted_proxies`](Self::trusted_proxies); without any, the **last** entry is used
+    /// (the one the nearest proxy added), so set the header alone only when every request
+    /// comes through exactly one proxy that sets it: a client reaching the server directly
+    /// could forge it.
     pub client_ip_header: Option<String>,
+    /// The address ranges of your reverse proxies (nginx, a CDN's edges), used with
+    /// [`client_ip_header`](Self::client_ip_header): the client is the first address, from
+    /// the right of `[header entries…, TCP peer]`, that is **not** in these ranges, so each
+    /// client behind a chain of proxies gets its own bucket and a client cannot forge
+    /// entries to the left of the real ones. The header is only read when the TCP peer is
+    /// itself in these ranges (a client that reaches the server directly is counted by its own
+    /// address); when every hop is trusted, the leftmost entry counts. Empty (default): the
+    /// header's last entry is trusted, whoever sent the request. IPv4-mapped IPv6 addresses
+    /// match IPv4 ranges.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// The page origins (`https://app.example.com`) allowed to open a WebSocket, against
     /// cross-site WebSocket hijacking; an upgrade without an `Origin` header or with another
     /// one is refused with HTTP 403. Compared without case and trailing `/`. `None` (default)
@@ -256,6 +273,7 @@ impl Default for Config {
             max_not_logged_in_per_ip: Some(64),
             max_connections_per_user: Some(4),
             client_ip_header: None,
+            trusted_proxies: Vec::new(),
             allowed_origins: None,
             authenticator: None,
         }
@@ -396,6 +414,23 @@ impl Config {
     /// Sets (or with `None`, stops using) the header that names the client's address.
     pub fn with_client_ip_header(mut self, header: Option<&str>) -> Self {
         self.client_ip_header = header.map(str::to_owned);
+        self
+    }
+
+    /// Sets the address ranges of the reverse proxies in front of the server (see
+    /// [`trusted_proxies`](Self::trusted_proxies)); an empty list trusts the header's last
+    /// entry.
+    ///
+    /// ```
+    /// use signaling_core::driver::Config;
+    ///
+    /// let config = Config::default()
+    ///     .with_client_ip_header(Some("X-Forwarded-For"))
+    ///     .with_trusted_proxies(["127.0.0.1/32".parse().unwrap(), "2001:db8::/32".parse().unwrap()]);
+    /// assert_eq!(config.trusted_proxies.len(), 2);
+    /// ```
+    pub fn with_trusted_proxies(mut self, proxies: impl IntoIterator<Item = ipnet::IpNet>) -> Self {
+        self.trusted_proxies = proxies.into_iter().collect();
         self
     }
 
@@ -971,7 +1006,11 @@ impl Hub {
         if self.is_shutting_down() {
             return Err(Refusal::ShuttingDown);
         }
-        let permit = self.inner.slots.pending(remote_ip, &self.inner.config)?;
+        let config = &self.inner.config;
+        let permit = self
+            .inner
+            .slots
+            .pending(admission::pending_ip(config, remote_ip), config)?;
         Ok(PendingRequest { _permit: permit })
     }
 

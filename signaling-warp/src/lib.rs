@@ -38,10 +38,13 @@
 //!
 //! ## How the upgrade is done
 //!
-//! [`ws`] validates the request with warp's own [`warp::ws()`] filter, then asks
-//! [`Hub::admit`]: the origin allowlist, the connection caps and the authenticator of the
-//! [`Config`]. A refused request gets its HTTP status (403, 503, 429, 401) and a one-line
-//! plain-text body, and is never upgraded. An admitted one is upgraded on tokio-tungstenite
+//! [`ws`] takes every `GET` with `Upgrade: websocket` (other requests are left to your other
+//! routes), checks that it is a well-formed WebSocket handshake
+//! ([`UpgradeRequest::check_handshake`]: a 16-byte `Sec-WebSocket-Key`, version 13, a
+//! connection hyper can upgrade, which means HTTP/1.1), then asks [`Hub::admit`]: the origin
+//! allowlist, the connection caps and the authenticator of the [`Config`]. A refused request
+//! gets its HTTP status (400, 426, 403, 503, 429, 401) and a one-line plain-text body, and is
+//! never upgraded. An admitted one is upgraded on tokio-tungstenite
 //! with [`signaling_ws::websocket_config`]: the hub's size limits **and** small read/write
 //! buffers. (warp's `Ws` can set the size limits but not the buffers: its connections carry a
 //! 128 KiB read buffer each, about 140 KB of memory per idle connection against about 9 KB
@@ -72,27 +75,25 @@ use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
 /// Upgrades a WebSocket request (at whatever path it is mounted) and runs it on `hub`, after
-/// [`Hub::admit`] accepted it; a refused request gets the refusal's HTTP status and a short
-/// plain-text body. Rejects requests that are not WebSocket upgrades (with warp's
-/// rejections), so it composes with `.or()`.
+/// [`UpgradeRequest::check_handshake`] and [`Hub::admit`] accepted it; a refused request gets
+/// the refusal's HTTP status and a short plain-text body. Rejects requests that are not a
+/// `GET` with `Upgrade: websocket` (with warp's rejections), so it composes with `.or()`.
 pub fn ws(hub: Hub) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
     let query = warp::query::raw()
         .map(Some)
         .or(warp::any().map(|| None))
         .unify();
-    // `ext::optional` runs first and clones hyper's upgrade handle before `warp::ws()` takes
-    // the original (which is dropped unused with the `Ws`).
-    warp::ext::optional::<OnUpgrade>()
-        .and(warp::ws())
-        .and(warp::header::<String>("sec-websocket-key"))
+    // A GET with `Upgrade: websocket` is a WebSocket request: from here on it is answered
+    // (101, or a refusal with its status); anything else is rejected for other routes.
+    warp::get()
+        .and(warp::header::exact_ignore_case("upgrade", "websocket"))
+        .and(warp::ext::optional::<OnUpgrade>())
         .and(remote_addr())
         .and(warp::path::full())
         .and(query)
         .and(warp::header::headers_cloned())
         .then(
             move |on_upgrade: Option<OnUpgrade>,
-                  _: Ws,
-                  key: String,
                   addr: Option<SocketAddr>,
                   path: FullPath,
                   query: Option<String>,
@@ -100,8 +101,17 @@ pub fn ws(hub: Hub) -> impl Filter<Extract = (impl Reply,), Error = Rejection> +
                 let hub = hub.clone();
                 async move {
                     let request = upgrade_request(&path, query, &headers, addr);
+                    if let Err(refusal) = request.check_handshake() {
+                        return refuse(&refusal);
+                    }
+                    // hyper hands out an upgrade handle only for an HTTP/1.1 request with an
+                    // `Upgrade` header (or HTTP/2's extended CONNECT): without one (HTTP/1.0, or
+                    // a `warp::test` request) a 101 would upgrade nothing.
+                    let Some(on_upgrade) = on_upgrade else {
+                        return refuse(&Refusal::BadHandshake("HTTP/1.1 or later required"));
+                    };
                     match hub.admit(&request).await {
-                        Ok(admission) => accept(on_upgrade, &key, hub, admission),
+                        Ok(admission) => accept(on_upgrade, &request, hub, admission),
                         Err(refusal) => refuse(&refusal),
                     }
                 }
@@ -260,14 +270,19 @@ fn upgrade_request(
     request
 }
 
-/// The 101 answer; the connection runs once hyper hands it over.
-fn accept(on_upgrade: Option<OnUpgrade>, key: &str, hub: Hub, admission: Admission) -> Response {
-    match on_upgrade {
-        Some(on_upgrade) => {
-            tokio::spawn(run_upgraded(on_upgrade, hub, admission));
-        }
-        None => tracing::debug!("no upgrade handle on the request (a test request?)"),
-    }
+/// The 101 answer to a request that passed [`UpgradeRequest::check_handshake`]; the
+/// connection runs once hyper hands it over.
+fn accept(
+    on_upgrade: OnUpgrade,
+    request: &UpgradeRequest,
+    hub: Hub,
+    admission: Admission,
+) -> Response {
+    tokio::spawn(run_upgraded(on_upgrade, hub, admission));
+    let key = request
+        .header("sec-websocket-key")
+        .unwrap_or_default()
+        .trim();
     let accept = derive_accept_key(key.as_bytes());
     let reply = warp::reply::with_status(warp::reply(), StatusCode::SWITCHING_PROTOCOLS);
     let reply = warp::reply::with_header(reply, "connection", "upgrade");

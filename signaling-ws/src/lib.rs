@@ -32,11 +32,14 @@
 //! [`Config::handshake_timeout`]) and asks [`Hub::admit`] before it upgrades: the origin
 //! allowlist, the connection caps and the authenticator of the [`Config`]. A refused request
 //! gets its HTTP status (403, 503, 429, 401) and a one-line plain-text body, and the
-//! connection is closed; a request that is not a WebSocket upgrade gets 400. Only then is the
-//! `101 Switching Protocols` sent.
+//! connection is closed; a request that is not a well-formed WebSocket upgrade
+//! ([`UpgradeRequest::check_handshake`]: HTTP/1.1, a 16-byte `Sec-WebSocket-Key`, version 13)
+//! gets 400, or 426 for another WebSocket version. Only then is the `101 Switching Protocols`
+//! sent.
 //!
 //! If you upgrade sockets yourself, do the same: build an [`UpgradeRequest`] from your HTTP
-//! request, call [`Hub::admit`], answer a [`Refusal`] with its status, or upgrade with
+//! request, call [`UpgradeRequest::check_handshake`] and [`Hub::admit`], answer a [`Refusal`]
+//! with its status and headers, or upgrade with
 //! [`websocket_config`] and run the socket with [`serve_admitted`] (which keeps the verified
 //! username and the connection slot of the [`Admission`]). A stream handed to
 //! [`serve_stream`] without that only counts against the caps (and is closed with 1013 when
@@ -236,6 +239,19 @@ where
         }
         Err(e) => return Err(e),
     };
+    let view = upgrade_request(&request, remote_addr);
+    // RFC 6455's checks with their statuses (426 for a wrong version); tungstenite's own
+    // checks below only catch what is left (the method).
+    if let Err(refusal) = view.check_handshake() {
+        respond(
+            io,
+            refusal.status(),
+            refusal.headers(),
+            &refusal.to_string(),
+        )
+        .await?;
+        return Err(HandshakeError::Refused(refusal));
+    }
     let response = match create_response(&request) {
         Ok(response) => response,
         Err(e) => {
@@ -249,7 +265,7 @@ where
             return Err(HandshakeError::Invalid(e));
         }
     };
-    let admission = match hub.admit(&upgrade_request(&request, remote_addr)).await {
+    let admission = match hub.admit(&view).await {
         Ok(admission) => admission,
         Err(refusal) => {
             respond(
@@ -323,9 +339,19 @@ where
 
 /// The driver's view of the request.
 fn upgrade_request(request: &Request, remote_addr: Option<SocketAddr>) -> UpgradeRequest {
+    use tungstenite::http::Version;
+    let version = match request.version() {
+        Version::HTTP_09 => Some((0, 9)),
+        Version::HTTP_10 => Some((1, 0)),
+        Version::HTTP_11 => Some((1, 1)),
+        Version::HTTP_2 => Some((2, 0)),
+        Version::HTTP_3 => Some((3, 0)),
+        _ => None,
+    };
     let mut view = UpgradeRequest::new(request.uri().path())
         .with_query(request.uri().query())
-        .with_remote_addr(remote_addr);
+        .with_remote_addr(remote_addr)
+        .with_http_version(version);
     for (name, value) in request.headers() {
         view = view.with_header(name.as_str(), String::from_utf8_lossy(value.as_bytes()));
     }

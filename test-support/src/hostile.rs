@@ -357,6 +357,125 @@ pub async fn per_ip_connection_cap(start: Start) {
     server.hub.shutdown().await;
 }
 
+/// Issue 9, trusted proxies: behind a chain of trusted proxies (a CDN's range, and nginx on
+/// 127.0.0.0/8) the per-address cap counts the real client from `X-Forwarded-For`, not the
+/// CDN edge: two clients behind the same edge get separate buckets, a forged left entry
+/// changes nothing, and a client that reaches the server from an untrusted address is counted
+/// by that address whatever its header says.
+pub async fn trusted_proxy_chain(start: Start) {
+    let nets = ["127.0.0.1/32", "203.0.113.0/24"].map(|n| n.parse().expect("cidr"));
+    let config = quiet_config()
+        .with_max_connections_per_ip(Some(2))
+        .with_client_ip_header(Some("X-Forwarded-For"))
+        .with_trusted_proxies(nets);
+    let server = start(config).await;
+    let nginx: IpAddr = "127.0.0.1".parse().expect("ip");
+    let upgrade = |xff: &'static str, source: IpAddr| {
+        let url = server.url.clone();
+        async move { raw::upgrade(&url, &[("X-Forwarded-For", xff)], Some(source)).await }
+    };
+    let alice_via_cdn = "198.51.100.7, 203.0.113.5";
+    let mut alice = upgrade(alice_via_cdn, nginx).await.accepted();
+    let alice2 = upgrade(alice_via_cdn, nginx).await.accepted();
+    let answer = upgrade(alice_via_cdn, nginx).await.refused();
+    assert_eq!(answer.status, 429, "{answer:?}");
+    // alice forges entries left of the ones the proxies added: still alice.
+    let forged = "192.0.2.1, 203.0.113.9, 198.51.100.7, 203.0.113.5";
+    assert_eq!(upgrade(forged, nginx).await.refused().status, 429);
+    // bob, behind the same CDN edge and nginx, has his own bucket.
+    let mut bob = upgrade("198.51.100.8, 203.0.113.5", nginx).await.accepted();
+    let _bob2 = upgrade("198.51.100.8, 203.0.113.5", nginx).await.accepted();
+
+    // A client reaching the server directly from an untrusted address (127.0.0.2) is counted
+    // by that address, whatever it claims.
+    let direct: IpAddr = "127.0.0.2".parse().expect("ip");
+    if raw::can_bind(direct) {
+        let _one = upgrade("192.0.2.10", direct).await.accepted();
+        let _two = upgrade("192.0.2.11", direct).await.accepted();
+        let answer = upgrade("192.0.2.12", direct).await.refused();
+        assert_eq!(answer.status, 429, "{answer:?}");
+    } else {
+        eprintln!("127.0.0.2 is not bindable here: skipping the direct client");
+    }
+
+    // alice's second connection ends: her bucket has room again.
+    drop(alice2);
+    let _alice3 = patiently("alice's slot to come back", async {
+        loop {
+            match upgrade(alice_via_cdn, nginx).await {
+                Upgrade::Accepted(client) => return client,
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    })
+    .await;
+    for (client, name) in [(&mut alice, "alice"), (&mut bob, "bob")] {
+        client
+            .send(json!({"type": "login", "username": name}))
+            .await;
+        assert_eq!(client.recv().await["success"], true);
+    }
+    call(&mut alice, "alice", &mut bob, "bob").await;
+    server.hub.shutdown().await;
+}
+
+/// Issue 9: malformed WebSocket handshakes are answered with 400 (426 and
+/// `Sec-WebSocket-Version: 13` for another WebSocket version) and never upgraded: an empty,
+/// non-base64, wrong-length, 4 KB or repeated `Sec-WebSocket-Key`, a missing key or version,
+/// and HTTP/1.0. The well-formed request next to them is upgraded.
+pub async fn bad_handshakes(start: Start) {
+    let server = start(quiet_config()).await;
+    let good = raw::upgrade_head(&server.url, &[]);
+    let key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    let version = "Sec-WebSocket-Version: 13\r\n";
+    let with_key = |value: &str| good.replace(key, &format!("Sec-WebSocket-Key: {value}\r\n"));
+    let four_kb = "A".repeat(4096);
+    let cases: Vec<(&str, String, u16)> = vec![
+        ("empty key", with_key(""), 400),
+        ("non-base64 key", with_key("not base64 not base64!!"), 400),
+        ("12-byte key", with_key("AAAAAAAAAAAAAAAA"), 400),
+        ("17-byte key", with_key("AAAAAAAAAAAAAAAAAAAAAAA="), 400),
+        ("4 KB key", with_key(&four_kb), 400),
+        ("no key", good.replace(key, ""), 400),
+        (
+            "two keys",
+            good.replace(
+                key,
+                &format!("{key}Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA==\r\n"),
+            ),
+            400,
+        ),
+        ("no version", good.replace(version, ""), 400),
+        (
+            "version 8",
+            good.replace(version, "Sec-WebSocket-Version: 8\r\n"),
+            426,
+        ),
+        ("HTTP/1.0", good.replacen("HTTP/1.1", "HTTP/1.0", 1), 400),
+    ];
+    for (what, head, status) in &cases {
+        let answer = match raw::send_head(&server.url, head).await {
+            Upgrade::Refused(answer) => answer,
+            other => panic!("{what}: expected {status}, got {other:?}"),
+        };
+        assert_eq!(answer.status, *status, "{what}: {answer:?}");
+        if *status == 426 {
+            assert_eq!(answer.header("sec-websocket-version"), Some("13"), "{what}");
+        }
+    }
+    assert_eq!(server.hub.admitted_connections(), 0);
+    let mut alice = raw::send_head(&server.url, &good).await.accepted();
+    let mut bob = raw::upgrade(&server.url, &[], None).await.accepted();
+    for (client, name) in [(&mut alice, "alice"), (&mut bob, "bob")] {
+        client
+            .send(json!({"type": "login", "username": name}))
+            .await;
+        assert_eq!(client.recv().await["success"], true);
+    }
+    call(&mut alice, "alice", &mut bob, "bob").await;
+    server.hub.shutdown().await;
+}
+
 /// Point 7: with an origin allowlist, an upgrade from another origin, or without one, is
 /// refused with 403; the allowed origin gets in.
 pub async fn origin_allowlist(start: Start) {

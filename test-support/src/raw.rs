@@ -73,9 +73,32 @@ impl Upgrade {
 /// An upgrade request for `url` (`ws://host:port/path?query`) with extra headers, from
 /// `source` (a loopback address such as 127.0.0.2; `None`: the default).
 pub async fn upgrade(url: &str, headers: &[(&str, &str)], source: Option<IpAddr>) -> Upgrade {
-    let (mut tcp, head, tail) = match request(url, headers, source).await {
-        Some(answer) => answer,
-        None => return Upgrade::Dropped,
+    let answer = request(url, &upgrade_head(url, headers), source).await;
+    read_answer(answer).await
+}
+
+/// The request head [`upgrade`] sends: a valid upgrade request for `url`, then `headers`.
+pub fn upgrade_head(url: &str, headers: &[(&str, &str)]) -> String {
+    let (addr, target) = split_url(url);
+    let mut request = format!(
+        "GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request
+}
+
+/// Sends `head` (a whole request head, as written) to `url`'s host and reads the answer.
+pub async fn send_head(url: &str, head: &str) -> Upgrade {
+    read_answer(request(url, head, None).await).await
+}
+
+async fn read_answer(answer: Option<(TcpStream, String, Vec<u8>)>) -> Upgrade {
+    let Some((mut tcp, head, tail)) = answer else {
+        return Upgrade::Dropped;
     };
     let (status, response_headers) = parse_head(&head);
     if status == 101 {
@@ -113,7 +136,7 @@ pub async fn upgrade(url: &str, headers: &[(&str, &str)], source: Option<IpAddr>
 
 /// An accepted upgrade's bare TCP stream, for hand-built frames; panics if refused.
 pub async fn upgraded_tcp(url: &str) -> TcpStream {
-    let (tcp, head, tail) = request(url, &[], None)
+    let (tcp, head, tail) = request(url, &upgrade_head(url, &[]), None)
         .await
         .expect("an answer to the upgrade");
     assert_eq!(parse_head(&head).0, 101, "upgrade refused: {head}");
@@ -151,19 +174,10 @@ pub fn can_bind(ip: IpAddr) -> bool {
 /// connection ended first.
 async fn request(
     url: &str,
-    headers: &[(&str, &str)],
+    request: &str,
     source: Option<IpAddr>,
 ) -> Option<(TcpStream, String, Vec<u8>)> {
-    let (addr, target) = split_url(url);
     let mut tcp = tcp_connect(url, source).await;
-    let mut request = format!(
-        "GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-    );
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
     patiently("send the request", tcp.write_all(request.as_bytes()))
         .await
         .ok()?;

@@ -46,6 +46,10 @@ pub struct UpgradeRequest {
     pub headers: Vec<(String, String)>,
     /// The TCP peer's address, when the transport knows it (behind a proxy: the proxy's).
     pub remote_addr: Option<SocketAddr>,
+    /// The request's HTTP version as `(major, minor)`, e.g. `(1, 1)`; `None` when the
+    /// adapter does not know it (it is then not checked by
+    /// [`check_handshake`](Self::check_handshake)).
+    pub http_version: Option<(u8, u8)>,
 }
 
 impl fmt::Debug for UpgradeRequest {
@@ -57,6 +61,7 @@ impl fmt::Debug for UpgradeRequest {
             .field("query_len", &self.query.as_ref().map(String::len))
             .field("header_names", &names)
             .field("remote_addr", &self.remote_addr)
+            .field("http_version", &self.http_version)
             .finish()
     }
 }
@@ -88,6 +93,78 @@ impl UpgradeRequest {
     pub fn with_remote_addr(mut self, addr: Option<SocketAddr>) -> Self {
         self.remote_addr = addr;
         self
+    }
+
+    /// Sets the HTTP version, `(major, minor)`.
+    pub fn with_http_version(mut self, version: Option<(u8, u8)>) -> Self {
+        self.http_version = version;
+        self
+    }
+
+    /// Whether the request is a well-formed WebSocket opening handshake (RFC 6455 §4.2.1), so
+    /// that answering `101 Switching Protocols` is right. Adapters call it before
+    /// [`Hub::admit`](super::Hub::admit) and answer an `Err` like any [`Refusal`]. It refuses:
+    ///
+    /// - an HTTP version below 1.1, when [`http_version`](Self::http_version) is known;
+    /// - no `Upgrade: websocket` or no `upgrade` token in `Connection`;
+    /// - no `Sec-WebSocket-Version` header: [`Refusal::BadHandshake`] (400); one other than
+    ///   `13`: [`Refusal::UnsupportedWebSocketVersion`] (426, naming version 13);
+    /// - a `Sec-WebSocket-Key` that is missing, repeated, or not the base64 of exactly 16
+    ///   bytes.
+    ///
+    /// The method (`GET`) is left to the adapter's HTTP parser.
+    ///
+    /// ```
+    /// use signaling_core::driver::{Refusal, UpgradeRequest};
+    ///
+    /// let request = UpgradeRequest::new("/ws")
+    ///     .with_http_version(Some((1, 1)))
+    ///     .with_header("Connection", "keep-alive, Upgrade")
+    ///     .with_header("Upgrade", "websocket")
+    ///     .with_header("Sec-WebSocket-Version", "13")
+    ///     .with_header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==");
+    /// assert_eq!(request.check_handshake(), Ok(()));
+    /// let old = request.clone().with_http_version(Some((1, 0)));
+    /// assert_eq!(old.check_handshake().unwrap_err().status(), 400);
+    /// ```
+    pub fn check_handshake(&self) -> Result<(), Refusal> {
+        if self.http_version.is_some_and(|v| v < (1, 1)) {
+            return Err(Refusal::BadHandshake("HTTP/1.1 or later required"));
+        }
+        let has_token = |name: &str, token: &str| {
+            self.header_values(name)
+                .flat_map(|v| v.split(','))
+                .any(|t| t.trim().eq_ignore_ascii_case(token))
+        };
+        if !has_token("upgrade", "websocket") {
+            return Err(Refusal::BadHandshake("no `Upgrade: websocket` header"));
+        }
+        if !has_token("connection", "upgrade") {
+            return Err(Refusal::BadHandshake("no `Connection: Upgrade` header"));
+        }
+        let mut versions = self.header_values("sec-websocket-version");
+        match (versions.next(), versions.next()) {
+            (None, _) => {
+                return Err(Refusal::BadHandshake("no Sec-WebSocket-Version header"));
+            }
+            (Some(v), None) if v.trim() == "13" => {}
+            _ => return Err(Refusal::UnsupportedWebSocketVersion),
+        }
+        let mut keys = self.header_values("sec-websocket-key");
+        match (keys.next(), keys.next()) {
+            (Some(key), None) if is_websocket_key(key.trim()) => Ok(()),
+            _ => Err(Refusal::BadHandshake(
+                "Sec-WebSocket-Key must be one base64-encoded 16-byte value",
+            )),
+        }
+    }
+
+    /// Every value of header `name` (case-insensitive), in request order.
+    fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// The first value of header `name` (case-insensitive).
@@ -123,6 +200,19 @@ impl UpgradeRequest {
             .then(|| token.trim())
             .filter(|t| !t.is_empty())
     }
+}
+
+/// Whether `key` is the canonical base64 (with padding) of exactly 16 bytes: 22 characters of
+/// the standard alphabet, the last of which carries only 2 bits, then `==`.
+fn is_websocket_key(key: &str) -> bool {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let bytes = key.as_bytes();
+    let (Some(data), Some(b"==")) = (bytes.get(..22), bytes.get(22..)) else {
+        return false;
+    };
+    let value = |c: &u8| ALPHABET.iter().position(|a| a == c);
+    data.iter().all(|c| value(c).is_some())
+        && data.last().and_then(value).is_some_and(|v| v & 0b1111 == 0)
 }
 
 /// Decodes `%XX` escapes and `+`; a malformed escape is kept as written.
@@ -211,6 +301,14 @@ pub enum Refusal {
     /// the reason is sent to the client.
     #[error("forbidden: {0}")]
     Forbidden(String),
+    /// 400: the request is not a well-formed WebSocket upgrade (see
+    /// [`UpgradeRequest::check_handshake`]); says what is wrong.
+    #[error("not a WebSocket upgrade request: {0}")]
+    BadHandshake(&'static str),
+    /// 426 (with `Sec-WebSocket-Version: 13`): the client asked for a WebSocket version other
+    /// than 13, the only one there is (RFC 6455 §4.4).
+    #[error("unsupported WebSocket version: only 13 is supported")]
+    UnsupportedWebSocketVersion,
 }
 
 impl Refusal {
@@ -227,13 +325,17 @@ impl Refusal {
             | Refusal::TooManyPendingFromAddress => 429,
             Refusal::MissingOrigin | Refusal::OriginNotAllowed | Refusal::Forbidden(_) => 403,
             Refusal::Unauthorized(_) => 401,
+            Refusal::BadHandshake(_) => 400,
+            Refusal::UnsupportedWebSocketVersion => 426,
         }
     }
 
-    /// Extra response headers (a 401 must name an authentication scheme).
+    /// Extra response headers (a 401 must name an authentication scheme, a 426 the WebSocket
+    /// version the server speaks).
     pub fn headers(&self) -> &'static [(&'static str, &'static str)] {
         match self {
             Refusal::Unauthorized(_) => &[("www-authenticate", "Bearer")],
+            Refusal::UnsupportedWebSocketVersion => &[("sec-websocket-version", "13")],
             _ => &[],
         }
     }
@@ -522,29 +624,70 @@ pub(super) fn origin_allowed(allowed: &[String], origin: &str) -> bool {
         .any(|a| a.trim().trim_end_matches('/').eq_ignore_ascii_case(origin))
 }
 
-/// The client's address for the per-address cap: the last entry of
-/// [`Config::client_ip_header`] when it is set and parses, else the TCP peer's.
+/// The client's address for the per-address cap.
+///
+/// Without [`Config::client_ip_header`]: the TCP peer's. With it and no
+/// [`Config::trusted_proxies`]: the header's last entry when it parses, else the TCP peer's
+/// (exactly one hop trusted). With both: walking `[header entries…, TCP peer]` from the right,
+/// the first address outside the trusted ranges; the walk stops at an entry that does not
+/// parse, and when it stops (or the list ends) on trusted hops only, the last address it
+/// reached counts. Nothing a client sends makes it uncounted: every answer is an address some
+/// hop saw, or the TCP peer's.
 pub(super) fn client_ip(config: &Config, request: &UpgradeRequest) -> Option<IpAddr> {
-    let forwarded = config.client_ip_header.as_deref().and_then(|name| {
-        // Several headers of the name act as one comma-separated list; the last entry is the
-        // one the nearest proxy added.
-        let last = request
-            .headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .flat_map(|(_, v)| v.split(','))
-            .next_back()?;
-        parse_ip(last.trim())
-    });
-    forwarded.or(request.remote_addr.map(|a| a.ip()))
+    let peer = request.remote_addr.map(|a| a.ip().to_canonical());
+    let Some(name) = config.client_ip_header.as_deref() else {
+        return peer;
+    };
+    // Several headers of the name act as one comma-separated list; the last entry is the one
+    // the nearest proxy added.
+    let mut entries = request
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .flat_map(|(_, v)| v.split(','))
+        .rev();
+    if config.trusted_proxies.is_empty() {
+        let last = entries.next().and_then(|e| parse_ip(e.trim()));
+        return last.or(peer);
+    }
+    let trusted = |ip: &IpAddr| config.trusted_proxies.iter().any(|net| net.contains(ip));
+    // An unknown peer cannot be vouched for: its header is not read.
+    let mut client = peer?;
+    if !trusted(&client) {
+        return Some(client);
+    }
+    for entry in entries {
+        let Some(ip) = parse_ip(entry.trim()) else {
+            break; // a trusted hop wrote something else than an address: stop at that hop
+        };
+        client = ip;
+        if !trusted(&client) {
+            break;
+        }
+    }
+    Some(client)
+}
+
+/// The address a TCP connection's pending request counts against, before its headers are read:
+/// the peer's, unless the peer is a reverse proxy (with [`Config::client_ip_header`] set: any
+/// peer when no [`Config::trusted_proxies`] are listed, else a trusted one), whose requests
+/// speak for many clients and count in the total only.
+pub(super) fn pending_ip(config: &Config, peer: Option<IpAddr>) -> Option<IpAddr> {
+    let peer = peer?.to_canonical();
+    let proxy = config.client_ip_header.is_some()
+        && (config.trusted_proxies.is_empty()
+            || config.trusted_proxies.iter().any(|net| net.contains(&peer)));
+    (!proxy).then_some(peer)
 }
 
 /// An address as proxies write it: `192.0.2.1`, `2001:db8::1`, `[2001:db8::1]:443` or
 /// `192.0.2.1:443`.
+/// IPv4-mapped IPv6 addresses come out as IPv4.
 fn parse_ip(s: &str) -> Option<IpAddr> {
     s.parse::<IpAddr>()
         .ok()
         .or_else(|| s.parse::<SocketAddr>().ok().map(|a| a.ip()))
+        .map(|ip| ip.to_canonical())
 }
 
 #[cfg(test)]
@@ -614,6 +757,205 @@ mod tests {
         // Not configured: the header is ignored (clients could forge it).
         let r = bare.with_header("x-forwarded-for", "203.0.113.9");
         assert_eq!(client_ip(&Config::default(), &r), Some(peer.ip()));
+    }
+
+    /// `X-Forwarded-For` with the given trusted ranges.
+    fn behind(proxies: &[&str]) -> Config {
+        Config::default()
+            .with_client_ip_header(Some("X-Forwarded-For"))
+            .with_trusted_proxies(proxies.iter().map(|p| p.parse().unwrap()))
+    }
+
+    /// A request from TCP peer `peer` carrying `X-Forwarded-For: xff`.
+    fn via(peer: &str, xff: &str) -> UpgradeRequest {
+        let peer: IpAddr = peer.parse().unwrap();
+        UpgradeRequest::new("/")
+            .with_remote_addr(Some(SocketAddr::new(peer, 5000)))
+            .with_header("X-Forwarded-For", xff)
+    }
+
+    fn ip(s: &str) -> Option<IpAddr> {
+        Some(s.parse().unwrap())
+    }
+
+    // Client 198.51.100.7 → CDN edge 203.0.113.5 (range 203.0.113.0/24) → nginx 10.0.0.2 →
+    // the server. nginx appends the CDN edge, the CDN appended the client.
+    const CDN_NGINX: &[&str] = &["203.0.113.0/24", "10.0.0.0/8"];
+
+    #[test]
+    fn trusted_chain_picks_the_real_client() {
+        let config = behind(CDN_NGINX);
+        let r = via("10.0.0.2", "198.51.100.7, 203.0.113.5");
+        assert_eq!(client_ip(&config, &r), ip("198.51.100.7"));
+        // Two headers act as one list.
+        let r = via("10.0.0.2", "198.51.100.7").with_header("x-forwarded-for", "203.0.113.5");
+        assert_eq!(client_ip(&config, &r), ip("198.51.100.7"));
+        // A nearer client (reaching nginx directly, not through the CDN).
+        let r = via("10.0.0.2", "192.0.2.44");
+        assert_eq!(client_ip(&config, &r), ip("192.0.2.44"));
+    }
+
+    #[test]
+    fn forged_left_entries_are_ignored() {
+        let config = behind(CDN_NGINX);
+        // The client sent `X-Forwarded-For: 1.2.3.4, 10.0.0.9` itself; the proxies appended.
+        let r = via("10.0.0.2", "1.2.3.4, 10.0.0.9, 198.51.100.7, 203.0.113.5");
+        assert_eq!(client_ip(&config, &r), ip("198.51.100.7"));
+    }
+
+    #[test]
+    fn a_direct_untrusted_peer_is_counted_by_its_own_address() {
+        let config = behind(CDN_NGINX);
+        let r = via("198.51.100.7", "192.0.2.1, 10.0.0.2");
+        assert_eq!(client_ip(&config, &r), ip("198.51.100.7"));
+        // An unknown peer cannot be vouched for: its header is not read.
+        let r = UpgradeRequest::new("/").with_header("X-Forwarded-For", "192.0.2.1");
+        assert_eq!(client_ip(&config, &r), None);
+    }
+
+    #[test]
+    fn ipv6_ranges_and_mapped_peers() {
+        let config = behind(&["2001:db8:cd::/48", "fd00::/8", "127.0.0.0/8"]);
+        let r = via("fd00::2", "2001:db8:1:2::77, [2001:db8:cd::5]:443");
+        assert_eq!(client_ip(&config, &r), ip("2001:db8:1:2::77"));
+        let r = via("fd00::2", "2001:db8:ce::1");
+        assert_eq!(client_ip(&config, &r), ip("2001:db8:ce::1"));
+        // A dual-stack listener sees IPv4 peers as mapped IPv6: they match IPv4 ranges, and
+        // mapped entries come out as IPv4.
+        let r = via("::ffff:127.0.0.1", "::ffff:192.0.2.9");
+        assert_eq!(client_ip(&config, &r), ip("192.0.2.9"));
+    }
+
+    #[test]
+    fn an_all_trusted_chain_counts_its_leftmost_entry() {
+        let config = behind(CDN_NGINX);
+        let r = via("10.0.0.2", "10.1.1.1, 203.0.113.5");
+        assert_eq!(client_ip(&config, &r), ip("10.1.1.1"));
+        // No header at all: the (trusted) peer itself.
+        let r = UpgradeRequest::new("/").with_remote_addr(Some("10.0.0.2:1".parse().unwrap()));
+        assert_eq!(client_ip(&config, &r), ip("10.0.0.2"));
+    }
+
+    #[test]
+    fn garbage_entries_stop_the_walk_at_the_last_trusted_hop() {
+        let config = behind(CDN_NGINX);
+        for garbage in [
+            "unknown",
+            "",
+            " ",
+            "999.1.1.1",
+            "_hidden",
+            "1.2.3.4/8",
+            "\u{0}",
+        ] {
+            // Garbage the nearest proxy wrote: the proxy itself counts.
+            let r = via("10.0.0.2", garbage);
+            assert_eq!(client_ip(&config, &r), ip("10.0.0.2"), "{garbage:?}");
+            // Garbage behind the CDN: the CDN edge counts.
+            let r = via("10.0.0.2", &format!("198.51.100.7, {garbage}, 203.0.113.5"));
+            assert_eq!(client_ip(&config, &r), ip("203.0.113.5"), "{garbage:?}");
+            // Garbage left of the real client is never reached.
+            let r = via("10.0.0.2", &format!("{garbage}, 198.51.100.7, 203.0.113.5"));
+            assert_eq!(client_ip(&config, &r), ip("198.51.100.7"), "{garbage:?}");
+        }
+        let long = vec!["10.9.9.9"; 2000].join(",");
+        assert_eq!(client_ip(&config, &via("10.0.0.2", &long)), ip("10.9.9.9"));
+        // A trailing comma is an empty entry written by the nearest proxy.
+        let trailing = "198.51.100.7,";
+        assert_eq!(
+            client_ip(&config, &via("10.0.0.2", trailing)),
+            ip("10.0.0.2")
+        );
+    }
+
+    #[test]
+    fn without_trusted_proxies_the_last_entry_is_trusted_whoever_sends_it() {
+        let config = behind(&[]);
+        let r = via("198.51.100.7", "192.0.2.1, 203.0.113.5");
+        assert_eq!(client_ip(&config, &r), ip("203.0.113.5"));
+    }
+
+    fn handshake() -> UpgradeRequest {
+        UpgradeRequest::new("/ws")
+            .with_http_version(Some((1, 1)))
+            .with_header("Connection", "Upgrade")
+            .with_header("Upgrade", "websocket")
+            .with_header("Sec-WebSocket-Version", "13")
+    }
+
+    #[test]
+    fn handshake_keys_must_be_base64_of_16_bytes() {
+        let with_key = |key: &str| handshake().with_header("Sec-WebSocket-Key", key);
+        for good in [
+            "dGhlIHNhbXBsZSBub25jZQ==",
+            "AAAAAAAAAAAAAAAAAAAAAA==",
+            "/////////////////////w==",
+            " x3JJHMbDL1EzLkh9GBhXDw== ",
+        ] {
+            assert_eq!(with_key(good).check_handshake(), Ok(()), "{good:?}");
+        }
+        let four_kb = "A".repeat(4096);
+        for bad in [
+            "",
+            "not base64 not base64!!",
+            "dGhlIHNhbXBsZSBub25jZQ",       // no padding
+            "dGhlIHNhbXBsZSBub25jZR==",     // non-zero trailing bits
+            "AAAAAAAAAAAAAAAAAAAA",         // 15 bytes
+            "AAAAAAAAAAAAAAAAAAAAAAA=",     // 17 bytes
+            "AAAAAAAAAAAAAAAAAAAAAAAAAA==", // 19 bytes
+            "dGhlIHNhbXBsZSBub25jZQ==x",
+            "dGhlIHNhbXBsZSBub25jZ-==",
+            "d\u{e9}hlIHNhbXBsZSBub25jZQ=",
+            &four_kb,
+        ] {
+            let refusal = with_key(bad).check_handshake().unwrap_err();
+            assert_eq!(refusal.status(), 400, "{bad:?}");
+        }
+        assert_eq!(handshake().check_handshake().unwrap_err().status(), 400);
+        let twice = with_key("dGhlIHNhbXBsZSBub25jZQ==")
+            .with_header("Sec-WebSocket-Key", "AAAAAAAAAAAAAAAAAAAAAA==");
+        assert_eq!(twice.check_handshake().unwrap_err().status(), 400);
+    }
+
+    #[test]
+    fn handshake_versions() {
+        let key =
+            |r: UpgradeRequest| r.with_header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==");
+        let mut no_version = key(handshake());
+        no_version
+            .headers
+            .retain(|(n, _)| n != "sec-websocket-version");
+        let refusal = no_version.check_handshake().unwrap_err();
+        assert_eq!((refusal.status(), refusal.headers()), (400, &[][..]));
+        for wrong in ["8", "", "13, 8", "thirteen"] {
+            let mut r = no_version
+                .clone()
+                .with_header("Sec-WebSocket-Version", wrong);
+            let refusal = r.check_handshake().unwrap_err();
+            assert_eq!(refusal, Refusal::UnsupportedWebSocketVersion, "{wrong:?}");
+            assert_eq!(refusal.status(), 426);
+            assert_eq!(refusal.headers(), &[("sec-websocket-version", "13")]);
+            r = r.with_header("Sec-WebSocket-Version", "13");
+            assert_eq!(
+                r.check_handshake().unwrap_err().status(),
+                426,
+                "two versions"
+            );
+        }
+        for http in [(1, 0), (0, 9)] {
+            let r = key(handshake()).with_http_version(Some(http));
+            assert_eq!(r.check_handshake().unwrap_err().status(), 400, "{http:?}");
+        }
+        for http in [Some((1, 1)), Some((2, 0)), None] {
+            let r = key(handshake()).with_http_version(http);
+            assert_eq!(r.check_handshake(), Ok(()), "{http:?}");
+        }
+        let mut no_upgrade = key(handshake());
+        no_upgrade.headers.retain(|(n, _)| n != "upgrade");
+        assert_eq!(no_upgrade.check_handshake().unwrap_err().status(), 400);
+        let mut no_connection = key(handshake());
+        no_connection.headers.retain(|(n, _)| n != "connection");
+        assert_eq!(no_connection.check_handshake().unwrap_err().status(), 400);
     }
 
     #[test]
@@ -703,6 +1045,19 @@ mod tests {
             AddressKey::of("::ffff:10.0.0.1".parse().unwrap()),
             AddressKey::of("10.0.0.1".parse().unwrap())
         );
+    }
+
+    #[test]
+    fn pending_requests_from_a_proxy_count_in_the_total_only() {
+        let peer: IpAddr = "10.0.0.5".parse().unwrap();
+        let client: IpAddr = "198.51.100.7".parse().unwrap();
+        assert_eq!(pending_ip(&Config::default(), Some(peer)), Some(peer));
+        let behind_one = Config::default().with_client_ip_header(Some("X-Forwarded-For"));
+        assert_eq!(pending_ip(&behind_one, Some(peer)), None);
+        let trusting = behind_one.with_trusted_proxies(["10.0.0.0/8".parse().unwrap()]);
+        assert_eq!(pending_ip(&trusting, Some(peer)), None);
+        assert_eq!(pending_ip(&trusting, Some(client)), Some(client));
+        assert_eq!(pending_ip(&trusting, None), None);
     }
 
     #[test]

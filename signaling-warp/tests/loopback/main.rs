@@ -5,6 +5,7 @@ mod common;
 
 signaling_test_support::scenarios!(common::start:
     bad_frames,
+    bad_handshakes,
     custom_authenticator,
     disconnect_mid_call,
     duplicate_login,
@@ -26,6 +27,7 @@ signaling_test_support::scenarios!(common::start:
     thousand_candidates,
     token_auth,
     transport_errors_isolated,
+    trusted_proxy_chain,
 );
 
 /// The `Warp` transport: a `warp::ws::WebSocket` from warp's own `Ws` upgrade, handed to the

@@ -5,6 +5,7 @@ mod common;
 
 signaling_test_support::scenarios!(common::start:
     bad_frames,
+    bad_handshakes,
     custom_authenticator,
     disconnect_mid_call,
     duplicate_login,
@@ -26,4 +27,5 @@ signaling_test_support::scenarios!(common::start:
     thousand_candidates,
     token_auth,
     transport_errors_isolated,
+    trusted_proxy_chain,
 );

@@ -209,7 +209,9 @@ start_server() { # target port logfile
       # its default limit may then shape the figures).
       local help flag
       help=$("$TARGET_DIR/release/examples/$t" --help 2>&1 || true)
-      for flag in --rate-limit --max-connections --max-connections-per-ip; do
+      for flag in --rate-limit --max-connections --max-connections-per-ip \
+          --max-pending-requests --max-pending-requests-per-ip \
+          --max-not-logged-in --max-not-logged-in-per-ip --max-total-queued-mib; do
         if grep -qE -- "$flag[ =]" <<<"$help"; then
           cmd+=("$flag" 0)
         else

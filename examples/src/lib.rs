@@ -34,6 +34,34 @@ pub struct ServerArgs {
     /// refused with HTTP 429. 0 turns the cap off (load tests from one address need that).
     #[arg(long, env = "SIGNALING_MAX_CONNECTIONS_PER_IP", default_value_t = default_cap(Config::default().max_connections_per_ip))]
     pub max_connections_per_ip: usize,
+    /// Most TCP connections whose HTTP request is still being read; more are closed at once.
+    /// 0 turns the cap off.
+    #[arg(long, env = "SIGNALING_MAX_PENDING_REQUESTS", default_value_t = default_cap(Config::default().max_pending_requests))]
+    pub max_pending_requests: usize,
+    /// The same per client address (a reverse proxy's requests count in the total only).
+    /// 0 turns the cap off (load tests from one address need that).
+    #[arg(long, env = "SIGNALING_MAX_PENDING_REQUESTS_PER_IP", default_value_t = default_cap(Config::default().max_pending_requests_per_ip))]
+    pub max_pending_requests_per_ip: usize,
+    /// Most connections that have not logged in yet; more upgrades are refused with HTTP 503.
+    /// 0 turns the cap off.
+    #[arg(long, env = "SIGNALING_MAX_NOT_LOGGED_IN", default_value_t = default_cap(Config::default().max_not_logged_in))]
+    pub max_not_logged_in: usize,
+    /// The same per client address (HTTP 429). 0 turns the cap off (load tests from one
+    /// address need that).
+    #[arg(long, env = "SIGNALING_MAX_NOT_LOGGED_IN_PER_IP", default_value_t = default_cap(Config::default().max_not_logged_in_per_ip))]
+    pub max_not_logged_in_per_ip: usize,
+    /// Most connections at once for one username verified by the authenticator (HTTP 429).
+    /// 0 turns the cap off.
+    #[arg(long, env = "SIGNALING_MAX_CONNECTIONS_PER_USER", default_value_t = default_cap(Config::default().max_connections_per_user))]
+    pub max_connections_per_user: usize,
+    /// The memory budget for messages queued to all clients together, in MiB: near it relays
+    /// are refused to their senders, over it the largest queues are dropped. 0 turns it off.
+    #[arg(long, env = "SIGNALING_MAX_TOTAL_QUEUED_MIB", default_value_t = Config::default().max_total_queued_bytes.map_or(0, |b| b / (1024 * 1024)))]
+    pub max_total_queued_mib: usize,
+    /// Seconds a write to a client may make no progress (it does not read) before the client
+    /// is dropped.
+    #[arg(long, env = "SIGNALING_WRITE_STALL_TIMEOUT", default_value_t = Config::default().write_stall_timeout.as_secs())]
+    pub write_stall_timeout: u64,
     /// A page origin (`scheme://host[:port]`, as browsers send it) allowed to open a
     /// WebSocket; repeat for several. Others, and requests without an Origin header, are
     /// refused with HTTP 403. Without this flag any origin may connect (fine on localhost; set
@@ -94,6 +122,19 @@ impl ServerArgs {
             .with_router(RouterConfig::default().with_rate_limit(rate_limit))
             .with_max_connections(cap(self.max_connections))
             .with_max_connections_per_ip(cap(self.max_connections_per_ip))
+            .with_max_pending_requests(
+                cap(self.max_pending_requests),
+                cap(self.max_pending_requests_per_ip),
+            )
+            .with_max_not_logged_in(
+                cap(self.max_not_logged_in),
+                cap(self.max_not_logged_in_per_ip),
+            )
+            .with_max_connections_per_user(cap(self.max_connections_per_user))
+            .with_max_total_queued_bytes(
+                cap(self.max_total_queued_mib).map(|mib| mib.saturating_mul(1024 * 1024)),
+            )
+            .with_write_stall_timeout(std::time::Duration::from_secs(self.write_stall_timeout))
             .with_allowed_origins(origins)
             .with_client_ip_header(self.client_ip_header.as_deref())
             .with_trusted_proxies(self.trusted_proxies.iter().copied())
@@ -161,6 +202,51 @@ mod tests {
         );
         assert_eq!(config.allowed_origins, None);
         assert_eq!(config.client_ip_header, None);
+        assert_eq!(config.max_pending_requests, default.max_pending_requests);
+        assert_eq!(
+            config.max_pending_requests_per_ip,
+            default.max_pending_requests_per_ip
+        );
+        assert_eq!(config.max_not_logged_in, default.max_not_logged_in);
+        assert_eq!(
+            config.max_not_logged_in_per_ip,
+            default.max_not_logged_in_per_ip
+        );
+        assert_eq!(
+            config.max_connections_per_user,
+            default.max_connections_per_user
+        );
+        assert_eq!(
+            config.max_total_queued_bytes,
+            default.max_total_queued_bytes
+        );
+        assert_eq!(config.write_stall_timeout, default.write_stall_timeout);
+    }
+
+    #[test]
+    fn phase_caps_and_budget_flags() {
+        let config = config(&[
+            "--max-pending-requests-per-ip",
+            "0",
+            "--max-not-logged-in",
+            "5",
+            "--max-not-logged-in-per-ip",
+            "0",
+            "--max-connections-per-user",
+            "2",
+            "--max-total-queued-mib",
+            "16",
+            "--write-stall-timeout",
+            "7",
+        ]);
+        assert_eq!(config.max_pending_requests_per_ip, None);
+        assert_eq!(config.max_not_logged_in, Some(5));
+        assert_eq!(config.max_not_logged_in_per_ip, None);
+        assert_eq!(config.max_connections_per_user, Some(2));
+        assert_eq!(config.max_total_queued_bytes, Some(16 * 1024 * 1024));
+        assert_eq!(config.write_stall_timeout, std::time::Duration::from_secs(7));
+        let off = self::config(&["--max-total-queued-mib", "0"]);
+        assert_eq!(off.max_total_queued_bytes, None);
     }
 
     #[test]

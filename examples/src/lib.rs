@@ -244,7 +244,10 @@ mod tests {
         assert_eq!(config.max_not_logged_in_per_ip, None);
         assert_eq!(config.max_connections_per_user, Some(2));
         assert_eq!(config.max_total_queued_bytes, Some(16 * 1024 * 1024));
-        assert_eq!(config.write_stall_timeout, std::time::Duration::from_secs(7));
+        assert_eq!(
+            config.write_stall_timeout,
+            std::time::Duration::from_secs(7)
+        );
         let off = self::config(&["--max-total-queued-mib", "0"]);
         assert_eq!(off.max_total_queued_bytes, None);
     }

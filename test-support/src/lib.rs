@@ -7,9 +7,13 @@
 #![allow(clippy::missing_panics_doc)]
 
 mod hostile;
+mod phases;
+mod pressure;
 pub mod raw;
 
 pub use hostile::*;
+pub use phases::*;
+pub use pressure::*;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,7 +21,6 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use signaling_core::RouterConfig;
 use signaling_core::driver::{Config, Hub};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -472,75 +475,6 @@ pub async fn oversize_message(start: Start) {
     // The name is freed and the others are fine.
     let _alice = login_when_free(&server.url, "alice").await;
     call(&mut bob, "bob", &mut carol, "carol").await;
-    server.hub.shutdown().await;
-}
-
-/// A client that never reads is disconnected when its queue fills: its partner is told, its
-/// name is freed, and a call between two other clients goes on meanwhile.
-pub async fn slow_reader_disconnected(start: Start) {
-    let config = quiet_config()
-        .with_max_queued_messages(64)
-        .with_router(RouterConfig::default().with_rate_limit(None));
-    let server = start(config).await;
-    // `sink` logs in and then never reads again.
-    let _sink = Client::login(&server.url, "sink").await;
-    let flooder = Client::login(&server.url, "flooder").await;
-    let mut carol = Client::login(&server.url, "carol").await;
-    let mut dave = Client::login(&server.url, "dave").await;
-
-    let (mut tx, mut rx) = flooder.ws.split();
-    let offer_text = offer("sink", "v=0").to_string();
-    tx.send(Message::text(offer_text)).await.expect("offer");
-    let blob = "c".repeat(16 * 1024);
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stop_flood = std::sync::Arc::clone(&stop);
-    let flood = async move {
-        // Bounded: 10,000 x 16 KiB is far more than socket buffers plus the 64-message queue.
-        for i in 0..10_000 {
-            if stop_flood.load(std::sync::atomic::Ordering::Relaxed) {
-                break;
-            }
-            let text = format!(
-                r#"{{"type":"candidate","candidate":{{"candidate":"{blob}","n":{i}}},"otherUsername":"sink"}}"#
-            );
-            if tx.send(Message::text(text)).await.is_err() {
-                break;
-            }
-        }
-        tx
-    };
-    let told = async move {
-        loop {
-            match patiently("the flooder to be told", rx.next()).await {
-                Some(Ok(Message::Text(t))) => {
-                    let v: Value = serde_json::from_str(&t).expect("json");
-                    if v["type"] == "close" {
-                        assert_eq!(v["username"], "sink");
-                        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-                        return rx;
-                    }
-                    // `not_in_call` errors for candidates sent after the sink was dropped.
-                    assert_eq!(v["type"], "error", "unexpected {v}");
-                }
-                Some(Ok(_)) => {}
-                other => panic!("flooder connection ended: {other:?}"),
-            }
-        }
-    };
-    // Meanwhile two other clients hold a call.
-    let others = async {
-        call(&mut carol, "carol", &mut dave, "dave").await;
-        for n in 0..50 {
-            carol
-                .send(json!({"type": "candidate", "candidate": {"n": n}, "otherUsername": "dave"}))
-                .await;
-            assert_eq!(dave.recv().await["candidate"]["n"], n);
-        }
-    };
-    let flood = tokio::spawn(flood);
-    let (_rx, ()) = tokio::join!(told, others);
-    let _tx = patiently("the flood to end", flood).await.expect("flood");
-    let _sink2 = login_when_free(&server.url, "sink").await;
     server.hub.shutdown().await;
 }
 

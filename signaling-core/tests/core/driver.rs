@@ -344,6 +344,49 @@ async fn a_full_queue_refuses_relays_to_their_sender_and_keeps_the_reader() {
 }
 
 #[tokio::test]
+async fn over_the_budget_the_largest_queues_are_dropped_first() {
+    const BUDGET: usize = 40 * 1024;
+    let config = quiet()
+        .with_max_queued_bytes(64 * 1024)
+        .with_max_total_queued_bytes(Some(BUDGET))
+        .with_router(RouterConfig::default().with_rate_limit(None));
+    let hub = Hub::new(config);
+    // A light client: one unread reply.
+    let light = Client::connect_with_capacity(&hub, 1);
+    light.send(r#"{"type":"login","username":"light"}"#);
+    assert!(matches!(light.next().await, Some(Frame::Text(_))));
+    light.send("not json");
+    // Three hoarders pipeline requests and never read the replies (their sockets hold one
+    // frame): each may queue up to half of its 64 KiB of replies, 96 KiB together.
+    let hoarders: Vec<Client> = (0..3)
+        .map(|i| {
+            let c = Client::connect_with_capacity(&hub, 1);
+            c.send(&format!(r#"{{"type":"login","username":"hoarder{i}"}}"#));
+            for _ in 0..400 {
+                c.send("not json");
+            }
+            c
+        })
+        .collect();
+    eventually("a hoarder to be dropped", || {
+        hoarders.iter().any(|h| h.task.is_finished())
+    })
+    .await;
+    eventually("the queues to fit the budget", || {
+        hub.queued_bytes() <= BUDGET
+    })
+    .await;
+    // The light client kept its connection: the largest queues went first.
+    assert!(!light.task.is_finished());
+    assert!(hub.with_router(|r| r.connection_of("light").is_some()));
+    assert!(
+        hoarders.iter().any(|h| !h.task.is_finished()),
+        "not every hoarder had to go"
+    );
+    drop(hoarders);
+}
+
+#[tokio::test]
 async fn a_client_whose_writes_stall_is_dropped_after_the_write_stall_timeout() {
     let config = quiet()
         .with_max_queued_messages(16)

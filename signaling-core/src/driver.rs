@@ -24,18 +24,26 @@
 //!   backpressure rather than a disconnect;
 //! - a **write loop** that drains a **bounded** outbound queue: the router's messages are
 //!   queued with a non-blocking push, encoded with [`ServerMessage::to_json`] outside every
-//!   lock, fed to the socket in batches and flushed once per batch. A client whose queue is
-//!   full (it does not read) is disconnected at once: its partner is told and its name freed,
-//!   and nobody else waits for it;
-//! - a **heartbeat**: a ping every [`Config::ping_interval`]; a connection that has sent nothing
-//!   (not even a pong) within [`Config::pong_timeout`] of a ping is dropped;
+//!   lock, fed to the socket in batches and flushed once per batch. The queue's bounds count
+//!   the batch being written. **The sender pays for its traffic**: once a queue is three
+//!   quarters full the router is told ([`Router::handle_backpressure`]) and refuses relays to
+//!   that client to their senders (`recipient_overloaded`) until it drains to a quarter; the
+//!   slow client keeps its connection. Only a write that makes no progress for
+//!   [`Config::write_stall_timeout`] drops it (its partner is told, its name freed);
+//! - a **global budget** ([`Config::max_total_queued_bytes`]) over all queues: from 90 % of it
+//!   the router refuses every relay (`server_overloaded`, [`Router::handle_overload`]); over
+//!   it the connections with the largest queues are dropped, largest first;
+//! - a **heartbeat**: a ping with an unpredictable payload every [`Config::ping_interval`]; a
+//!   connection that has not echoed it within [`Config::pong_timeout`] is dropped (an
+//!   unsolicited pong does not prove that a client reads). Pings and pongs from the client
+//!   count against the rate limit ([`Router::handle_control`]);
 //! - a **login deadline**: a connection not logged in after [`Config::login_timeout`] is closed
-//!   with 1008.
+//!   with 1008. Until it logs in it holds one of the [`Config::max_not_logged_in`] slots.
 //!
 //! Close codes the driver sends: 1001 on shutdown and on a heartbeat timeout, 1008 on the login
 //! deadline and when the router asks (rate limit), 1009 for an oversize message, 1013 for a
 //! socket handed to [`Hub::serve_connection`] over the caps (see [`Close`]). A client dropped
-//! for a full queue gets no close frame: it is not reading.
+//! for a stalled write or over the budget gets no close frame: it is not reading.
 //!
 //! Teardown calls [`Router::handle_disconnect`] exactly once per connection, from a drop guard,
 //! so a connection task that panics or is cancelled still frees its name and tells its

@@ -20,17 +20,13 @@
 //!     .map(|| "ok")
 //!     .or(signaling_warp::routes(hub.clone()));
 //!
-//! // A listener whose connections have TCP_NODELAY (see `bind`).
+//! // A listener whose connections have TCP_NODELAY (see `bind`), served by `serve`, which
+//! // bounds every phase of a connection (warp's own server leaves request heads unbounded).
 //! let listener = signaling_warp::bind("127.0.0.1:8080".parse().unwrap()).await?;
-//! let stop = hub.clone();
-//! warp::serve(app)
-//!     .incoming(listener)
-//!     .graceful(async move {
-//!         let _ = tokio::signal::ctrl_c().await;
-//!         stop.shutdown().await; // drain and close every WebSocket with 1001
-//!     })
-//!     .run()
-//!     .await;
+//! let server = tokio::spawn(signaling_warp::serve(app, listener, hub.clone()));
+//! tokio::signal::ctrl_c().await?;
+//! hub.shutdown().await; // drain and close every WebSocket with 1001
+//! let _ = server.await; // the HTTP side ends within the shutdown timeout
 //! # Ok(()) }
 //! ```
 //!

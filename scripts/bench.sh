@@ -20,7 +20,7 @@
 #
 # Usage: scripts/bench.sh [--quick] [--rounds N] [--targets "ceiling node"]
 #                         [--only REGEX] [--out DIR] [--svg PATH] [--nice N]
-#                         [--ws-path /ws] [--quiet-wait SECS]
+#                         [--ws-path /ws] [--quiet-wait SECS] [--baseline REV]
 #   --quick       one short round of small cases: a smoke run (~2 minutes)
 #   --rounds N    rounds of the full run (default 3; about 9 minutes for
 #                 ceiling, node and one of ours on an idle machine)
@@ -33,6 +33,11 @@
 #                 measurement (it touches only the bench's own sessions)
 #   --ws-path P   URL path of our servers' WebSocket endpoint (default /ws:
 #                 basic_server serves it there, ws_server on any path)
+#   --baseline REV  also measure our servers as of git revision REV, as the
+#                 targets ws_server_base and basic_server_base (built from
+#                 `git archive REV` into TARGET_DIR/bench-baseline), for a
+#                 before/after comparison in one interleaved run (added to
+#                 the targets unless --targets already names one)
 #   --quiet-wait  seconds to wait, before each server start, for the rest of
 #                 the machine to go quiet (default 5; 0 = do not wait)
 #
@@ -48,6 +53,7 @@ TARGETS="ws_server basic_server ceiling node"
 ONLY=""
 OUT=""
 SVG=""
+BASELINE=""
 NICE=0
 WS_PATH=/ws
 QUIET_WAIT=5
@@ -66,12 +72,16 @@ while [ $# -gt 0 ]; do
     --nice) NICE=$2; shift ;;
     --ws-path) WS_PATH=$2; shift ;;
     --quiet-wait) QUIET_WAIT=$2; shift ;;
+    --baseline) BASELINE=$2; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "bench.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
   esac
   shift
 done
 
+if [ -n "$BASELINE" ] && ! grep -q _base <<<"$TARGETS"; then
+  TARGETS="$TARGETS ws_server_base basic_server_base"
+fi
 OUT=${OUT:-$TARGET_DIR/bench-results/$(date +%Y%m%d-%H%M%S)$([ $QUICK = 1 ] && echo -quick)}
 if [ -z "$SVG" ]; then
   if [ $QUICK = 1 ]; then SVG=$OUT/perf-latency.svg; else SVG=$ROOT/docs/perf-latency.svg; fi
@@ -138,6 +148,17 @@ for t in $TARGETS; do
       else
         log "skip $t: build failed (see $OUT/logs/build-$t.log)"
       fi ;;
+    ws_server_base|basic_server_base)
+      [ -n "$BASELINE" ] || continue
+      BASE_SRC=$TARGET_DIR/bench-baseline-src
+      rm -rf "$BASE_SRC" && mkdir -p "$BASE_SRC"
+      if git -C "$ROOT" archive "$BASELINE" | tar -x -C "$BASE_SRC" \
+        && (cd "$BASE_SRC" && CARGO_TARGET_DIR=$TARGET_DIR/bench-baseline \
+          cargo build --release -p signaling-examples --example "${t%_base}") >"$OUT/logs/build-$t.log" 2>&1; then
+        AVAILABLE[$t]=1
+      else
+        log "skip $t: no build of $BASELINE (see $OUT/logs/build-$t.log)"
+      fi ;;
     ceiling) AVAILABLE[$t]=1 ;;
     node)
       NODE_DIR=$TARGET_DIR/bench-node-peer
@@ -163,6 +184,7 @@ if [ ${#TARGET_LIST[@]} = 0 ]; then log "no target available"; exit 1; fi
 {
   echo "date: $(date -u +%FT%TZ)"
   echo "commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo ?)"
+  [ -z "$BASELINE" ] || echo "baseline: $(git -C "$ROOT" rev-parse --short "$BASELINE" 2>/dev/null || echo "$BASELINE")"
   echo "rustc: $(rustc --version)"
   echo "node: $(node --version 2>/dev/null || echo none)"
   echo "kernel: $(uname -sr); cores: $(nproc); $(grep -m1 'model name' /proc/cpuinfo || true)"
@@ -203,12 +225,14 @@ SERVER_PID=""
 start_server() { # target port logfile
   local t=$1 port=$2 logf=$3 cmd=()
   case $t in
-    ws_server|basic_server)
-      cmd=("$TARGET_DIR/release/examples/$t" --addr "127.0.0.1:$port")
+    ws_server|basic_server|ws_server_base|basic_server_base)
+      local bin=$TARGET_DIR/release/examples/$t
+      case $t in *_base) bin=$TARGET_DIR/bench-baseline/release/examples/${t%_base} ;; esac
+      cmd=("$bin" --addr "127.0.0.1:$port")
       # Limits off, for the flags this build has (a missing one is logged:
       # its default limit may then shape the figures).
       local help flag
-      help=$("$TARGET_DIR/release/examples/$t" --help 2>&1 || true)
+      help=$("$bin" --help 2>&1 || true)
       for flag in --rate-limit --max-connections --max-connections-per-ip \
           --max-pending-requests --max-pending-requests-per-ip \
           --max-not-logged-in --max-not-logged-in-per-ip --max-total-queued-mib; do
@@ -275,7 +299,7 @@ for round in $(seq "$ROUNDS"); do
     fi
     log "round $round/$ROUNDS: $t (pid $SERVER_PID) on 127.0.0.1:$port"
     url=ws://127.0.0.1:$port
-    case $t in ws_server|basic_server) url=$url$WS_PATH ;; *) url=$url/ ;; esac
+    case $t in ws_server*|basic_server*) url=$url$WS_PATH ;; *) url=$url/ ;; esac
     for c in "${CASES[@]}"; do
       name=${c%%|*}
       args=${c#*|}

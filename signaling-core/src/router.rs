@@ -11,7 +11,9 @@ use std::borrow::Cow;
 use foldhash::fast::RandomState;
 use serde_json::value::RawValue;
 
-use crate::protocol::{ClientMessage, Decoded, Payload, RelayKind, ServerMessage, Username, nfc};
+use crate::protocol::{
+    AsciiSkeletons, ClientMessage, Decoded, Payload, RelayKind, ServerMessage, Username, nfc,
+};
 
 /// Identifies one live connection. Allocated by the driver, never by the router; an id must not
 /// be reused while it is live.
@@ -254,6 +256,9 @@ pub struct Router {
     /// The TR39 skeleton of every logged-in name: one name per look, checked at login only
     /// (relays look names up in `names`). Shares the name's string when the two are equal.
     skeletons: HashMap<Arc<str>, ConnectionId, RandomState>,
+    ascii_skeletons: AsciiSkeletons,
+    /// Where a login's skeleton is computed (kept to save an allocation per login).
+    skeleton_buf: String,
     outputs: VecDeque<Output>,
 }
 
@@ -271,6 +276,8 @@ impl Router {
             connections: HashMap::default(),
             names: HashMap::default(),
             skeletons: HashMap::default(),
+            ascii_skeletons: AsciiSkeletons::new(),
+            skeleton_buf: String::new(),
             outputs: VecDeque::new(),
         }
     }
@@ -554,25 +561,35 @@ impl Router {
                 return self.login_failed(conn, ErrorCode::InvalidUsername, message);
             }
         };
-        let skeleton = username.skeleton();
-        if skeleton.is_empty() {
+        let mut skeleton = std::mem::take(&mut self.skeleton_buf);
+        self.ascii_skeletons
+            .skeleton_into(username.as_str(), &mut skeleton);
+        let refusal = if skeleton.is_empty() {
             // Only default-ignorable characters (U+3164 HANGUL FILLER, a lone variation
             // selector…): every such name would look the same, i.e. like nothing.
             let message = format!("invalid username {username:?}: it has no visible characters");
-            return self.login_failed(conn, ErrorCode::InvalidUsername, message);
-        }
-        if self.skeletons.contains_key(skeleton.as_str()) {
+            Some((ErrorCode::InvalidUsername, message))
+        } else if self.skeletons.contains_key(skeleton.as_str()) {
             // Which name it resembles is not said: that would help probe who is online.
             let message = format!(
                 "the name {username:?} looks like a name in use (Unicode confusables); pick another"
             );
-            return self.login_failed(conn, ErrorCode::NameTaken, message);
+            Some((ErrorCode::NameTaken, message))
+        } else {
+            None
+        };
+        if let Some((code, message)) = refusal {
+            self.skeleton_buf = skeleton;
+            return self.login_failed(conn, code, message);
         }
-        let skeleton: Arc<str> = if skeleton == username.as_str() {
+        // Shares the name's string when the name is its own skeleton (most ASCII names).
+        let key: Arc<str> = if skeleton == username.as_str() {
             Arc::clone(username.shared())
         } else {
-            Arc::from(skeleton)
+            Arc::from(skeleton.as_str())
         };
+        self.skeleton_buf = skeleton;
+        let skeleton = key;
         self.names.insert(username.clone(), conn);
         self.skeletons.insert(Arc::clone(&skeleton), conn);
         if let Some(c) = self.connections.get_mut(&conn) {

@@ -140,6 +140,27 @@ fn login_and_disconnect(c: &mut Criterion) {
             })
         },
     );
+    // Issue 9: a non-ASCII name takes the slow path (category lookups, NFC check), and every
+    // login computes the name's TR39 skeleton.
+    group.bench_function(
+        "connect + login + disconnect, non-ASCII name, 10000 users online",
+        |bench| {
+            bench.iter(|| {
+                next += 1;
+                let conn = ConnectionId(next);
+                router.handle_connect(conn).unwrap();
+                router
+                    .handle_text(
+                        conn,
+                        black_box(r#"{"type":"login","username":"zoë-李-🦊"}"#),
+                        now,
+                    )
+                    .unwrap();
+                drain_encoded(&mut router);
+                router.handle_disconnect(conn).unwrap();
+            })
+        },
+    );
     group.bench_function("disconnect with a partner (partner told close)", |bench| {
         bench.iter_batched(
             || in_call(0, now),

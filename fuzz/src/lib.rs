@@ -6,7 +6,9 @@
 //!
 //! * Byte 0 picks the [`RouterConfig`]: bit 0 clear turns the rate limit off; bit 0 set turns it
 //!   on with `per_second`, `burst` and `max_strikes` chosen by bits 1–2, 3–4 and 5–6 (see
-//!   [`rate_limit_for`]). `0x7f` is the default limit, `0x00` no limit.
+//!   [`rate_limit_for`]). `0x7f` is the default limit, `0x00` no limit. Bit 7 set replaces the
+//!   default bounds before the answer with [`SMALL_UNANSWERED_LIMITS`] (see
+//!   [`unanswered_limits_for`]), so that inputs reach them quickly.
 //! * The rest is a sequence of [`Op`]s decoded with `arbitrary`'s derive (a 4-byte little-endian
 //!   variant selector, then the fields in order), until the bytes run out or [`MAX_OPS`] ops.
 //!   Frame bodies ([`Bytes`]) are a little-endian `u16` length and that many bytes (fewer if the
@@ -21,14 +23,14 @@
 
 pub mod seeds;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use arbitrary::{Arbitrary, Unstructured};
 use serde::Deserialize;
 use signaling_core::{
-    CloseReason, ConnectionId, ErrorCode, Output, RateLimit, Router, RouterConfig, RouterError,
-    Username,
+    CloseReason, ConnectionId, ErrorCode, Output, RateLimit, RelayKind, Router, RouterConfig,
+    RouterError, ServerMessage, UnansweredLimits, Username,
 };
 
 /// Connection slots: each holds at most one live connection at a time.
@@ -39,7 +41,10 @@ pub const MAX_OPS: usize = 2_000;
 /// How many of [`NAMES`] (the first ones) are valid usernames.
 pub const VALID_NAMES: usize = 5;
 
-/// Names used by [`Msg`], by index modulo the length. The last two are invalid usernames.
+/// Names used by [`Msg`], by index modulo the length: 5 valid ASCII names, 2 invalid ones, then
+/// look-alikes (issue 9): a Cyrillic `а` and a fullwidth `alice` (same skeleton as `alice`),
+/// one name in NFC and NFD, the TR39 pair `rn` / `m`, and three invalid ones (a zero-width
+/// joiner, a right-to-left override, a trailing no-break space).
 pub const NAMES: &[&str] = &[
     "alice",
     "bob",
@@ -48,7 +53,24 @@ pub const NAMES: &[&str] = &[
     "constructor",
     "",
     "a\u{0}b",
+    "\u{430}lice",
+    "\u{ff41}\u{ff4c}\u{ff49}\u{ff43}\u{ff45}",
+    "zo\u{eb}",
+    "zoe\u{308}",
+    "rn",
+    "m",
+    "alice\u{200d}",
+    "\u{202e}bob",
+    "carol\u{a0}",
 ];
+
+/// The bounds before the answer when bit 7 of the config byte is set: small, so that inputs
+/// reach them.
+pub const SMALL_UNANSWERED_LIMITS: UnansweredLimits = UnansweredLimits {
+    max_offers: 2,
+    max_candidates: 3,
+    max_candidate_bytes: 128,
+};
 
 /// Payloads used by [`Msg`] relays, by index modulo the length: the shapes browsers send,
 /// and JSON a strict parser may choke on.
@@ -377,6 +399,21 @@ pub fn rate_limit_for(byte: u8) -> Option<RateLimit> {
     })
 }
 
+/// The bounds before the answer selected by the first input byte: the defaults, or with bit 7
+/// set [`SMALL_UNANSWERED_LIMITS`].
+pub fn unanswered_limits_for(byte: u8) -> UnansweredLimits {
+    if byte & 0x80 == 0 {
+        UnansweredLimits::default()
+    } else {
+        SMALL_UNANSWERED_LIMITS
+    }
+}
+
+/// The TR39 skeleton of a name, computed here rather than by the crate under test.
+fn skeleton(name: &str) -> String {
+    unicode_security::confusable_detection::skeleton(name).collect()
+}
+
 /// Splits an input into its config byte and its ops.
 pub fn decode(data: &[u8]) -> (u8, Vec<Op>) {
     let Some((&config, rest)) = data.split_first() else {
@@ -592,10 +629,23 @@ struct Live {
     bound: Option<&'static str>,
 }
 
+/// What one side of a call that is not answered yet has relayed into it.
+#[derive(Debug, Clone, Copy)]
+struct Unanswered {
+    peer: ConnectionId,
+    offers: u32,
+    candidates: u32,
+}
+
 /// The router under test and what the harness knows about it.
 struct World {
     router: Router,
     limit: Option<RateLimit>,
+    unanswered_limits: UnansweredLimits,
+    /// Per sender, what it relayed into its unanswered call.
+    unanswered: HashMap<ConnectionId, Unanswered>,
+    /// Relays drained since the last frame: (to, kind, payload bytes).
+    relays: Vec<(ConnectionId, RelayKind, usize)>,
     slots: [Option<Live>; SLOTS],
     /// The id last used in each slot (or a never-used one): what a dead-slot input sends.
     stale: [ConnectionId; SLOTS],
@@ -611,9 +661,17 @@ struct World {
 impl World {
     fn new(config_byte: u8) -> Self {
         let limit = rate_limit_for(config_byte);
+        let unanswered_limits = unanswered_limits_for(config_byte);
         World {
-            router: Router::new(RouterConfig::default().with_rate_limit(limit)),
+            router: Router::new(
+                RouterConfig::default()
+                    .with_rate_limit(limit)
+                    .with_unanswered_limits(Some(unanswered_limits)),
+            ),
             limit,
+            unanswered_limits,
+            unanswered: HashMap::new(),
+            relays: Vec::new(),
             slots: [None; SLOTS],
             // Ids 1_000_000+ are never handed out, so they are never live.
             stale: std::array::from_fn(|i| ConnectionId(1_000_000 + i as u64)),
@@ -652,6 +710,9 @@ impl World {
             match output {
                 Output::Transmit(t) => {
                     check_frame(&t.message.to_json());
+                    if let ServerMessage::Relay { kind, payload, .. } = &t.message {
+                        self.relays.push((t.to, *kind, payload.get().len()));
+                    }
                 }
                 Output::Close { conn, reason } => {
                     let limit = self
@@ -716,7 +777,9 @@ impl World {
             Some(live) => {
                 let result = send(&mut self.router, live.id, now);
                 assert_eq!(result, Ok(()), "input on live {} refused", live.id);
+                self.relays.clear();
                 let outputs = self.drain();
+                self.check_unanswered(live.id);
                 if live.closing {
                     assert_eq!(outputs, 0, "closing {} got an answer", live.id);
                 } else {
@@ -787,7 +850,60 @@ impl World {
                 self.frame(*slot, |r, c, now| r.handle_text(c, &text, now));
             }
         }
+        // A call that ended or was answered starts afresh.
+        let router = &self.router;
+        self.unanswered
+            .retain(|&c, side| router.partner(c) == Some(side.peer) && !router.is_answered(c));
         self.check_state();
+    }
+
+    /// Issue 9: what `sender` relayed into a call that is not answered stays within the
+    /// bounds, counted per call side.
+    fn check_unanswered(&mut self, sender: ConnectionId) {
+        let relays = std::mem::take(&mut self.relays);
+        if relays.is_empty() {
+            return;
+        }
+        let partner = self.router.partner(sender);
+        for &(to, kind, bytes) in &relays {
+            assert_eq!(
+                Some(to),
+                partner,
+                "{sender} relayed to {to}, not its partner"
+            );
+            if self.router.is_answered(sender) || kind == RelayKind::Answer {
+                continue;
+            }
+            let side = self.unanswered.entry(sender).or_insert(Unanswered {
+                peer: to,
+                offers: 0,
+                candidates: 0,
+            });
+            assert_eq!(side.peer, to, "{sender}: a stale unanswered call");
+            let limits = self.unanswered_limits;
+            match kind {
+                RelayKind::Offer => {
+                    side.offers += 1;
+                    assert!(
+                        side.offers <= limits.max_offers.max(1),
+                        "{sender}: {} offers before the answer",
+                        side.offers
+                    );
+                }
+                _ => {
+                    side.candidates += 1;
+                    assert!(
+                        side.candidates <= limits.max_candidates,
+                        "{sender}: {} candidates before the answer",
+                        side.candidates
+                    );
+                    assert!(
+                        bytes <= limits.max_candidate_bytes,
+                        "{sender}: a {bytes}-byte candidate before the answer"
+                    );
+                }
+            }
+        }
     }
 
     /// The registry and the calls are consistent with what the harness knows.
@@ -818,6 +934,26 @@ impl World {
             }
         }
         assert_eq!(r.user_count(), users, "user_count");
+        // Issue 9: no two live names share a skeleton, and the router's skeleton map has
+        // exactly the live ones.
+        let mut skeletons = HashSet::new();
+        for &c in &live {
+            if let Some(name) = r.username(c) {
+                let s = skeleton(name.as_str());
+                assert_eq!(r.connection_of_skeleton(&s), Some(c), "skeleton registry");
+                assert!(skeletons.insert(s), "two live names look alike: {name:?}");
+            }
+        }
+        for name in NAMES {
+            let s = skeleton(name);
+            if !skeletons.contains(&s) {
+                assert_eq!(
+                    r.connection_of_skeleton(&s),
+                    None,
+                    "stale skeleton of {name:?}"
+                );
+            }
+        }
         for id in self.stale {
             if !live.contains(&id) {
                 assert!(!r.is_connected(id));

@@ -374,6 +374,93 @@ pub fn seeds() -> Vec<(&'static str, u8, Vec<Op>)> {
                 disconnect(0),
             ],
         ),
+        (
+            "seed-15-look-alike-names",
+            NO_LIMIT,
+            vec![
+                connect(0),
+                connect(1),
+                connect(2),
+                connect(3),
+                login(0, "alice"),
+                login(1, "\u{430}lice"),
+                login(1, "\u{ff41}\u{ff4c}\u{ff49}\u{ff43}\u{ff45}"),
+                login(1, "alice\u{200d}"),
+                login(1, " alice"),
+                login(1, "alice\u{a0}"),
+                login(1, "\u{202e}alice"),
+                login(1, "alice\u{e0061}"),
+                login(1, "\u{3164}"),
+                login(2, "zoe\u{308}"),
+                login(3, "zo\u{eb}"),
+                login(3, "rn"),
+                login(3, "m"),
+                relay(3, "offer", OFFER, "zoe\u{308}"),
+                relay(2, "answer", ANSWER, "rn"),
+                text(3, r#"{"type":"close","otherUsername":"zo\u00eb"}"#),
+                disconnect(0),
+                login(1, "\u{430}lice"),
+                Op::Message {
+                    slot: 0,
+                    msg: Msg::Login { name: 8 },
+                },
+                connect(0),
+                Op::Message {
+                    slot: 0,
+                    msg: Msg::Login { name: 0 },
+                },
+                Op::Message {
+                    slot: 0,
+                    msg: Msg::Login { name: 12 },
+                },
+            ],
+        ),
+        (
+            "seed-16-unanswered-call-bounds",
+            // No rate limit; small bounds before the answer (bit 7).
+            0x80,
+            {
+                let mut ops = vec![
+                    connect(0),
+                    connect(1),
+                    login(0, "mallory"),
+                    login(1, "carol"),
+                    relay(0, "offer", OFFER, "carol"),
+                    relay(0, "offer", OFFER, "carol"),
+                    relay(0, "offer", OFFER, "carol"),
+                    relay(1, "candidate", CAND_B, "mallory"),
+                ];
+                for _ in 0..5 {
+                    ops.push(relay(0, "candidate", CAND_A, "carol"));
+                }
+                let big = format!(r#"{{"candidate":"{}"}}"#, "x".repeat(200));
+                ops.push(relay(0, "candidate", &big, "carol"));
+                ops.push(relay(1, "answer", ANSWER, "mallory"));
+                ops.push(relay(0, "candidate", &big, "carol"));
+                ops.push(relay(0, "offer", OFFER, "carol"));
+                ops.push(relay(0, "offer", OFFER, "carol"));
+                ops.push(relay(0, "offer", OFFER, "carol"));
+                ops.push(text(0, r#"{"type":"close"}"#));
+                ops.push(relay(0, "offer", OFFER, "carol"));
+                ops.push(relay(0, "candidate", CAND_A, "carol"));
+                ops
+            },
+        ),
+        ("seed-17-candidate-flood-default-bounds", NO_LIMIT, {
+            let mut ops = vec![
+                connect(0),
+                connect(1),
+                login(0, "mallory"),
+                login(1, "carol"),
+                relay(0, "offer", OFFER, "carol"),
+            ];
+            for _ in 0..101 {
+                ops.push(relay(0, "candidate", CAND_A, "carol"));
+            }
+            let big = format!(r#"{{"candidate":"{}"}}"#, "x".repeat(3_000));
+            ops.push(relay(1, "candidate", &big, "mallory"));
+            ops
+        }),
     ]
 }
 

@@ -24,9 +24,11 @@ pub enum ErrorCode {
     UnknownType,
     /// A binary frame arrived; the protocol is text only.
     BinaryNotSupported,
-    /// The `username` (or `otherUsername`) is empty, too long, or holds control characters.
+    /// The `username` (or `otherUsername`) is empty, too long, holds control, invisible
+    /// (format), private-use or unassigned characters, or starts or ends with white space.
     InvalidUsername,
-    /// Login refused: the name belongs to another live connection.
+    /// Login refused: the name, or a name that looks like it (Unicode TR39 confusables),
+    /// belongs to another live connection.
     NameTaken,
     /// Login refused: this connection is already logged in.
     AlreadyLoggedIn,
@@ -56,6 +58,10 @@ pub enum ErrorCode {
     ServerOverloaded,
     /// The server hit an internal fault while handling the message.
     Internal,
+    /// Before the callee answers, the sender went over a bound on what may be sent into the
+    /// call (offers, candidates, candidate size); the message was dropped. The bounds lift once
+    /// the call is answered.
+    UnansweredLimit,
 }
 
 impl ErrorCode {
@@ -83,6 +89,7 @@ impl ErrorCode {
         ErrorCode::RecipientOverloaded,
         ErrorCode::ServerOverloaded,
         ErrorCode::Internal,
+        ErrorCode::UnansweredLimit,
     ];
 
     /// The wire string, e.g. `"unknown_user"`.
@@ -110,6 +117,7 @@ impl ErrorCode {
             ErrorCode::RecipientOverloaded => "recipient_overloaded",
             ErrorCode::ServerOverloaded => "server_overloaded",
             ErrorCode::Internal => "internal",
+            ErrorCode::UnansweredLimit => "unanswered_limit",
         }
     }
 

@@ -67,4 +67,6 @@ pub use protocol::{
     ClientMessage, DecodeError, MAX_USERNAME_CHARS, Payload, RelayKind, ServerMessage, Username,
     UsernameError,
 };
-pub use router::{CloseReason, ConnectionId, Output, RateLimit, Router, RouterConfig, Transmit};
+pub use router::{
+    CloseReason, ConnectionId, Output, RateLimit, Router, RouterConfig, Transmit, UnansweredLimits,
+};

@@ -14,13 +14,28 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfc_quick};
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
 use crate::error::ErrorCode;
 
-/// Longest username accepted, in Unicode scalar values.
+/// Longest username accepted, in Unicode scalar values of its NFC form.
 pub const MAX_USERNAME_CHARS: usize = 64;
 
-/// A validated username: 1 to [`MAX_USERNAME_CHARS`] characters, no control characters.
+/// Longest string looked at before normalization: NFC composes at most 4 scalar values into one
+/// (the longest canonical decomposition), so a longer input cannot be a valid name. Bounds the
+/// work spent on a hostile name before it is refused.
+const MAX_RAW_USERNAME_CHARS: usize = 4 * MAX_USERNAME_CHARS;
+
+/// A validated username in Unicode Normalization Form C: 1 to [`MAX_USERNAME_CHARS`] characters
+/// (counted after normalization), no control, format (invisible: zero-width, bidi, tag),
+/// private-use or unassigned characters, and no white space at either end.
+///
+/// [`Username::new`] normalizes to NFC, so the NFD spelling `"zoe\u{308}"` and the NFC spelling
+/// `"zoë"` are the same `Username`. Case is significant (`"Alice"` and `"alice"` are two
+/// names). Names that merely *look* alike (Unicode TR39 confusables, see
+/// [`Username::skeleton`]) are different `Username`s; the router refuses a login whose skeleton
+/// is already in use.
 ///
 /// Cheap to clone (reference counted). Names such as `__proto__` or `constructor` are
 /// ordinary names here.
@@ -34,38 +49,179 @@ pub enum UsernameError {
     /// The name is the empty string.
     #[error("username must not be empty")]
     Empty,
-    /// The name is longer than [`MAX_USERNAME_CHARS`].
-    #[error("username must be at most {MAX_USERNAME_CHARS} characters")]
+    /// The name is longer than [`MAX_USERNAME_CHARS`] once normalized to NFC.
+    #[error("username must be at most {MAX_USERNAME_CHARS} characters (counted in NFC)")]
     TooLong,
     /// The name holds a control character (U+0000–U+001F, U+007F–U+009F).
     #[error("username must not contain control characters")]
     ControlCharacter,
+    /// The name holds an invisible format character (general category Cf): zero-width
+    /// joiners and spaces, bidirectional controls such as U+202E, tag characters, U+FEFF.
+    #[error(
+        "username must not contain invisible or formatting characters (found U+{:04X}: zero-width, bidi control or tag)",
+        u32::from(*.0)
+    )]
+    FormatCharacter(char),
+    /// The name holds a private-use character (general category Co), which has no agreed
+    /// glyph.
+    #[error("username must not contain private-use characters (found U+{:04X})", u32::from(*.0))]
+    PrivateUse(char),
+    /// The name holds a code point that Unicode has not assigned (general category Cn,
+    /// including noncharacters such as U+FFFF).
+    #[error("username must not contain unassigned code points (found U+{:04X})", u32::from(*.0))]
+    Unassigned(char),
+    /// The name starts with white space ([`char::is_whitespace`], which includes U+00A0).
+    #[error("username must not start with white space")]
+    LeadingWhitespace,
+    /// The name ends with white space ([`char::is_whitespace`], which includes U+00A0).
+    #[error("username must not end with white space")]
+    TrailingWhitespace,
 }
 
 impl Username {
-    /// Validates `name` and wraps it.
+    /// Validates `name` and wraps its NFC form.
     pub fn new(name: &str) -> Result<Self, UsernameError> {
-        Username::validate(name)?;
-        Ok(Username(Arc::from(name)))
+        normalized(name).map(|nfc| Username(Arc::from(nfc.as_ref())))
     }
 
-    /// Checks the rules without allocating.
+    /// Checks the rules without allocating (the length is that of the NFC form).
     pub fn validate(name: &str) -> Result<(), UsernameError> {
         if name.is_empty() {
             return Err(UsernameError::Empty);
         }
-        if name.chars().nth(MAX_USERNAME_CHARS).is_some() {
+        if name.is_ascii() {
+            // Fast path: no category lookups, and NFC of ASCII is itself.
+            let bytes = name.as_bytes();
+            if bytes.len() > MAX_USERNAME_CHARS {
+                return Err(UsernameError::TooLong);
+            }
+            if bytes.iter().any(u8::is_ascii_control) {
+                return Err(UsernameError::ControlCharacter);
+            }
+            // Only the space is left of ASCII white space once controls are refused.
+            if bytes.first() == Some(&b' ') {
+                return Err(UsernameError::LeadingWhitespace);
+            }
+            if bytes.last() == Some(&b' ') {
+                return Err(UsernameError::TrailingWhitespace);
+            }
+            return Ok(());
+        }
+        if name.chars().nth(MAX_RAW_USERNAME_CHARS).is_some() {
             return Err(UsernameError::TooLong);
         }
-        if name.chars().any(char::is_control) {
-            return Err(UsernameError::ControlCharacter);
+        for c in name.chars() {
+            if c.is_ascii() {
+                if c.is_ascii_control() {
+                    return Err(UsernameError::ControlCharacter);
+                }
+                continue;
+            }
+            match c.general_category() {
+                GeneralCategory::Control => return Err(UsernameError::ControlCharacter),
+                GeneralCategory::Format => return Err(UsernameError::FormatCharacter(c)),
+                GeneralCategory::PrivateUse => return Err(UsernameError::PrivateUse(c)),
+                GeneralCategory::Unassigned => return Err(UsernameError::Unassigned(c)),
+                _ => {}
+            }
+        }
+        // Canonical decomposition maps white space to white space (U+2000 to U+2002, …), so the
+        // ends of the raw string stand for the ends of its NFC form.
+        if name.chars().next().is_some_and(char::is_whitespace) {
+            return Err(UsernameError::LeadingWhitespace);
+        }
+        if name.chars().next_back().is_some_and(char::is_whitespace) {
+            return Err(UsernameError::TrailingWhitespace);
+        }
+        if name.chars().nfc().nth(MAX_USERNAME_CHARS).is_some() {
+            return Err(UsernameError::TooLong);
         }
         Ok(())
     }
 
-    /// The name as a string slice.
+    /// The name as a string slice (in NFC).
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The shared string, so that a map keyed by the skeleton can share it when the two are
+    /// equal.
+    pub(crate) fn shared(&self) -> &Arc<str> {
+        &self.0
+    }
+
+    /// The name's confusable skeleton (Unicode TR39 §4, `skeleton(X)`): two names with equal
+    /// skeletons look alike (`"alice"` and `"аlice"` with a Cyrillic `а`, `"rn"` and `"m"`,
+    /// `"l"` and `"I"`), and the router lets only one of them be logged in at a time. Computed
+    /// on each call; the router computes it once per login.
+    pub fn skeleton(&self) -> String {
+        unicode_security::confusable_detection::skeleton(&self.0).collect()
+    }
+}
+
+/// The skeletons of the 128 ASCII characters, taken from `unicode-security` once per router:
+/// the skeleton of an ASCII name is then the concatenation of its characters' (ASCII has no
+/// normalization and no default-ignorables), which is several times faster than the general
+/// algorithm. A character whose skeleton is not ASCII (a few punctuation marks, e.g. `` ` ``)
+/// has no entry, and a name holding one takes the general path.
+#[derive(Debug)]
+pub(crate) struct AsciiSkeletons(Vec<Option<Box<str>>>);
+
+impl AsciiSkeletons {
+    pub(crate) fn new() -> Self {
+        AsciiSkeletons(
+            (0u8..128)
+                .map(|b| {
+                    let c = char::from(b).to_string();
+                    let skeleton: String =
+                        unicode_security::confusable_detection::skeleton(&c).collect();
+                    skeleton.is_ascii().then(|| skeleton.into_boxed_str())
+                })
+                .collect(),
+        )
+    }
+
+    /// Writes `name`'s skeleton ([`Username::skeleton`]) into `out`, replacing its contents.
+    pub(crate) fn skeleton_into(&self, name: &str, out: &mut String) {
+        out.clear();
+        if name.is_ascii() {
+            let mut complete = true;
+            for b in name.bytes() {
+                match self.0.get(usize::from(b)).and_then(Option::as_deref) {
+                    Some(s) => out.push_str(s),
+                    None => {
+                        complete = false;
+                        break;
+                    }
+                }
+            }
+            if complete {
+                return;
+            }
+            out.clear();
+        }
+        out.extend(unicode_security::confusable_detection::skeleton(name));
+    }
+}
+
+/// Validates `name` and returns its NFC form, borrowed when `name` already is NFC (always for
+/// ASCII).
+pub(crate) fn normalized(name: &str) -> Result<Cow<'_, str>, UsernameError> {
+    Username::validate(name)?;
+    Ok(nfc(name))
+}
+
+/// The NFC form of `name`, borrowed when it already is NFC (always for ASCII).
+pub(crate) fn nfc(name: &str) -> Cow<'_, str> {
+    if name.is_ascii() || is_nfc_quick(name.chars()) == IsNormalized::Yes {
+        Cow::Borrowed(name)
+    } else {
+        let composed: String = name.chars().nfc().collect();
+        if composed == name {
+            Cow::Borrowed(name)
+        } else {
+            Cow::Owned(composed)
+        }
     }
 }
 
@@ -340,6 +496,7 @@ impl<'a> Decoded<'a> {
                         DecodeError::new(ErrorCode::MissingField, "missing field `username`")
                     })
                     .and_then(|raw| name_field("username", raw))
+                    .map(into_nfc)
                     .map_err(|e| DecodeError { login: true, ..e })?;
                 Ok(Decoded::Login { username })
             }
@@ -367,9 +524,20 @@ fn shorten(text: &str, max: usize) -> Cow<'_, str> {
     }
 }
 
-/// Converts a name that already passed [`Username::validate`].
+/// The NFC form of a decoded name, still borrowing from the frame when it can.
+fn into_nfc(name: Cow<'_, str>) -> Cow<'_, str> {
+    match name {
+        Cow::Borrowed(s) => nfc(s),
+        Cow::Owned(s) => match nfc(&s) {
+            Cow::Borrowed(_) => Cow::Owned(s),
+            Cow::Owned(composed) => Cow::Owned(composed),
+        },
+    }
+}
+
+/// Converts a name that already passed [`Username::validate`] (normalizing it to NFC).
 fn validated(name: Cow<'_, str>) -> Username {
-    Username(Arc::from(name.as_ref()))
+    Username(Arc::from(nfc(&name).as_ref()))
 }
 
 impl From<ClientMessage> for Decoded<'static> {
@@ -573,4 +741,34 @@ fn push_error_fields(out: &mut String, code: ErrorCode, message: &str) {
     out.push_str(code.as_str());
     out.push_str(r#"","message":"#);
     push_json_str(out, message);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The ASCII shortcut gives what the general algorithm gives, for every printable ASCII
+    /// character alone and in pairs.
+    #[test]
+    fn ascii_skeletons_match_the_general_algorithm() {
+        let table = AsciiSkeletons::new();
+        // Letters and digits all have ASCII skeletons: the fast path is taken for them.
+        for b in (b'a'..=b'z').chain(b'A'..=b'Z').chain(b'0'..=b'9') {
+            assert!(table.0[usize::from(b)].is_some(), "{}", char::from(b));
+        }
+        let printable: Vec<char> = (0x21u8..0x7f).map(char::from).collect();
+        let mut names: Vec<String> = printable.iter().map(|c| c.to_string()).collect();
+        for a in &printable {
+            for b in &printable {
+                names.push(format!("{a}{b}"));
+            }
+        }
+        names.extend(["newcomer", "Jean Dupont", "AIice", "user@example.com"].map(String::from));
+        let mut out = String::new();
+        for name in names {
+            let name = Username::new(&name).unwrap();
+            table.skeleton_into(name.as_str(), &mut out);
+            assert_eq!(out, name.skeleton(), "{name:?}");
+        }
+    }
 }

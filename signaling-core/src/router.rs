@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::{ErrorCode, RouterError};
@@ -10,7 +11,9 @@ use std::borrow::Cow;
 use foldhash::fast::RandomState;
 use serde_json::value::RawValue;
 
-use crate::protocol::{ClientMessage, Decoded, Payload, RelayKind, ServerMessage, Username};
+use crate::protocol::{
+    AsciiSkeletons, ClientMessage, Decoded, Payload, RelayKind, ServerMessage, Username, nfc,
+};
 
 /// Identifies one live connection. Allocated by the driver, never by the router; an id must not
 /// be reused while it is live.
@@ -48,18 +51,51 @@ impl Default for RateLimit {
     }
 }
 
+/// Bounds on what each side of a call may send before the callee answers, so that a caller
+/// cannot fill the queue of a user who never picks up (issue 9: 100 candidates of 64 KB each
+/// into a callee's queue). Each side of the call has its own counters; they stop applying once
+/// the call is answered. A message over a bound is dropped and its sender gets `error`
+/// `unanswered_limit`; nothing reaches the other side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnansweredLimits {
+    /// Offers one side may send before the answer, counting the offer that opens the call
+    /// (which is always let through): the default 4 is the offer plus 3 renegotiations.
+    pub max_offers: u32,
+    /// ICE candidates one side may send before the answer. Default 100 (a browser gathers tens
+    /// of them).
+    pub max_candidates: u32,
+    /// Largest candidate payload before the answer, in bytes of the `candidate` field's raw
+    /// JSON text. Default 2,048 (a real candidate is well under 1 KB).
+    pub max_candidate_bytes: usize,
+}
+
+impl Default for UnansweredLimits {
+    /// 4 offers (the offer and 3 renegotiations), 100 candidates of at most 2,048 bytes.
+    fn default() -> Self {
+        UnansweredLimits {
+            max_offers: 4,
+            max_candidates: 100,
+            max_candidate_bytes: 2_048,
+        }
+    }
+}
+
 /// How the router behaves. Transport limits (sizes, timeouts) live in the adapters' config.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct RouterConfig {
     /// Per-connection rate limit; `None` turns it off.
     pub rate_limit: Option<RateLimit>,
+    /// What each side of a call may send before the callee answers; `None` turns the bounds
+    /// off.
+    pub unanswered: Option<UnansweredLimits>,
 }
 
 impl Default for RouterConfig {
     fn default() -> Self {
         RouterConfig {
             rate_limit: Some(RateLimit::default()),
+            unanswered: Some(UnansweredLimits::default()),
         }
     }
 }
@@ -68,6 +104,12 @@ impl RouterConfig {
     /// Sets (or with `None`, turns off) the per-connection rate limit.
     pub fn with_rate_limit(mut self, rate_limit: Option<RateLimit>) -> Self {
         self.rate_limit = rate_limit;
+        self
+    }
+
+    /// Sets (or with `None`, turns off) the bounds on a call that is not answered yet.
+    pub fn with_unanswered_limits(mut self, limits: Option<UnansweredLimits>) -> Self {
+        self.unanswered = limits;
         self
     }
 }
@@ -140,6 +182,11 @@ struct CallSide {
     peer: ConnectionId,
     /// The other side has answered (or this side answered).
     answered: bool,
+    /// Offers this side relayed into the call while it was not answered (the opening one
+    /// included).
+    offers: u32,
+    /// Candidates this side relayed into the call while it was not answered.
+    candidates: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -178,6 +225,8 @@ impl TokenBucket {
 #[derive(Debug)]
 struct Connection {
     name: Option<Username>,
+    /// The confusable skeleton of `name`: its key in [`Router::skeletons`].
+    skeleton: Option<Arc<str>>,
     /// A name verified by an authenticator: the only one this connection may log in with.
     bound: Option<Username>,
     call: Option<CallSide>,
@@ -206,6 +255,12 @@ pub struct Router {
     /// Keys come from clients: foldhash with a per-process random seed (not a fixed-seed hash
     /// an attacker could precompute collisions for), and several times faster than SipHash.
     names: HashMap<Username, ConnectionId, RandomState>,
+    /// The TR39 skeleton of every logged-in name: one name per look, checked at login only
+    /// (relays look names up in `names`). Shares the name's string when the two are equal.
+    skeletons: HashMap<Arc<str>, ConnectionId, RandomState>,
+    ascii_skeletons: AsciiSkeletons,
+    /// Where a login's skeleton is computed (kept to save an allocation per login).
+    skeleton_buf: String,
     outputs: VecDeque<Output>,
     /// The driver says the server's memory budget is nearly used up: relays are refused.
     overloaded: bool,
@@ -224,6 +279,9 @@ impl Router {
             config,
             connections: HashMap::default(),
             names: HashMap::default(),
+            skeletons: HashMap::default(),
+            ascii_skeletons: AsciiSkeletons::new(),
+            skeleton_buf: String::new(),
             outputs: VecDeque::new(),
             overloaded: false,
         }
@@ -257,6 +315,7 @@ impl Router {
             conn,
             Connection {
                 name: None,
+                skeleton: None,
                 bound,
                 call: None,
                 bucket: None,
@@ -367,6 +426,9 @@ impl Router {
         if self.outputs.iter().any(|o| o.connection() == conn) {
             self.outputs.retain(|o| o.connection() != conn);
         }
+        if let Some(skeleton) = gone.skeleton {
+            self.skeletons.remove(&skeleton);
+        }
         if let Some(name) = gone.name {
             self.names.remove(&name);
             if let Some(side) = gone.call {
@@ -406,9 +468,31 @@ impl Router {
         self.connections.get(&conn)?.name.as_ref()
     }
 
-    /// The connection logged in as `name`.
+    /// The connection logged in as `name` (or as its NFC form).
     pub fn connection_of(&self, name: &str) -> Option<ConnectionId> {
-        self.names.get(name).copied()
+        self.lookup(name)
+    }
+
+    /// The connection holding a name whose confusable skeleton ([`Username::skeleton`]) is
+    /// `skeleton`.
+    pub fn connection_of_skeleton(&self, skeleton: &str) -> Option<ConnectionId> {
+        self.skeletons.get(skeleton).copied()
+    }
+
+    /// The connection logged in as `name`: the exact name first (what clients send back is the
+    /// `username` the server stamped, already NFC), then, for non-ASCII names only, its NFC
+    /// form.
+    fn lookup(&self, name: &str) -> Option<ConnectionId> {
+        if let Some(&conn) = self.names.get(name) {
+            return Some(conn);
+        }
+        if name.is_ascii() {
+            return None;
+        }
+        match nfc(name) {
+            Cow::Owned(composed) => self.names.get(composed.as_str()).copied(),
+            Cow::Borrowed(_) => None,
+        }
     }
 
     /// The connection `conn` is in a call with (offered or answered).
@@ -515,14 +599,48 @@ impl Router {
             let message = format!("the name {username:?} is taken");
             return self.login_failed(conn, ErrorCode::NameTaken, message);
         }
-        let Ok(username) = Username::new(username) else {
+        let username = match Username::new(username) {
+            Ok(username) => username,
             // Unreachable: the decoder validated the name. Answer rather than panic.
-            let message = format!("invalid username {username:?}");
-            return self.login_failed(conn, ErrorCode::InvalidUsername, message);
+            Err(e) => {
+                let message = format!("invalid username {username:?}: {e}");
+                return self.login_failed(conn, ErrorCode::InvalidUsername, message);
+            }
         };
+        let mut skeleton = std::mem::take(&mut self.skeleton_buf);
+        self.ascii_skeletons
+            .skeleton_into(username.as_str(), &mut skeleton);
+        let refusal = if skeleton.is_empty() {
+            // Only default-ignorable characters (U+3164 HANGUL FILLER, a lone variation
+            // selector…): every such name would look the same, i.e. like nothing.
+            let message = format!("invalid username {username:?}: it has no visible characters");
+            Some((ErrorCode::InvalidUsername, message))
+        } else if self.skeletons.contains_key(skeleton.as_str()) {
+            // Which name it resembles is not said: that would help probe who is online.
+            let message = format!(
+                "the name {username:?} looks like a name in use (Unicode confusables); pick another"
+            );
+            Some((ErrorCode::NameTaken, message))
+        } else {
+            None
+        };
+        if let Some((code, message)) = refusal {
+            self.skeleton_buf = skeleton;
+            return self.login_failed(conn, code, message);
+        }
+        // Shares the name's string when the name is its own skeleton (most ASCII names).
+        let key: Arc<str> = if skeleton == username.as_str() {
+            Arc::clone(username.shared())
+        } else {
+            Arc::from(skeleton.as_str())
+        };
+        self.skeleton_buf = skeleton;
+        let skeleton = key;
         self.names.insert(username.clone(), conn);
+        self.skeletons.insert(Arc::clone(&skeleton), conn);
         if let Some(c) = self.connections.get_mut(&conn) {
             c.name = Some(username);
+            c.skeleton = Some(skeleton);
         }
         self.transmit(
             conn,
@@ -558,12 +676,17 @@ impl Router {
         // Resolve the addressee: the named user, or else the current partner.
         let target = match (to, call) {
             (Some(name), _) => {
-                if name == me.as_str() {
-                    let message = format!("cannot send {} to yourself", kind.as_str());
-                    return self.reply_error(conn, ErrorCode::SelfAddressed, message);
-                }
-                match self.names.get(name) {
-                    Some(&target) => target,
+                let found = if name == me.as_str() {
+                    Some(conn)
+                } else {
+                    self.lookup(name)
+                };
+                match found {
+                    Some(target) if target == conn => {
+                        let message = format!("cannot send {} to yourself", kind.as_str());
+                        return self.reply_error(conn, ErrorCode::SelfAddressed, message);
+                    }
+                    Some(target) => target,
                     None => {
                         let message = format!("user {name:?} is not logged in");
                         return self.reply_error(conn, ErrorCode::UnknownUser, message);
@@ -604,6 +727,11 @@ impl Router {
                 if !in_call_with_target {
                     return self.not_in_call(conn, kind, target);
                 }
+                if let Some(side) = call.filter(|side| !side.answered) {
+                    if let Some(message) = self.over_unanswered_limit(side, kind, payload.get()) {
+                        return self.reply_error(conn, ErrorCode::UnansweredLimit, message);
+                    }
+                }
                 false
             }
         };
@@ -628,6 +756,9 @@ impl Router {
         } else if kind == RelayKind::Answer {
             self.set_call(conn, target, true);
             self.set_call(target, conn, true);
+        }
+        if opens_call || call.is_some_and(|side| !side.answered) {
+            self.count_unanswered(conn, kind);
         }
         self.transmit(
             target,
@@ -657,7 +788,60 @@ impl Router {
 
     fn set_call(&mut self, conn: ConnectionId, peer: ConnectionId, answered: bool) {
         if let Some(c) = self.connections.get_mut(&conn) {
-            c.call = Some(CallSide { peer, answered });
+            c.call = Some(CallSide {
+                peer,
+                answered,
+                offers: 0,
+                candidates: 0,
+            });
+        }
+    }
+
+    /// Why `kind` with `payload` may not be relayed by the side `side` of a call that is not
+    /// answered, if it may not.
+    fn over_unanswered_limit(
+        &self,
+        side: CallSide,
+        kind: RelayKind,
+        payload: &str,
+    ) -> Option<String> {
+        let limits = self.config.unanswered?;
+        let peer = self.name_of(side.peer);
+        let until = "dropped; the limit lifts once the call is answered";
+        match kind {
+            RelayKind::Offer if side.offers >= limits.max_offers => Some(format!(
+                "the call with {peer:?} is not answered yet: at most {} offers may be sent before \
+                 the answer (the offer and {} renegotiations); offer {until}",
+                limits.max_offers,
+                limits.max_offers.saturating_sub(1)
+            )),
+            RelayKind::Candidate if payload.len() > limits.max_candidate_bytes => Some(format!(
+                "the call with {peer:?} is not answered yet: a candidate may be at most {} bytes \
+                 before the answer (this one is {}); candidate {until}",
+                limits.max_candidate_bytes,
+                payload.len()
+            )),
+            RelayKind::Candidate if side.candidates >= limits.max_candidates => Some(format!(
+                "the call with {peer:?} is not answered yet: at most {} candidates may be sent \
+                 before the answer; candidate {until}",
+                limits.max_candidates
+            )),
+            _ => None,
+        }
+    }
+
+    /// Counts an offer or candidate `conn` relays into its unanswered call.
+    fn count_unanswered(&mut self, conn: ConnectionId, kind: RelayKind) {
+        if let Some(side) = self
+            .connections
+            .get_mut(&conn)
+            .and_then(|c| c.call.as_mut())
+        {
+            match kind {
+                RelayKind::Offer => side.offers = side.offers.saturating_add(1),
+                RelayKind::Candidate => side.candidates = side.candidates.saturating_add(1),
+                RelayKind::Answer => {}
+            }
         }
     }
 
@@ -669,7 +853,7 @@ impl Router {
             return self.reply_error(conn, ErrorCode::NotInCall, "not in a call");
         };
         if let Some(named) = to {
-            if self.names.get(named) != Some(&side.peer) {
+            if self.lookup(named) != Some(side.peer) {
                 let message = format!(
                     "not in a call with {named:?} (in a call with {:?})",
                     self.name_of(side.peer)

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
-use signaling_core::Username;
 use signaling_core::driver::auth::HmacTokenAuthenticator;
+use signaling_core::{RateLimit, RouterConfig, Username};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -218,14 +218,24 @@ pub async fn per_user_cap(start: Start) {
 }
 
 /// Finding 7: pings and pongs count against the rate limit like any frame. A client that
-/// floods them (2,300 here, over the default burst of 2,000 and 200 strikes) is answered with
+/// floods them (400 here, against 10/s, bursts of 100 and 50 strikes: the default limit
+/// refills too fast to be outpaced reliably on a loaded machine) is answered with
 /// `rate_limited` and then closed with 1008; before issue 9 they were free.
 pub async fn control_frame_flood(start: Start) {
-    let server = start(quiet_config()).await;
+    let limit = RateLimit {
+        per_second: 10,
+        burst: 100,
+        max_strikes: 50,
+    };
+    // Time for the flooding client to read the close frame and answer it.
+    let config = quiet_config()
+        .with_close_timeout(Duration::from_secs(5))
+        .with_router(RouterConfig::default().with_rate_limit(Some(limit)));
+    let server = start(config).await;
     let mut flooder = Client::login(&server.url, "flooder").await;
     let (mut tx, mut rx) = flooder.ws.split();
     let flood = async {
-        for n in 0..2_300u32 {
+        for n in 0..400u32 {
             let frame = if n % 2 == 0 {
                 Message::Ping(n.to_be_bytes().to_vec().into())
             } else {
@@ -245,16 +255,31 @@ pub async fn control_frame_flood(start: Start) {
                     rate_limited += 1;
                 }
                 Some(Ok(Message::Close(Some(frame)))) => {
-                    return (u16::from(frame.code), rate_limited);
+                    return (Some(u16::from(frame.code)), rate_limited);
                 }
+                // The server closes while the client still floods: a reset can overtake the
+                // close frame in the client's receive buffer.
+                Some(Err(_)) | None => return (None, rate_limited),
                 Some(Ok(_)) => {}
-                other => panic!("ended without a close frame: {other:?}"),
             }
         }
     };
     let ((), (code, rate_limited)) = tokio::join!(flood, verdict);
-    assert_eq!(code, 1008);
-    assert!(rate_limited > 0);
+    // (A reset, rarely, also discards the errors waiting in the client's buffer.)
+    if let Some(code) = code {
+        assert_eq!(code, 1008);
+        assert!(rate_limited > 0);
+    }
+    // Closed either way: the flooder is gone from the router.
+    patiently("the flooder to be gone", async {
+        while server
+            .hub
+            .with_router(|r| r.connection_of("flooder").is_some())
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
     flooder.ws = tx.reunite(rx).expect("same socket");
     server.hub.shutdown().await;
 }

@@ -223,8 +223,9 @@ pub async fn queued_bytes_stay_within_the_budget(start: Start) {
             }
         })
     };
+    // Every call is set up before any flood starts (a flood may make the server refuse offers).
     let mut victims = Vec::new();
-    let mut floods = Vec::new();
+    let mut pairs = Vec::new();
     for i in 0..VICTIMS {
         let (flooder_name, victim_name) = (format!("flooder{i}"), format!("victim{i}"));
         let mut flooder = Client::login(&server.url, &flooder_name).await;
@@ -235,11 +236,19 @@ pub async fn queued_bytes_stay_within_the_budget(start: Start) {
         assert_eq!(victim.recv().await["success"], true);
         call(&mut flooder, &flooder_name, &mut victim, &victim_name).await;
         victims.push(victim); // never read again
+        pairs.push((flooder, victim_name));
+    }
+    let mut floods = Vec::new();
+    for (flooder, victim_name) in pairs {
         floods.push(tokio::spawn(async move {
             // Until the server says it is short of memory (bounded: 400 x 16 KiB each).
             let (mut tx, mut rx) = flooder.ws.split();
+            let overloaded = AtomicBool::new(false);
             let sending = async {
                 for n in 0..400 {
+                    if overloaded.load(Ordering::Relaxed) {
+                        break;
+                    }
                     let text = big_candidate(&victim_name, n, 16 * 1024);
                     if tx.send(Message::text(text)).await.is_err() {
                         break;
@@ -259,6 +268,9 @@ pub async fn queued_bytes_stay_within_the_budget(start: Start) {
                     let reply: Value = serde_json::from_str(&text).expect("json");
                     if reply["code"] == "unknown_type" {
                         return codes;
+                    }
+                    if reply["code"] == "server_overloaded" {
+                        overloaded.store(true, Ordering::Relaxed);
                     }
                     codes.push(reply["code"].as_str().unwrap_or("").to_string());
                 }

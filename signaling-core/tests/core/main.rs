@@ -4,6 +4,8 @@
 
 mod common;
 mod driver;
+mod names;
 mod properties;
 mod router_rules;
+mod unanswered;
 mod wire_shapes;

@@ -10,11 +10,13 @@ use std::time::Instant;
 
 use proptest::prelude::*;
 use serde_json::Value;
-use signaling_core::{ConnectionId, Output, Router, RouterConfig};
+use signaling_core::{ConnectionId, Output, Router, RouterConfig, UnansweredLimits};
+use unicode_normalization::UnicodeNormalization;
 
 /// Connection slots: a slot holds at most one live connection at a time.
 const SLOTS: usize = 6;
-/// Names drawn by index; the last ones are invalid.
+/// Names drawn by index: ASCII names, then look-alikes of them (issue 9) — one NFC name in two
+/// spellings, a Cyrillic `а`, a fullwidth spelling and the TR39 pair `rn` / `m`.
 const NAMES: &[&str] = &[
     "alice",
     "bob",
@@ -22,8 +24,43 @@ const NAMES: &[&str] = &[
     "__proto__",
     "constructor",
     "toString",
+    "\u{430}lice",
+    "\u{ff41}\u{ff4c}\u{ff49}\u{ff43}\u{ff45}",
+    "zo\u{eb}",
+    "zoe\u{308}",
+    "rn",
+    "m",
 ];
-const INVALID_NAMES: &[&str] = &["", "a\u{0}b", "tab\tname"];
+const INVALID_NAMES: &[&str] = &[
+    "",
+    "a\u{0}b",
+    "tab\tname",
+    "alice\u{200d}",
+    " bob",
+    "\u{202e}carol",
+];
+
+/// The bounds before the answer, small enough for 80 ops to reach them.
+const LIMITS: UnansweredLimits = UnansweredLimits {
+    max_offers: 2,
+    max_candidates: 3,
+    max_candidate_bytes: 64,
+};
+
+/// The NFC form, computed here rather than by the crate under test.
+fn nfc(name: &str) -> String {
+    name.nfc().collect()
+}
+
+/// The TR39 skeleton, computed here rather than by the crate under test.
+fn skeleton(name: &str) -> String {
+    unicode_security::confusable_detection::skeleton(name).collect()
+}
+
+/// `name` as a JSON string literal.
+fn json_str(name: &str) -> String {
+    serde_json::to_string(name).unwrap()
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -155,6 +192,11 @@ struct ModelConn {
     name: Option<String>,
     /// Partner's connection id.
     partner: Option<u64>,
+    /// The call has been answered.
+    answered: bool,
+    /// Offers and candidates this side sent into the call before the answer.
+    offers: u32,
+    candidates: u32,
 }
 
 /// The reference model: a deliberately naive restatement of docs/protocol.md.
@@ -171,12 +213,31 @@ impl Model {
     fn conn_mut(&mut self, id: u64) -> Option<&mut ModelConn> {
         self.slots.iter_mut().flatten().find(|c| c.id == id)
     }
+    /// The holder of `name` (in any normalization form).
     fn by_name(&self, name: &str) -> Option<u64> {
+        let name = nfc(name);
         self.slots
             .iter()
             .flatten()
-            .find(|c| c.name.as_deref() == Some(name))
+            .find(|c| c.name.as_deref() == Some(name.as_str()))
             .map(|c| c.id)
+    }
+    /// The holder of a name that looks like `name`.
+    fn by_skeleton(&self, name: &str) -> Option<u64> {
+        let wanted = skeleton(name);
+        self.slots
+            .iter()
+            .flatten()
+            .find(|c| c.name.as_deref().is_some_and(|n| skeleton(n) == wanted))
+            .map(|c| c.id)
+    }
+    /// `id` joins a call with `peer` (or its call ends, with `None`): fresh counters.
+    fn set_call(&mut self, id: u64, peer: Option<u64>, answered: bool) {
+        let c = self.conn_mut(id).unwrap();
+        c.partner = peer;
+        c.answered = answered;
+        c.offers = 0;
+        c.candidates = 0;
     }
     fn name(&self, id: u64) -> String {
         self.conn(id)
@@ -197,7 +258,11 @@ struct World {
 impl World {
     fn new() -> Self {
         World {
-            router: Router::new(RouterConfig::default().with_rate_limit(None)),
+            router: Router::new(
+                RouterConfig::default()
+                    .with_rate_limit(None)
+                    .with_unanswered_limits(Some(LIMITS)),
+            ),
             model: Model::default(),
             now: Instant::now(),
             seq: 0,
@@ -239,10 +304,7 @@ impl World {
                 };
                 let valid = matches!(op, Op::Login(..));
                 let name = if valid { NAMES[*n] } else { INVALID_NAMES[*n] };
-                let text = format!(
-                    r#"{{"type":"login","username":{}}}"#,
-                    serde_json::to_string(name).unwrap()
-                );
+                let text = format!(r#"{{"type":"login","username":{}}}"#, json_str(name));
                 self.router
                     .handle_text(ConnectionId(c.id), &text, self.now)
                     .expect("live");
@@ -250,10 +312,12 @@ impl World {
                     Obs::LoginFailed("invalid_username".into())
                 } else if c.name.is_some() {
                     Obs::LoginFailed("already_logged_in".into())
-                } else if self.model.by_name(name).is_some() {
+                } else if self.model.by_name(name).is_some()
+                    || self.model.by_skeleton(name).is_some()
+                {
                     Obs::LoginFailed("name_taken".into())
                 } else {
-                    self.model.conn_mut(c.id).unwrap().name = Some(name.to_string());
+                    self.model.conn_mut(c.id).unwrap().name = Some(nfc(name));
                     Obs::LoginOk
                 };
                 expected.push((c.id, obs));
@@ -266,7 +330,7 @@ impl World {
                 let body = payload(*style, self.seq);
                 let mut text = format!(r#"{{"type":"{0}","{0}":{body}"#, kind.tag());
                 if let Some(t) = target {
-                    text.push_str(&format!(r#","otherUsername":"{}""#, NAMES[*t]));
+                    text.push_str(&format!(r#","otherUsername":{}"#, json_str(NAMES[*t])));
                 }
                 text.push('}');
                 self.router
@@ -279,7 +343,7 @@ impl World {
                     };
                     let to = match (target, c.partner) {
                         (Some(t), _) => {
-                            if NAMES[*t] == me {
+                            if nfc(NAMES[*t]) == me {
                                 return Err(err("self_addressed"));
                             }
                             self.model
@@ -298,10 +362,33 @@ impl World {
                             if self.model.conn(to).unwrap().partner.is_some() {
                                 return Err(err("busy"));
                             }
-                            self.model.conn_mut(c.id).unwrap().partner = Some(to);
-                            self.model.conn_mut(to).unwrap().partner = Some(c.id);
+                            self.model.set_call(c.id, Some(to), false);
+                            self.model.set_call(to, Some(c.id), false);
+                            self.model.conn_mut(c.id).unwrap().offers = 1;
                         }
                         _ if !with_target => return Err(err("not_in_call")),
+                        Kind::Answer => {
+                            self.model.set_call(c.id, Some(to), true);
+                            self.model.set_call(to, Some(c.id), true);
+                        }
+                        Kind::Offer | Kind::Candidate if !c.answered => {
+                            // Issue 9: bounded before the answer.
+                            let over = match kind {
+                                Kind::Offer => c.offers >= LIMITS.max_offers,
+                                _ => {
+                                    body.len() > LIMITS.max_candidate_bytes
+                                        || c.candidates >= LIMITS.max_candidates
+                                }
+                            };
+                            if over {
+                                return Err(err("unanswered_limit"));
+                            }
+                            let side = self.model.conn_mut(c.id).unwrap();
+                            match kind {
+                                Kind::Offer => side.offers += 1,
+                                _ => side.candidates += 1,
+                            }
+                        }
                         _ => {}
                     }
                     Ok((
@@ -324,7 +411,7 @@ impl World {
                 };
                 let mut text = r#"{"type":"close""#.to_string();
                 if let Some(t) = target {
-                    text.push_str(&format!(r#","otherUsername":"{}""#, NAMES[*t]));
+                    text.push_str(&format!(r#","otherUsername":{}"#, json_str(NAMES[*t])));
                 }
                 text.push('}');
                 self.router
@@ -337,8 +424,8 @@ impl World {
                         if target.is_some_and(|t| self.model.by_name(NAMES[t]) != Some(p)) {
                             expected.push((c.id, Obs::Error("not_in_call".into())));
                         } else {
-                            self.model.conn_mut(c.id).unwrap().partner = None;
-                            self.model.conn_mut(p).unwrap().partner = None;
+                            self.model.set_call(c.id, None, false);
+                            self.model.set_call(p, None, false);
                             expected.push((p, Obs::Close { from: me.clone() }));
                         }
                     }
@@ -352,7 +439,7 @@ impl World {
                     .handle_disconnect(ConnectionId(c.id))
                     .expect("live");
                 if let (Some(me), Some(p)) = (c.name, c.partner) {
-                    self.model.conn_mut(p).unwrap().partner = None;
+                    self.model.set_call(p, None, false);
                     expected.push((p, Obs::Close { from: me }));
                 }
             }
@@ -399,6 +486,7 @@ impl World {
                 prop_assert_eq!(self.router.connection_of(name), Some(id));
             }
             prop_assert_eq!(self.router.partner(id).map(|p| p.0), c.partner);
+            prop_assert_eq!(self.router.is_answered(id), c.answered);
             if let Some(p) = c.partner {
                 prop_assert_eq!(self.model.conn(p).and_then(|pc| pc.partner), Some(c.id));
             }
@@ -407,11 +495,32 @@ impl World {
         for name in NAMES {
             let holders = live
                 .iter()
-                .filter(|c| c.name.as_deref() == Some(*name))
+                .filter(|c| c.name.as_deref() == Some(nfc(name).as_str()))
                 .count();
             prop_assert!(holders <= 1);
             if holders == 0 {
                 prop_assert_eq!(self.router.connection_of(name), None);
+            }
+        }
+        // Issue 9: no two logged-in users have the same skeleton, and the router's skeleton
+        // map holds exactly the live ones.
+        let mut skeletons: Vec<String> = live
+            .iter()
+            .filter_map(|c| c.name.as_deref().map(skeleton))
+            .collect();
+        for c in &live {
+            if let Some(name) = &c.name {
+                let id = self.router.connection_of_skeleton(&skeleton(name));
+                prop_assert_eq!(id, Some(ConnectionId(c.id)));
+            }
+        }
+        let count = skeletons.len();
+        skeletons.sort();
+        skeletons.dedup();
+        prop_assert_eq!(skeletons.len(), count, "two live names look alike");
+        for name in NAMES {
+            if self.model.by_skeleton(name).is_none() {
+                prop_assert_eq!(self.router.connection_of_skeleton(&skeleton(name)), None);
             }
         }
         Ok(())
@@ -478,6 +587,16 @@ proptest! {
     #[test]
     fn router_agrees_with_the_model(ops in proptest::collection::vec(op(), 1..80)) {
         run(&ops)?;
+    }
+
+    /// Everyone logged in first, so that calls open, get answered and reach the bounds before
+    /// the answer (from a cold start most relays meet `not_logged_in`).
+    #[test]
+    fn logged_in_users_call_each_other(ops in proptest::collection::vec(op(), 1..120)) {
+        let mut all: Vec<Op> =
+            (0..SLOTS).flat_map(|s| [Op::Connect(s), Op::Login(s, s)]).collect();
+        all.extend(ops);
+        run(&all)?;
     }
 
     #[test]

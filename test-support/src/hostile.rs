@@ -981,3 +981,45 @@ where
         assert_eq!(text, expected, "candidate {n} from {from}");
     }
 }
+
+/// Finding 5: while "alice" is online, names that look like hers are refused (Cyrillic а,
+/// zero-width joiner, fullwidth letters, white space at an end, a right-to-left override, tag
+/// characters, the NFD spelling of an NFC name), so nobody receives an offer "from аlice";
+/// ordinary names of many scripts keep working, and the NFD spelling addresses the NFC user.
+pub async fn look_alike_names(start: Start) {
+    let server = start(quiet_config()).await;
+    let _alice = Client::login(&server.url, "alice").await;
+    let mut zoe = Client::login(&server.url, "zo\u{eb}").await;
+    let look_alikes = [
+        "\u{430}lice",
+        "alice\u{200d}",
+        "\u{ff41}\u{ff4c}\u{ff49}\u{ff43}\u{ff45}",
+        " alice",
+        "alice\u{a0}",
+        "\u{202e}alice",
+        "alice\u{e0061}\u{e0062}",
+        "zoe\u{308}",
+    ];
+    for name in look_alikes {
+        let mut c = Client::connect(&server.url).await;
+        c.send(json!({"type": "login", "username": name})).await;
+        let reply = c.recv().await;
+        assert_eq!(reply["success"], false, "{name:?} logged in: {reply}");
+        let code = reply["code"].as_str().unwrap_or_default();
+        assert!(
+            code == "name_taken" || code == "invalid_username",
+            "{name:?}: {reply}"
+        );
+    }
+    let mut bob = Client::login(&server.url, "bob").await;
+    for name in ["zoë-李-🦊", "Jean Dupont", "Ελένη", "__proto__"] {
+        let _ordinary = Client::login(&server.url, name).await;
+    }
+    // The NFD spelling of "zoë" reaches the one user who holds it, named in NFC.
+    bob.send(json!({"type": "offer", "offer": {"sdp": "v=0"}, "otherUsername": "zoe\u{308}"}))
+        .await;
+    let got = zoe.recv().await;
+    assert_eq!(got["type"], "offer");
+    assert_eq!(got["username"], "bob");
+    server.hub.shutdown().await;
+}

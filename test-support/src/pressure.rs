@@ -14,7 +14,7 @@ use tokio::net::TcpSocket;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, client_async};
 
-use crate::{Client, Start, call, login_when_free, patiently, quiet_config};
+use crate::{Client, Start, answer, call, login_when_free, offer, patiently, quiet_config};
 
 /// A candidate of about `size` bytes from the sender's point of view, numbered `n`.
 fn big_candidate(to: &str, n: usize, size: usize) -> String {
@@ -314,5 +314,60 @@ pub async fn queued_bytes_stay_within_the_budget(start: Start) {
     let mut bob = Client::login(&server.url, "bob").await;
     call(&mut alice, "alice", &mut bob, "bob").await;
     drop(flooders);
+    server.hub.shutdown().await;
+}
+
+/// Finding 1, before the answer: Mallory offers Dave, who does not answer, and sends 100
+/// candidates of 60 KB and then 150 small ones. Until Dave answers only the offer, 100
+/// candidates of at most 2 KB and 3 renegotiations get through; the rest is refused to
+/// Mallory with `unanswered_limit`, and none of it reaches Dave's queue. Once Dave answers,
+/// candidates flow again.
+pub async fn unanswered_call_is_bounded(start: Start) {
+    let config = quiet_config().with_router(RouterConfig::default().with_rate_limit(None));
+    let server = start(config).await;
+    let mut mallory = Client::login(&server.url, "mallory").await;
+    let mut dave = Client::login(&server.url, "dave").await;
+    mallory.send(offer("dave", "v=0 offer")).await;
+    assert_eq!(dave.recv().await["type"], "offer");
+    let small = |n: usize| json!({"type": "candidate", "candidate": {"candidate": "candidate:1 1 udp 1 192.0.2.1 9 typ host", "n": n}, "otherUsername": "dave"});
+    for n in 0..100 {
+        mallory.send_text(big_candidate("dave", n, 60_000)).await;
+    }
+    for n in 0..150 {
+        mallory.send(small(n)).await;
+    }
+    for _ in 0..4 {
+        mallory.send(offer("dave", "v=0 renegotiation")).await;
+    }
+    // Mallory's replies, in order: 100 refused for size, 50 for count, one for the fourth
+    // renegotiation (the opening offer counts as the first of four).
+    for i in 0..151 {
+        let reply = mallory.recv().await;
+        assert_eq!(reply["code"], "unanswered_limit", "reply {i}: {reply}");
+        assert!(
+            reply["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("answered")),
+            "{reply}"
+        );
+    }
+    // Dave got exactly the first 100 small candidates and 3 renegotiations.
+    for n in 0..100 {
+        let got = dave.recv().await;
+        assert_eq!(got["type"], "candidate");
+        assert_eq!(got["candidate"]["n"], n);
+    }
+    for _ in 0..3 {
+        assert_eq!(dave.recv().await["type"], "offer");
+    }
+    // Dave answers: no more bound.
+    dave.send(answer("mallory", "v=0 answer")).await;
+    assert_eq!(mallory.recv().await["type"], "answer");
+    for n in 0..150 {
+        mallory.send(small(n)).await;
+    }
+    for n in 0..150 {
+        assert_eq!(dave.recv().await["candidate"]["n"], n);
+    }
     server.hub.shutdown().await;
 }

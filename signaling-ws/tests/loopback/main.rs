@@ -30,6 +30,8 @@ signaling_test_support::scenarios!(common::start:
     phase_caps,
     per_user_cap,
     control_frame_flood,
+    unanswered_call_is_bounded,
+    look_alike_names,
     thousand_candidates,
     token_auth,
     transport_errors_isolated,

@@ -89,6 +89,10 @@ enum Op {
     Close(usize, Option<usize>),
     Disconnect(usize),
     Garbage(usize, String),
+    /// Issue 9: the driver says a slot's queue is full (true) or drained (false).
+    Backpressure(usize, bool),
+    /// Issue 9: the driver says the global budget is nearly used up (true) or not.
+    Overload(bool),
 }
 
 fn garbage() -> impl Strategy<Value = String> {
@@ -122,7 +126,9 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(s, k, t, p)| Op::Relay(s, k, t, p)),
         2 => (slot.clone(), proptest::option::of(name)).prop_map(|(s, t)| Op::Close(s, t)),
         2 => slot.clone().prop_map(Op::Disconnect),
-        1 => (slot, garbage()).prop_map(|(s, g)| Op::Garbage(s, g)),
+        1 => (slot.clone(), garbage()).prop_map(|(s, g)| Op::Garbage(s, g)),
+        1 => (slot, any::<bool>()).prop_map(|(s, c)| Op::Backpressure(s, c)),
+        1 => prop_oneof![4 => Just(false), 1 => Just(true)].prop_map(Op::Overload),
     ]
 }
 
@@ -197,6 +203,8 @@ struct ModelConn {
     /// Offers and candidates this side sent into the call before the answer.
     offers: u32,
     candidates: u32,
+    /// The driver said this connection's queue is full.
+    congested: bool,
 }
 
 /// The reference model: a deliberately naive restatement of docs/protocol.md.
@@ -204,6 +212,8 @@ struct ModelConn {
 struct Model {
     slots: [Option<ModelConn>; SLOTS],
     next_id: u64,
+    /// The driver said the global budget is nearly used up.
+    overloaded: bool,
 }
 
 impl Model {
@@ -354,7 +364,8 @@ impl World {
                         (None, None) => return Err(err("missing_field")),
                     };
                     let with_target = c.partner == Some(to);
-                    match kind {
+                    // The rules first (no state changes) …
+                    let opens = match kind {
                         Kind::Offer if !with_target => {
                             if c.partner.is_some() {
                                 return Err(err("in_call"));
@@ -362,15 +373,9 @@ impl World {
                             if self.model.conn(to).unwrap().partner.is_some() {
                                 return Err(err("busy"));
                             }
-                            self.model.set_call(c.id, Some(to), false);
-                            self.model.set_call(to, Some(c.id), false);
-                            self.model.conn_mut(c.id).unwrap().offers = 1;
+                            true
                         }
                         _ if !with_target => return Err(err("not_in_call")),
-                        Kind::Answer => {
-                            self.model.set_call(c.id, Some(to), true);
-                            self.model.set_call(to, Some(c.id), true);
-                        }
                         Kind::Offer | Kind::Candidate if !c.answered => {
                             // Issue 9: bounded before the answer.
                             let over = match kind {
@@ -383,11 +388,33 @@ impl World {
                             if over {
                                 return Err(err("unanswered_limit"));
                             }
-                            let side = self.model.conn_mut(c.id).unwrap();
-                            match kind {
-                                Kind::Offer => side.offers += 1,
-                                _ => side.candidates += 1,
-                            }
+                            false
+                        }
+                        _ => false,
+                    };
+                    // … then whether it can be delivered (issue 9: the sender pays) …
+                    if self.model.overloaded {
+                        return Err(err("server_overloaded"));
+                    }
+                    if self.model.conn(to).unwrap().congested {
+                        return Err(err("recipient_overloaded"));
+                    }
+                    // … then the state changes.
+                    match kind {
+                        _ if opens => {
+                            self.model.set_call(c.id, Some(to), false);
+                            self.model.set_call(to, Some(c.id), false);
+                            self.model.conn_mut(c.id).unwrap().offers = 1;
+                        }
+                        Kind::Answer => {
+                            self.model.set_call(c.id, Some(to), true);
+                            self.model.set_call(to, Some(c.id), true);
+                        }
+                        Kind::Offer if !c.answered => {
+                            self.model.conn_mut(c.id).unwrap().offers += 1
+                        }
+                        Kind::Candidate if !c.answered => {
+                            self.model.conn_mut(c.id).unwrap().candidates += 1;
                         }
                         _ => {}
                     }
@@ -442,6 +469,20 @@ impl World {
                     self.model.set_call(p, None, false);
                     expected.push((p, Obs::Close { from: me }));
                 }
+            }
+            Op::Backpressure(s, congested) => {
+                let Some(c) = self.model.slots[*s].as_mut() else {
+                    return (vec![], vec![]);
+                };
+                c.congested = *congested;
+                self.router
+                    .handle_backpressure(ConnectionId(c.id), *congested)
+                    .expect("live");
+                assert_eq!(self.router.is_congested(ConnectionId(c.id)), *congested);
+            }
+            Op::Overload(overloaded) => {
+                self.model.overloaded = *overloaded;
+                self.router.handle_overload(*overloaded);
             }
             Op::Garbage(s, text) => {
                 let Some(c) = self.model.slots[*s].clone() else {

@@ -247,6 +247,26 @@ pub enum Op {
         /// Index into the valid [`NAMES`].
         name: u8,
     },
+    /// Issue 9: the driver says the slot's outbound queue is full (`true`: relays to it must
+    /// be refused to their senders) or has drained (`false`).
+    Backpressure {
+        /// The slot.
+        slot: u8,
+        /// Full or drained.
+        congested: bool,
+    },
+    /// Issue 9: the driver says the global budget is nearly used up (`true`: every relay must
+    /// be refused) or has room again.
+    Overload {
+        /// Near the budget or not.
+        on: bool,
+    },
+    /// Issue 9: a WebSocket ping or pong: counts against the rate limit, answered only when
+    /// refused.
+    Control {
+        /// The slot.
+        slot: u8,
+    },
 }
 
 /// A JSON scalar.
@@ -464,7 +484,7 @@ fn encode_target(out: &mut Vec<u8>, target: &Target) {
 }
 
 fn encode_op(out: &mut Vec<u8>, op: &Op) {
-    const OPS: u64 = 10;
+    const OPS: u64 = 13;
     match op {
         Op::Connect { slot } => {
             variant(out, 0, OPS);
@@ -534,6 +554,19 @@ fn encode_op(out: &mut Vec<u8>, op: &Op) {
             variant(out, 9, OPS);
             out.push(*slot);
             out.push(*name);
+        }
+        Op::Backpressure { slot, congested } => {
+            variant(out, 10, OPS);
+            out.push(*slot);
+            out.push(u8::from(*congested));
+        }
+        Op::Overload { on } => {
+            variant(out, 11, OPS);
+            out.push(u8::from(*on));
+        }
+        Op::Control { slot } => {
+            variant(out, 12, OPS);
+            out.push(*slot);
         }
     }
 }
@@ -654,6 +687,10 @@ struct World {
     offset_ms: u64,
     /// Every id that ever got a `Close`, to check it comes at most once.
     closed: HashSet<ConnectionId>,
+    /// Issue 9: connections the driver said are congested, and whether it said the budget is
+    /// nearly used up: no relay may reach the former, none at all while the latter holds.
+    congested: HashSet<ConnectionId>,
+    overloaded: bool,
     /// Print every op and output to stderr.
     trace: bool,
 }
@@ -679,6 +716,8 @@ impl World {
             start: Instant::now(),
             offset_ms: 0,
             closed: HashSet::new(),
+            congested: HashSet::new(),
+            overloaded: false,
             trace: false,
         }
     }
@@ -711,6 +750,12 @@ impl World {
                 Output::Transmit(t) => {
                     check_frame(&t.message.to_json());
                     if let ServerMessage::Relay { kind, payload, .. } = &t.message {
+                        assert!(!self.overloaded, "a relay while overloaded: {}", t.to);
+                        assert!(
+                            !self.congested.contains(&t.to),
+                            "a relay to congested {}",
+                            t.to
+                        );
                         self.relays.push((t.to, *kind, payload.get().len()));
                     }
                 }
@@ -811,6 +856,7 @@ impl World {
                 let s = usize::from(*slot) % SLOTS;
                 match self.slots[s].take() {
                     Some(live) => {
+                        self.congested.remove(&live.id);
                         assert_eq!(self.router.handle_disconnect(live.id), Ok(()));
                         assert!(!self.router.is_connected(live.id));
                     }
@@ -848,6 +894,50 @@ impl World {
             Op::Json { slot, frame } => {
                 let text = frame.to_text();
                 self.frame(*slot, |r, c, now| r.handle_text(c, &text, now));
+            }
+            Op::Backpressure { slot, congested } => {
+                let s = usize::from(*slot) % SLOTS;
+                match self.slots[s] {
+                    Some(live) => {
+                        let result = self.router.handle_backpressure(live.id, *congested);
+                        assert_eq!(result, Ok(()));
+                        assert_eq!(self.router.is_congested(live.id), *congested);
+                        if *congested {
+                            self.congested.insert(live.id);
+                        } else {
+                            self.congested.remove(&live.id);
+                        }
+                    }
+                    None => {
+                        let dead = self.stale[s];
+                        let result = self.router.handle_backpressure(dead, *congested);
+                        assert_eq!(result, Err(RouterError::UnknownConnection(dead)));
+                    }
+                }
+                assert_eq!(self.drain(), 0, "backpressure produced output");
+            }
+            Op::Overload { on } => {
+                self.router.handle_overload(*on);
+                self.overloaded = *on;
+                assert_eq!(self.router.is_overloaded(), *on);
+                assert_eq!(self.drain(), 0, "overload produced output");
+            }
+            Op::Control { slot } => {
+                let s = usize::from(*slot) % SLOTS;
+                let now = self.now();
+                match self.slots[s] {
+                    Some(live) => {
+                        assert_eq!(self.router.handle_control(live.id, now), Ok(()));
+                        // Nothing, or the refusal: a `rate_limited` error or the `Close`.
+                        assert!(self.drain() <= 1, "a control frame got several answers");
+                    }
+                    None => {
+                        let dead = self.stale[s];
+                        let result = self.router.handle_control(dead, now);
+                        assert_eq!(result, Err(RouterError::UnknownConnection(dead)));
+                        assert_eq!(self.drain(), 0);
+                    }
+                }
             }
         }
         // A call that ended or was answered starts afresh.

@@ -461,6 +461,43 @@ pub fn seeds() -> Vec<(&'static str, u8, Vec<Op>)> {
             ops.push(relay(1, "candidate", &big, "mallory"));
             ops
         }),
+        (
+            "seed-18-backpressure-overload-control",
+            // Issue 9: the driver's reports (a full queue, the budget) and control frames.
+            NO_LIMIT,
+            vec![
+                connect(0),
+                connect(1),
+                connect(2),
+                login(0, "alice"),
+                login(1, "bob"),
+                login(2, "carol"),
+                Op::Backpressure {
+                    slot: 1,
+                    congested: true,
+                },
+                relay(0, "offer", OFFER, "bob"),
+                relay(2, "offer", OFFER, "bob"),
+                Op::Backpressure {
+                    slot: 1,
+                    congested: false,
+                },
+                relay(0, "offer", OFFER, "bob"),
+                Op::Overload { on: true },
+                relay(1, "answer", ANSWER, "alice"),
+                relay(0, "candidate", CAND_A, "bob"),
+                text(0, r#"{"type":"close"}"#),
+                Op::Overload { on: false },
+                relay(2, "offer", OFFER, "alice"),
+                Op::Control { slot: 0 },
+                Op::Control { slot: 5 },
+                Op::Backpressure {
+                    slot: 5,
+                    congested: true,
+                },
+                Op::Disconnect { slot: 1 },
+            ],
+        ),
     ]
 }
 

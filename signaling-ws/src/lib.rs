@@ -243,14 +243,7 @@ where
     // RFC 6455's checks with their statuses (426 for a wrong version); tungstenite's own
     // checks below only catch what is left (the method).
     if let Err(refusal) = view.check_handshake() {
-        respond(
-            io,
-            refusal.status(),
-            refusal.headers(),
-            &refusal.to_string(),
-        )
-        .await?;
-        return Err(HandshakeError::Refused(refusal));
+        return Err(refuse(io, refusal).await);
     }
     let response = match create_response(&request) {
         Ok(response) => response,
@@ -267,16 +260,7 @@ where
     };
     let admission = match hub.admit(&view).await {
         Ok(admission) => admission,
-        Err(refusal) => {
-            respond(
-                io,
-                refusal.status(),
-                refusal.headers(),
-                &refusal.to_string(),
-            )
-            .await?;
-            return Err(HandshakeError::Refused(refusal));
-        }
+        Err(refusal) => return Err(refuse(io, refusal).await),
     };
     let mut head = Vec::with_capacity(160);
     write_response(&mut head, &response).map_err(HandshakeError::Invalid)?;
@@ -356,6 +340,24 @@ fn upgrade_request(request: &Request, remote_addr: Option<SocketAddr>) -> Upgrad
         view = view.with_header(name.as_str(), String::from_utf8_lossy(value.as_bytes()));
     }
     view
+}
+
+/// Answers a refusal with its status, headers and one-line body; the error to end with.
+async fn refuse<S>(io: &mut S, refusal: Refusal) -> HandshakeError
+where
+    S: AsyncWrite + Unpin,
+{
+    let answered = respond(
+        io,
+        refusal.status(),
+        refusal.headers(),
+        &refusal.to_string(),
+    )
+    .await;
+    match answered {
+        Ok(()) => HandshakeError::Refused(refusal),
+        Err(e) => e,
+    }
 }
 
 /// Writes a plain-text HTTP answer and closes the connection.

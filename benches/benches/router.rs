@@ -144,6 +144,29 @@ fn login_and_disconnect(c: &mut Criterion) {
             })
         });
     }
+    group.bench_function("disconnect with a partner (partner told close)", |bench| {
+        bench.iter_batched(
+            || in_call(0, now),
+            |(mut router, a, _)| {
+                router.handle_disconnect(a).unwrap();
+                drain_encoded(&mut router)
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("garbage frame answered with an error", |bench| {
+        let (mut router, a, _) = in_call(0, now);
+        bench.iter(|| {
+            router
+                .handle_text(
+                    a,
+                    black_box(r#"{"type":"candidate","otherUsername":5}"#),
+                    now,
+                )
+                .unwrap();
+            drain_encoded(&mut router)
+        })
+    });
     group.finish();
 }
 

@@ -161,6 +161,11 @@ struct HoardArgs {
     /// buffers fill fast (Linux doubles it and has a floor); 0 = the default.
     #[arg(long, default_value_t = 4096)]
     victim_rcvbuf: u32,
+    /// SO_SNDBUF of the flooders' sockets in bytes, so that what waits in the
+    /// kernel for a busy server stays small (1,000 flooders with the default
+    /// autotuning held 2 GB of the machine's TCP memory); 0 = the default.
+    #[arg(long, default_value_t = 65536)]
+    flooder_sndbuf: u32,
 }
 
 /// What every task needs to know about the run.
@@ -362,11 +367,18 @@ struct ConnConfig {
     ws: WebSocketConfig,
     /// SO_RCVBUF of the socket, set before connecting (`None`: the kernel's).
     rcvbuf: Option<u32>,
+    /// SO_SNDBUF of the socket (`None`: the kernel's, which grows up to
+    /// `tcp_wmem`'s maximum).
+    sndbuf: Option<u32>,
 }
 
 impl From<WebSocketConfig> for ConnConfig {
     fn from(ws: WebSocketConfig) -> Self {
-        Self { ws, rcvbuf: None }
+        Self {
+            ws,
+            rcvbuf: None,
+            sndbuf: None,
+        }
     }
 }
 
@@ -391,6 +403,10 @@ async fn open(
         if let Some(size) = cfg.rcvbuf {
             sock.set_recv_buffer_size(size)
                 .map_err(|e| fail("SO_RCVBUF", &e))?;
+        }
+        if let Some(size) = cfg.sndbuf {
+            sock.set_send_buffer_size(size)
+                .map_err(|e| fail("SO_SNDBUF", &e))?;
         }
         if let Some(src) = ctx.src.for_index(&ctx.target.addr, index) {
             sock.bind(src)
@@ -1317,6 +1333,7 @@ async fn hoard(ctx: Arc<Ctx>, args: HoardArgs) -> Result<Map<String, Value>, Str
     out.insert("duration_s".into(), args.duration.into());
     out.insert("settle_s".into(), args.settle.into());
     out.insert("victim_rcvbuf".into(), args.victim_rcvbuf.into());
+    out.insert("flooder_sndbuf".into(), args.flooder_sndbuf.into());
     let n = args.victims;
     let rss_before = server_rss(&ctx);
     if let Some(tcp) = procfs::tcp_buffers_kib() {
@@ -1327,6 +1344,12 @@ async fn hoard(ctx: Arc<Ctx>, args: HoardArgs) -> Result<Map<String, Value>, Str
     let victim_cfg = ConnConfig {
         ws: idle_config(),
         rcvbuf: (args.victim_rcvbuf > 0).then_some(args.victim_rcvbuf),
+        sndbuf: None,
+    };
+    let flooder_cfg = ConnConfig {
+        ws: pair_config(),
+        rcvbuf: None,
+        sndbuf: (args.flooder_sndbuf > 0).then_some(args.flooder_sndbuf),
     };
     let names = (0..n).map(|i| (i, format!("{}b{i}", ctx.prefix))).collect();
     let (victims, stats) = open_many(&ctx, names, victim_cfg).await;
@@ -1335,7 +1358,7 @@ async fn hoard(ctx: Arc<Ctx>, args: HoardArgs) -> Result<Map<String, Value>, Str
     let names = (0..n)
         .map(|i| (n + i, format!("{}a{i}", ctx.prefix)))
         .collect();
-    let (flooders, stats) = open_many(&ctx, names, pair_config()).await;
+    let (flooders, stats) = open_many(&ctx, names, flooder_cfg).await;
     stats.to_json("flooders_", &mut out);
     if victims_ok != n || stats.ok != n {
         out.insert("error".into(), "not every connection logged in".into());

@@ -331,7 +331,7 @@ for round in $(seq "$ROUNDS"); do
       run_case "$t" "$url" "$round" "$c"
     done
     stop_server
-    if [ -n "$HOARD_CASE" ] && { [ $t = ws_server ] || [ $t = basic_server ]; } \
+    if [ -n "$HOARD_CASE" ] && [[ $t == ws_server* || $t == basic_server* ]] \
         && { [ -z "$ONLY" ] || grep -qE "$ONLY" <<<"${HOARD_CASE%%|*}"; }; then
       wait_quiet
       if start_server "$t" "$port" "$OUT/logs/server-r$round-$t-hoard.log" keep-budget; then

@@ -23,7 +23,9 @@
 #                         [--ws-path /ws] [--quiet-wait SECS] [--baseline REV]
 #   --quick       one short round of small cases: a smoke run (~2 minutes)
 #   --rounds N    rounds of the full run (default 3; about 9 minutes for
-#                 ceiling, node and one of ours on an idle machine)
+#                 ceiling, node and one of ours on an idle machine, plus
+#                 ~25 s a round for each of ours: the hoard_1k case, run on a
+#                 fresh server process that keeps its queued-bytes budget)
 #   --only REGEX  run only the cases whose name matches (grep -E)
 #   --nice N      run server and loadgen each in a session of its own whose
 #                 autogroup nice is N (N < 0 needs root). With autogroups
@@ -113,7 +115,11 @@ else
     "pingpong_100|pingpong --pairs 100 --warmup 0.5 --duration 2"
     "relay_idle19k|relay --pairs 100 --window 64 --offered-rate 10000 --idle 19000 --warmup 1 --duration 3"
   )
+  # Our servers only, each on a fresh process with its default queued-bytes budget (the others
+  # have no budget: a flood of non-reading clients would take gigabytes). Issue 9.
+  HOARD_CASE="hoard_1k|hoard --victims 1000 --size 16384 --duration 5 --settle 12"
 fi
+HOARD_CASE=${HOARD_CASE:-}
 
 # Both the servers and the loadgen hold thousands of sockets.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -222,8 +228,8 @@ wait_quiet() {
 }
 
 SERVER_PID=""
-start_server() { # target port logfile
-  local t=$1 port=$2 logf=$3 cmd=()
+start_server() { # target port logfile [keep-budget]
+  local t=$1 port=$2 logf=$3 keep_budget=${4:-} cmd=()
   case $t in
     ws_server|basic_server|ws_server_base|basic_server_base)
       local bin=$TARGET_DIR/release/examples/$t
@@ -236,6 +242,7 @@ start_server() { # target port logfile
       for flag in --rate-limit --max-connections --max-connections-per-ip \
           --max-pending-requests --max-pending-requests-per-ip \
           --max-not-logged-in --max-not-logged-in-per-ip --max-total-queued-mib; do
+        if [ "$flag" = --max-total-queued-mib ] && [ -n "$keep_budget" ]; then continue; fi
         if grep -qE -- "$flag[ =]" <<<"$help"; then
           cmd+=("$flag" 0)
         else
@@ -279,8 +286,28 @@ stop_server() {
 trap stop_server EXIT
 
 summary() { # one loadgen JSON line -> a few figures for the console
-  grep -oE '"(logins_per_s|msgs_per_s|round_trips_per_s|p50|p99|failures|lost|other_cpu_pct|server_rss_per_conn_bytes|error)":("[^"]*"|[0-9.]+)' \
+  grep -oE '"(logins_per_s|msgs_per_s|round_trips_per_s|p50|p99|failures|lost|other_cpu_pct|server_rss_per_conn_bytes|server_rss_peak_kib|server_rss_after_close_kib|refused_server_overloaded|error)":("[^"]*"|[0-9.]+)' \
     <<<"$1" | awk -F'":' '!seen[$1]++' | tr '\n' ' '
+}
+
+run_case() { # target url round "name|loadgen arguments"
+  local t=$1 url=$2 round=$3 c=$4 name args line raw=$OUT/raw/r$3-$1.jsonl
+  name=${c%%|*}
+  args=${c#*|}
+  if [ -n "$ONLY" ] && ! grep -qE "$ONLY" <<<"$name"; then return 0; fi
+  if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+    echo "{\"label\":\"$t\",\"case\":\"$name\",\"workload\":\"${args%% *}\",\"error\":\"server died earlier\"}" >>"$raw"
+    return 0
+  fi
+  # shellcheck disable=SC2086 # args is a list of words
+  line=$("${PRIO[@]}" taskset -c 1 timeout 600 "$LOADGEN" --url "$url" --label "$t" --case "$name" \
+    --server-pid "$SERVER_PID" $args 2>>"$OUT/logs/loadgen-r$round-$t.log" | tail -1) || true
+  if [ -z "$line" ]; then
+    line="{\"label\":\"$t\",\"case\":\"$name\",\"workload\":\"${args%% *}\",\"error\":\"loadgen printed nothing\"}"
+  fi
+  echo "$line" >>"$raw"
+  log "  $name: $(summary "$line")"
+  sleep 0.3 # let the server reap the closed connections
 }
 
 # ---- run ----------------------------------------------------------------
@@ -301,23 +328,16 @@ for round in $(seq "$ROUNDS"); do
     url=ws://127.0.0.1:$port
     case $t in ws_server*|basic_server*) url=$url$WS_PATH ;; *) url=$url/ ;; esac
     for c in "${CASES[@]}"; do
-      name=${c%%|*}
-      args=${c#*|}
-      if [ -n "$ONLY" ] && ! grep -qE "$ONLY" <<<"$name"; then continue; fi
-      if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-        echo "{\"label\":\"$t\",\"case\":\"$name\",\"workload\":\"${args%% *}\",\"error\":\"server died earlier\"}" >>"$raw"
-        continue
-      fi
-      # shellcheck disable=SC2086 # args is a list of words
-      line=$("${PRIO[@]}" taskset -c 1 timeout 600 "$LOADGEN" --url "$url" --label "$t" --case "$name" \
-        --server-pid "$SERVER_PID" $args 2>>"$OUT/logs/loadgen-r$round-$t.log" | tail -1) || true
-      if [ -z "$line" ]; then
-        line="{\"label\":\"$t\",\"case\":\"$name\",\"workload\":\"${args%% *}\",\"error\":\"loadgen printed nothing\"}"
-      fi
-      echo "$line" >>"$raw"
-      log "  $name: $(summary "$line")"
-      sleep 0.3 # let the server reap the closed connections
+      run_case "$t" "$url" "$round" "$c"
     done
+    stop_server
+    if [ -n "$HOARD_CASE" ] && [[ $t == ws_server* || $t == basic_server* ]] \
+        && { [ -z "$ONLY" ] || grep -qE "$ONLY" <<<"${HOARD_CASE%%|*}"; }; then
+      wait_quiet
+      if start_server "$t" "$port" "$OUT/logs/server-r$round-$t-hoard.log" keep-budget; then
+        run_case "$t" "$url" "$round" "$HOARD_CASE"
+      fi
+    fi
     stop_server
   done
 done

@@ -4,8 +4,9 @@
 //! protocol over WebSocket text frames to a server on a loopback address and
 //! never link the server's crates.
 //!
-//! - `loadgen` (in `src/bin/`): the load generator. Workloads `logins`, `relay`
-//!   and `pingpong`, each printing one JSON line of results.
+//! - `loadgen` (in `src/bin/`): the load generator. Workloads `logins`, `relay`,
+//!   `pingpong` and `hoard` (non-reading victims flooded: the server's memory),
+//!   each printing one JSON line of results.
 //! - `ceiling`: a bare forwarding server with no validation and no call state,
 //!   the upper bound a real server is compared against.
 //! - `report`: turns the raw JSON lines of several rounds into medians, a

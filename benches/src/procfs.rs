@@ -15,6 +15,22 @@ pub fn rss_kib(pid: &str) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// Memory of the whole machine's TCP socket buffers in KiB (the `mem` pages
+/// of `/proc/net/sockstat`): what a flood holds in the kernel rather than in
+/// the server's RSS.
+pub fn tcp_buffers_kib() -> Option<u64> {
+    let sockstat = std::fs::read_to_string("/proc/net/sockstat").ok()?;
+    let line = sockstat.lines().find_map(|l| l.strip_prefix("TCP: "))?;
+    let mut words = line.split_whitespace();
+    while let Some(w) = words.next() {
+        if w == "mem" {
+            let pages: u64 = words.next()?.parse().ok()?;
+            return Some(pages * 4);
+        }
+    }
+    None
+}
+
 /// User plus system CPU time of all threads of `pid` (or `"self"`), in seconds.
 pub fn cpu_seconds(pid: &str) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -112,5 +128,6 @@ mod tests {
         assert!(mark.percent_since().is_some());
         assert!(HostMark::now().percent_since().is_some());
         assert!(rss_kib("999999999").is_none());
+        assert!(tcp_buffers_kib().is_some());
     }
 }

@@ -48,7 +48,7 @@ impl Spread {
 /// One measurement of one server, folded over its rounds.
 #[derive(Debug, Clone, Serialize)]
 pub struct CaseResult {
-    /// The loadgen workload (`logins`, `relay`, `pingpong`).
+    /// The loadgen workload (`logins`, `relay`, `pingpong`, `hoard`).
     pub workload: String,
     /// Rounds whose line had an `error`.
     pub errors: usize,
@@ -203,6 +203,25 @@ fn headline(workload: &str, idle: bool, paced: bool) -> Vec<(&'static str, &'sta
             ("rtt_us.p99", "RTT p99 (µs)"),
             ("failed_pairs", "failed pairs"),
             ("unexpected_messages", "unexpected frames (errors)"),
+        ],
+        "hoard" => vec![
+            ("server_rss_setup_kib", "server RSS after set-up (KiB)"),
+            ("server_rss_peak_kib", "server RSS peak (KiB)"),
+            (
+                "server_rss_end_of_flood_kib",
+                "server RSS at the end of the flood (KiB)",
+            ),
+            (
+                "server_rss_after_close_kib",
+                "server RSS after everyone left (KiB)",
+            ),
+            (
+                "refused_recipient_overloaded",
+                "refused: recipient_overloaded",
+            ),
+            ("refused_server_overloaded", "refused: server_overloaded"),
+            ("victims_closed", "victims dropped by the server"),
+            ("flooders_dropped", "flooders dropped by the server"),
         ],
         // Synthetic lines (a server that did not start) have only errors.
         _ => return vec![],

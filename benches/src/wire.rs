@@ -52,6 +52,30 @@ pub fn candidate(to: &str, seq: u64, ts_ns: u64) -> String {
     )
 }
 
+/// A `candidate` message to `to` of about `size` bytes: a realistic candidate
+/// whose string is padded with an `x-pad` extension attribute, as a client
+/// that floods a peer with large messages would send.
+pub fn padded_candidate(to: &str, size: usize) -> String {
+    let bare = format!(
+        concat!(
+            r#"{{"type":"candidate","candidate":{{"candidate":"#,
+            r#""candidate:842163049 1 udp 1677729535 192.168.1.2 56143 typ srflx "#,
+            r#"raddr 0.0.0.0 rport 0 generation 0 x-pad ","sdpMid":"0","sdpMLineIndex":0}},"#,
+            r#""otherUsername":"{to}"}}"#
+        ),
+        to = to
+    );
+    let pad = size.saturating_sub(bare.len());
+    let at = bare
+        .find(r#"","sdpMid""#)
+        .expect("the marker is in the template");
+    let mut out = String::with_capacity(bare.len() + pad);
+    out.push_str(&bare[..at]);
+    out.extend(std::iter::repeat_n('p', pad));
+    out.push_str(&bare[at..]);
+    out
+}
+
 /// The sequence number and send time found in a relayed candidate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Probe {
@@ -100,6 +124,19 @@ mod tests {
         assert_eq!(v["candidate"]["sdpMLineIndex"], 0);
         let inner = serde_json::to_string(&v["candidate"]).unwrap();
         assert!((180..=260).contains(&inner.len()), "{}", inner.len());
+    }
+
+    #[test]
+    fn padded_candidate_has_the_size_asked() {
+        for size in [16_384, 2_000] {
+            let c = padded_candidate("bob", size);
+            assert_eq!(c.len(), size);
+            let (kind, v) = parse(&c).unwrap();
+            assert_eq!(kind, "candidate");
+            assert_eq!(v["otherUsername"], "bob");
+        }
+        // Too small to pad: the bare candidate.
+        assert!(parse(&padded_candidate("bob", 10)).is_some());
     }
 
     #[test]

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use signaling_core::Username;
-use signaling_examples::{ServerArgs, ctrl_c, init_tracing};
+use signaling_examples::{ServerArgs, ctrl_c, init_allocator, init_tracing};
 use signaling_ws::Hub;
 use signaling_ws::auth::HmacTokenAuthenticator;
 
@@ -73,6 +73,7 @@ async fn main() -> std::io::Result<ExitCode> {
     }
 
     init_tracing();
+    init_allocator();
     let hub = Hub::new(cli.server.config().with_authenticator(auth));
     let listener = tokio::net::TcpListener::bind(cli.addr).await?;
     tracing::info!(

@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 
 use clap::Parser;
-use signaling_examples::{ServerArgs, ctrl_c, demo, init_tracing};
+use signaling_examples::{ServerArgs, ctrl_c, demo, init_allocator, init_tracing};
 use signaling_warp::Hub;
 
 /// WebRTC signaling server (warp) with the demo page.
@@ -34,6 +34,7 @@ struct Cli {
 async fn main() -> std::io::Result<()> {
     let cli = Cli::parse();
     init_tracing();
+    init_allocator();
     let hub = Hub::new(cli.server.config());
 
     let app = demo::routes(hub.clone(), cli.ice_servers);

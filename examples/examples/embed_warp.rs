@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 
 use clap::Parser;
-use signaling_examples::{ServerArgs, ctrl_c, init_tracing};
+use signaling_examples::{ServerArgs, ctrl_c, init_allocator, init_tracing};
 use signaling_warp::Hub;
 use signaling_warp::warp::{self, Filter};
 
@@ -27,6 +27,7 @@ struct Cli {
 async fn main() -> std::io::Result<()> {
     let cli = Cli::parse();
     init_tracing();
+    init_allocator();
 
     // The app's own routes.
     let hello = warp::path!("hello" / String).map(|name| format!("Hello, {name}!"));

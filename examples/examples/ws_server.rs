@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 
 use clap::Parser;
-use signaling_examples::{ServerArgs, ctrl_c, init_tracing};
+use signaling_examples::{ServerArgs, ctrl_c, init_allocator, init_tracing};
 use signaling_ws::Hub;
 
 /// WebRTC signaling server (raw tokio-tungstenite).
@@ -26,6 +26,7 @@ struct Cli {
 async fn main() -> std::io::Result<()> {
     let cli = Cli::parse();
     init_tracing();
+    init_allocator();
     let hub = Hub::new(cli.server.config());
     let listener = tokio::net::TcpListener::bind(cli.addr).await?;
     tracing::info!("signaling at ws://{}/", listener.local_addr()?);

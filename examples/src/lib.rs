@@ -15,6 +15,28 @@
 
 pub mod demo;
 
+/// The allocator of every example server (and of this crate's tests): jemalloc, with the
+/// default `jemalloc` cargo feature; `--no-default-features` keeps the system allocator. After
+/// a burst of queued messages (a flood of clients that do not read, issue 9) glibc's malloc
+/// kept much of the freed memory in the process, jemalloc with its background thread
+/// ([`init_allocator`]) gives it back within seconds: the figures are in
+/// `docs/performance.md`. The library crates never set an allocator: that is the
+/// application's choice.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// Has the allocator give freed memory back to the system while the server is idle: with the
+/// `jemalloc` feature, starts jemalloc's background purging thread. Without it jemalloc
+/// returns memory only while the program allocates, so a server left idle after a flood kept
+/// it all. Call once at start-up, after [`init_tracing`]; without the feature it does nothing.
+pub fn init_allocator() {
+    #[cfg(feature = "jemalloc")]
+    if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
+        tracing::warn!(error = %e, "jemalloc: cannot start the background purging thread");
+    }
+}
+
 use clap::Args;
 use signaling_core::driver::Config;
 use signaling_core::driver::ipnet::IpNet;
@@ -168,6 +190,16 @@ pub async fn ctrl_c() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(feature = "jemalloc")]
+    #[test]
+    fn allocator_purges_in_the_background() {
+        init_allocator();
+        assert_eq!(
+            tikv_jemalloc_ctl::background_thread::read().ok(),
+            Some(true)
+        );
+    }
 
     #[test]
     fn ice_config() {

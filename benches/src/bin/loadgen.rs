@@ -5,6 +5,7 @@
 //! loadgen [--url ws://127.0.0.1:18080/] [--server-pid PID] logins   --count 10000
 //! loadgen ... relay    --pairs 100 --window 16 --duration 5 [--offered-rate 20000] [--idle 19000]
 //! loadgen ... pingpong --pairs 1 --duration 5
+//! loadgen ... hoard    --victims 1000 --size 16384 --duration 10 --settle 5
 //! ```
 //!
 //! Every run is bounded: connection set-up has a per-connection timeout, the
@@ -14,7 +15,7 @@
 //! to loopback addresses are accepted.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -86,6 +87,10 @@ enum Workload {
     Relay(RelayArgs),
     /// Pairs call each other, then B echoes every candidate back to A.
     Pingpong(PingArgs),
+    /// Victims answer their flooder's offer and stop reading; the flooders
+    /// send large candidates as fast as they can. Samples the server's RSS:
+    /// peak, end of the flood, and after everyone left (issue 9).
+    Hoard(HoardArgs),
 }
 
 #[derive(Args, Debug)]
@@ -135,6 +140,32 @@ struct PingArgs {
     /// Extra logged-in connections held idle during the run.
     #[arg(long, default_value_t = 0)]
     idle: usize,
+}
+
+#[derive(Args, Debug)]
+struct HoardArgs {
+    /// Victims, each with its own flooder.
+    #[arg(long, default_value_t = 1000)]
+    victims: usize,
+    /// Size in bytes of each candidate message a flooder sends.
+    #[arg(long, default_value_t = 16384)]
+    size: usize,
+    /// Seconds of flooding.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds between the moment every client has disconnected and the last
+    /// RSS reading (what the server gave back).
+    #[arg(long, default_value_t = 5.0)]
+    settle: f64,
+    /// SO_RCVBUF of the victims' sockets in bytes, so that the kernel's
+    /// buffers fill fast (Linux doubles it and has a floor); 0 = the default.
+    #[arg(long, default_value_t = 4096)]
+    victim_rcvbuf: u32,
+    /// SO_SNDBUF of the flooders' sockets in bytes, so that what waits in the
+    /// kernel for a busy server stays small (1,000 flooders with the default
+    /// autotuning held 2 GB of the machine's TCP memory); 0 = the default.
+    #[arg(long, default_value_t = 65536)]
+    flooder_sndbuf: u32,
 }
 
 /// What every task needs to know about the run.
@@ -243,6 +274,7 @@ fn workload_name(w: &Workload) -> &'static str {
         Workload::Logins(_) => "logins",
         Workload::Relay(_) => "relay",
         Workload::Pingpong(_) => "pingpong",
+        Workload::Hoard(_) => "hoard",
     }
 }
 
@@ -253,6 +285,8 @@ fn auto_deadline(w: &Workload, connect_timeout: f64) -> f64 {
         Workload::Logins(a) => (a.count, a.hold),
         Workload::Relay(a) => (a.idle + 2 * a.pairs, a.warmup + a.duration),
         Workload::Pingpong(a) => (a.idle + 2 * a.pairs, a.warmup + a.duration),
+        // The flood, the wait for stuck senders, the settling.
+        Workload::Hoard(a) => (2 * a.victims, a.duration + 5.0 + a.settle),
     };
     20.0 + 2.0 * connect_timeout + conns as f64 / 200.0 + phases
 }
@@ -286,6 +320,7 @@ async fn run(cli: Cli) -> Result<Map<String, Value>, String> {
         Workload::Logins(a) => logins(ctx, a).await,
         Workload::Relay(a) => relay(ctx, a).await,
         Workload::Pingpong(a) => pingpong(ctx, a).await,
+        Workload::Hoard(a) => hoard(ctx, a).await,
     }
 }
 
@@ -326,13 +361,34 @@ enum OpenError {
     Failed(String),
 }
 
+/// How the client side of a connection is set up.
+#[derive(Debug, Clone, Copy)]
+struct ConnConfig {
+    ws: WebSocketConfig,
+    /// SO_RCVBUF of the socket, set before connecting (`None`: the kernel's).
+    rcvbuf: Option<u32>,
+    /// SO_SNDBUF of the socket (`None`: the kernel's, which grows up to
+    /// `tcp_wmem`'s maximum).
+    sndbuf: Option<u32>,
+}
+
+impl From<WebSocketConfig> for ConnConfig {
+    fn from(ws: WebSocketConfig) -> Self {
+        Self {
+            ws,
+            rcvbuf: None,
+            sndbuf: None,
+        }
+    }
+}
+
 /// TCP connect (from a spread source address), WebSocket handshake, login.
 /// Returns the connection and the handshake and login durations.
 async fn open(
     ctx: &Ctx,
     index: usize,
     name: &str,
-    cfg: WebSocketConfig,
+    cfg: ConnConfig,
 ) -> Result<(Opened, Duration, Duration), OpenError> {
     let attempt = async {
         let fail =
@@ -344,6 +400,14 @@ async fn open(
             TcpSocket::new_v6()
         }
         .map_err(|e| fail("socket", &e))?;
+        if let Some(size) = cfg.rcvbuf {
+            sock.set_recv_buffer_size(size)
+                .map_err(|e| fail("SO_RCVBUF", &e))?;
+        }
+        if let Some(size) = cfg.sndbuf {
+            sock.set_send_buffer_size(size)
+                .map_err(|e| fail("SO_SNDBUF", &e))?;
+        }
         if let Some(src) = ctx.src.for_index(&ctx.target.addr, index) {
             sock.bind(src)
                 .map_err(|e| fail(&format!("bind {src}"), &e))?;
@@ -353,7 +417,7 @@ async fn open(
             .await
             .map_err(|e| fail("connect", &e))?;
         stream.set_nodelay(true).map_err(|e| fail("nodelay", &e))?;
-        let (mut ws, _) = client_async_with_config(ctx.target.url.as_str(), stream, Some(cfg))
+        let (mut ws, _) = client_async_with_config(ctx.target.url.as_str(), stream, Some(cfg.ws))
             .await
             .map_err(|e| fail("handshake", &e))?;
         let t1 = Instant::now();
@@ -390,8 +454,9 @@ async fn open(
 async fn open_many(
     ctx: &Arc<Ctx>,
     names: Vec<(usize, String)>,
-    cfg: WebSocketConfig,
+    cfg: impl Into<ConnConfig>,
 ) -> (Vec<Option<Opened>>, OpenStats) {
+    let cfg = cfg.into();
     let started = Instant::now();
     let gate = Arc::new(Semaphore::new(ctx.concurrency));
     let mut set = JoinSet::new();
@@ -610,9 +675,20 @@ async fn setup(
         ));
     }
     let mut conns = conns.into_iter().flatten();
+    let pairs = (0..pairs).map(|_| (conns.next().unwrap().ws, conns.next().unwrap().ws));
+    let ready = call_pairs(ctx, pairs.collect()).await?;
+    out.insert(
+        "setup_s".into(),
+        round3(setup_started.elapsed().as_secs_f64()).into(),
+    );
+    Ok((ready, holders, dropped))
+}
+
+/// Has A of every pair (named `<prefix>a<i>`) offer to B (`<prefix>b<i>`) and
+/// B answer; returns the pairs in order.
+async fn call_pairs(ctx: &Arc<Ctx>, pairs: Vec<(Ws, Ws)>) -> Result<Vec<(Ws, Ws)>, String> {
     let mut calls = JoinSet::new();
-    for i in 0..pairs {
-        let (mut a, mut b) = (conns.next().unwrap().ws, conns.next().unwrap().ws);
+    for (i, (mut a, mut b)) in pairs.into_iter().enumerate() {
         let a_name = format!("{}a{i}", ctx.prefix);
         let b_name = format!("{}b{i}", ctx.prefix);
         let limit = ctx.connect_timeout;
@@ -636,11 +712,7 @@ async fn setup(
         let (i, a, b) = joined.map_err(|e| e.to_string())??;
         ready.insert(i, (a, b));
     }
-    out.insert(
-        "setup_s".into(),
-        round3(setup_started.elapsed().as_secs_f64()).into(),
-    );
-    Ok((ready.into_values().collect(), holders, dropped))
+    Ok(ready.into_values().collect())
 }
 
 async fn send_text(ws: &mut Ws, text: String) -> Result<(), String> {
@@ -1161,4 +1233,275 @@ async fn echo(mut ws: Ws, to: String, phase: Arc<Phase>, surprises: Arc<Surprise
             Ok(_) => {}
         }
     }
+}
+
+/// The server's RSS read every 100 ms on a thread of its own (the runtime is
+/// busy with thousands of connections, and a timer task would be late).
+struct RssSampler {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<RssSamples>>,
+}
+
+/// What [`RssSampler`] saw.
+#[derive(Debug, Default)]
+struct RssSamples {
+    peak_kib: u64,
+    /// Peak of the machine's TCP buffers (all sockets, not only ours).
+    tcp_peak_kib: u64,
+    /// One reading per second since the start, in KiB.
+    per_second_kib: Vec<u64>,
+}
+
+impl RssSampler {
+    fn start(pid: Option<String>) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = pid.map(|pid| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut s = RssSamples::default();
+                let started = Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    if let Some(rss) = procfs::rss_kib(&pid) {
+                        s.peak_kib = s.peak_kib.max(rss);
+                        let second = started.elapsed().as_secs() as usize;
+                        if s.per_second_kib.len() <= second {
+                            s.per_second_kib.push(rss);
+                        }
+                    }
+                    if let Some(tcp) = procfs::tcp_buffers_kib() {
+                        s.tcp_peak_kib = s.tcp_peak_kib.max(tcp);
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                s
+            })
+        });
+        Self { stop, thread }
+    }
+
+    fn finish(mut self) -> Option<RssSamples> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().and_then(|t| t.join().ok())
+    }
+}
+
+/// What the flooders sent and what came back to them.
+#[derive(Default)]
+struct HoardCounts {
+    sent: AtomicU64,
+    recipient_overloaded: AtomicU64,
+    server_overloaded: AtomicU64,
+    /// `close` messages: the server dropped the flooder's victim.
+    victims_closed: AtomicU64,
+    /// Flooders whose own connection the server ended.
+    flooders_dropped: AtomicU64,
+    /// Any other frame, by `type` (and `code` for errors).
+    other: Mutex<BTreeMap<String, u64>>,
+}
+
+impl HoardCounts {
+    fn note(&self, text: &str) {
+        let Some((kind, v)) = wire::parse(text) else {
+            self.note_other("unparsable".to_owned());
+            return;
+        };
+        let code = v.get("code").and_then(Value::as_str).unwrap_or("");
+        match (kind.as_str(), code) {
+            ("error", "recipient_overloaded") => &self.recipient_overloaded,
+            ("error", "server_overloaded") => &self.server_overloaded,
+            ("close", _) => &self.victims_closed,
+            ("error", code) => return self.note_other(format!("error:{code}")),
+            (kind, _) => return self.note_other(kind.to_owned()),
+        }
+        .fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn note_other(&self, key: String) {
+        *self
+            .other
+            .lock()
+            .expect("not poisoned")
+            .entry(key)
+            .or_default() += 1;
+    }
+}
+
+async fn hoard(ctx: Arc<Ctx>, args: HoardArgs) -> Result<Map<String, Value>, String> {
+    let mut out = Map::new();
+    out.insert("victims".into(), args.victims.into());
+    out.insert("size".into(), args.size.into());
+    out.insert("duration_s".into(), args.duration.into());
+    out.insert("settle_s".into(), args.settle.into());
+    out.insert("victim_rcvbuf".into(), args.victim_rcvbuf.into());
+    out.insert("flooder_sndbuf".into(), args.flooder_sndbuf.into());
+    let n = args.victims;
+    let rss_before = server_rss(&ctx);
+    if let Some(tcp) = procfs::tcp_buffers_kib() {
+        out.insert("tcp_buffers_before_kib".into(), tcp.into());
+    }
+    let started = Instant::now();
+    // Victims are B (`<prefix>b<i>`), flooders A, as `call_pairs` names them.
+    let victim_cfg = ConnConfig {
+        ws: idle_config(),
+        rcvbuf: (args.victim_rcvbuf > 0).then_some(args.victim_rcvbuf),
+        sndbuf: None,
+    };
+    let flooder_cfg = ConnConfig {
+        ws: pair_config(),
+        rcvbuf: None,
+        sndbuf: (args.flooder_sndbuf > 0).then_some(args.flooder_sndbuf),
+    };
+    let names = (0..n).map(|i| (i, format!("{}b{i}", ctx.prefix))).collect();
+    let (victims, stats) = open_many(&ctx, names, victim_cfg).await;
+    stats.to_json("victims_", &mut out);
+    let victims_ok = stats.ok;
+    let names = (0..n)
+        .map(|i| (n + i, format!("{}a{i}", ctx.prefix)))
+        .collect();
+    let (flooders, stats) = open_many(&ctx, names, flooder_cfg).await;
+    stats.to_json("flooders_", &mut out);
+    if victims_ok != n || stats.ok != n {
+        out.insert("error".into(), "not every connection logged in".into());
+        return Ok(out);
+    }
+    let pairs = flooders
+        .into_iter()
+        .flatten()
+        .zip(victims.into_iter().flatten())
+        .map(|(a, b)| (a.ws, b.ws))
+        .collect();
+    let pairs = match call_pairs(&ctx, pairs).await {
+        Ok(p) => p,
+        Err(e) => {
+            out.insert("error".into(), e.into());
+            return Ok(out);
+        }
+    };
+    out.insert(
+        "setup_s".into(),
+        round3(started.elapsed().as_secs_f64()).into(),
+    );
+    let rss_setup = server_rss(&ctx);
+
+    // The victims are kept and never polled again: the server's writes to
+    // them stall once the kernel's buffers are full.
+    let sampler = RssSampler::start(ctx.server_pid.clone());
+    let counts = Arc::new(HoardCounts::default());
+    let until = Instant::now() + Duration::from_secs_f64(args.duration);
+    let marks = Marks::now(&ctx);
+    let mut floods = JoinSet::new();
+    let mut readers = JoinSet::new();
+    let mut victims = Vec::with_capacity(n);
+    for (i, (a, b)) in pairs.into_iter().enumerate() {
+        victims.push(b);
+        let (tx, rx) = a.split();
+        let msg = Message::text(wire::padded_candidate(
+            &format!("{}b{i}", ctx.prefix),
+            args.size,
+        ));
+        floods.spawn(flood(tx, msg, until, counts.clone()));
+        let counts = counts.clone();
+        readers.spawn(async move {
+            let mut rx = rx;
+            loop {
+                match rx.next().await {
+                    Some(Ok(Message::Text(t))) => counts.note(&t),
+                    Some(Ok(Message::Close(_)) | Err(_)) | None => {
+                        counts.flooders_dropped.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                    Some(Ok(_)) => {}
+                }
+            }
+        });
+    }
+    tokio::time::sleep_until(until.into()).await;
+    // Every flooder stops at `until` by itself; this only bounds the wait.
+    let stopped = tokio::time::timeout(Duration::from_secs(3), async {
+        while floods.join_next().await.is_some() {}
+    })
+    .await;
+    if stopped.is_err() {
+        out.insert("stuck_flooders".into(), floods.len().into());
+    }
+    floods.abort_all();
+    marks.finish(&mut out);
+    let rss_end_of_flood = server_rss(&ctx);
+    // Refusals still in flight are counted for a moment more.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    readers.abort_all();
+    while readers.join_next().await.is_some() {}
+    while floods.join_next().await.is_some() {}
+    // Everyone leaves: victims with unread data get a reset.
+    drop(victims);
+    tokio::time::sleep(Duration::from_secs_f64(args.settle)).await;
+    let rss_after_close = server_rss(&ctx);
+    let samples = sampler.finish();
+
+    let sent = counts.sent.load(Ordering::Relaxed);
+    let recipient = counts.recipient_overloaded.load(Ordering::Relaxed);
+    let server = counts.server_overloaded.load(Ordering::Relaxed);
+    out.insert("sent".into(), sent.into());
+    out.insert(
+        "sent_mib".into(),
+        round1(sent as f64 * args.size as f64 / (1024.0 * 1024.0)).into(),
+    );
+    out.insert("refused_recipient_overloaded".into(), recipient.into());
+    out.insert("refused_server_overloaded".into(), server.into());
+    out.insert(
+        "victims_closed".into(),
+        counts.victims_closed.load(Ordering::Relaxed).into(),
+    );
+    out.insert(
+        "flooders_dropped".into(),
+        counts.flooders_dropped.load(Ordering::Relaxed).into(),
+    );
+    let other = counts.other.lock().expect("not poisoned").clone();
+    out.insert(
+        "other_frames".into(),
+        Value::Object(other.into_iter().map(|(k, v)| (k, v.into())).collect()),
+    );
+    let mut rss = |key: &str, kib: Option<u64>| {
+        if let Some(kib) = kib {
+            out.insert(key.into(), kib.into());
+        }
+    };
+    rss("server_rss_before_kib", rss_before);
+    rss("server_rss_setup_kib", rss_setup);
+    rss("server_rss_end_of_flood_kib", rss_end_of_flood);
+    rss("server_rss_after_close_kib", rss_after_close);
+    if let Some(s) = samples {
+        let peak = s
+            .peak_kib
+            .max(rss_end_of_flood.unwrap_or(0))
+            .max(rss_after_close.unwrap_or(0));
+        out.insert("server_rss_peak_kib".into(), peak.into());
+        out.insert("tcp_buffers_peak_kib".into(), s.tcp_peak_kib.into());
+        out.insert(
+            "server_rss_mib_per_s".into(),
+            s.per_second_kib
+                .iter()
+                .map(|kib| Value::from(kib / 1024))
+                .collect(),
+        );
+    }
+    Ok(out)
+}
+
+/// A flooder: sends `msg` as fast as the connection takes it until `until`.
+async fn flood(mut tx: WsTx, msg: Message, until: Instant, counts: Arc<HoardCounts>) {
+    let run = async {
+        loop {
+            for _ in 0..8 {
+                if tx.feed(msg.clone()).await.is_err() {
+                    return;
+                }
+                counts.sent.fetch_add(1, Ordering::Relaxed);
+            }
+            if tx.flush().await.is_err() {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout_at(until.into(), run).await;
 }

@@ -144,7 +144,8 @@ pub struct PeerAddr(pub SocketAddr);
 ///   its request and close, and returns within [`Config::shutdown_timeout`], dropping those
 ///   left (upgraded WebSockets are the hub's: `Hub::shutdown` closes them).
 ///
-/// Sockets get `TCP_NODELAY` (see [`bind`]). Routes that need the client's address use
+/// Sockets get `TCP_NODELAY` and [`Config::tcp_buffer_size`]
+/// ([`signaling_ws::tune_tcp`]). Routes that need the client's address use
 /// [`remote_addr`].
 ///
 /// ```no_run
@@ -191,7 +192,7 @@ where
                 continue;
             }
         };
-        let _ = tcp.set_nodelay(true);
+        signaling_ws::tune_tcp(&tcp, hub.config());
         connections.spawn(serve_http(tcp, addr, service.clone(), hub.clone(), pending));
     }
     let timeout = hub.config().shutdown_timeout;

@@ -576,6 +576,14 @@ function onError(message) {
     case 'rate_limited':
       notify(code, `Slow down: the server dropped a message (${message.message}).`, 'warn');
       return;
+    case 'recipient_overloaded':
+    case 'server_overloaded':
+      // The sender pays for its traffic: this message was dropped, nothing else changed.
+      notify(code, `The server dropped a message, try again in a moment (${message.message}).`, 'warn');
+      return;
+    case 'unanswered_limit':
+      log(`unanswered_limit (dropped before the answer): ${message.message}`);
+      return;
     default:
       notify(code, `Server error (${code}): ${message.message || 'no details'}`, 'error');
   }

@@ -789,32 +789,42 @@ impl Outbox {
         self.wake.notify_one();
     }
 
-    /// Moves every queued message into `batch` (which must be empty; they count as in flight
-    /// until [`written`](Self::written)) and returns the pending end request and the ping
-    /// due, if any.
-    fn take(&self, batch: &mut VecDeque<ServerMessage>) -> (Option<End>, Option<[u8; 8]>) {
+    /// Called by the writer when everything it took before is written (one lock per batch):
+    /// gives that back, then moves every queued message into `batch` (which must be empty;
+    /// they count as in flight until the next call).
+    fn take(&self, batch: &mut VecDeque<ServerMessage>, config: &Config) -> Taken {
         let mut q = self.lock();
-        std::mem::swap(&mut q.messages, batch);
-        q.in_flight += batch.len();
-        q.in_flight_bytes += std::mem::take(&mut q.queued_bytes);
-        (q.end, q.ping.take())
-    }
-
-    /// The writer finished writing what it took. Returns true when the queue was congested
-    /// and has drained to a quarter: the router must be told.
-    fn written(&self, config: &Config) -> bool {
-        let mut q = self.lock();
-        self.total.fetch_sub(q.in_flight_bytes, Ordering::Relaxed);
+        let written = std::mem::take(&mut q.in_flight_bytes);
         q.in_flight = 0;
-        q.in_flight_bytes = 0;
-        let relieved = q.congested && q.within(1, config);
-        if relieved {
-            q.congested = false;
+        if written > 0 {
+            self.total.fetch_sub(written, Ordering::Relaxed);
         }
+        let relieved = q.congested && q.within(1, config);
+        q.congested &= !relieved;
+        std::mem::swap(&mut q.messages, batch);
+        q.in_flight = batch.len();
+        q.in_flight_bytes = std::mem::take(&mut q.queued_bytes);
+        let taken = Taken {
+            end: q.end,
+            ping: q.ping.take(),
+            relieved,
+        };
         drop(q);
-        self.drained.notify_waiters();
-        relieved
+        if written > 0 {
+            self.drained.notify_waiters();
+        }
+        taken
     }
+}
+
+/// What [`Outbox::take`] hands the writer besides the batch.
+struct Taken {
+    /// The pending end request.
+    end: Option<End>,
+    /// The ping due, with its payload.
+    ping: Option<[u8; 8]>,
+    /// The queue was congested and has drained to a quarter: the router must be told.
+    relieved: bool,
 }
 
 impl Drop for Outbox {
@@ -1529,7 +1539,14 @@ impl Hub {
         let stall = config.write_stall_timeout;
         let mut batch = VecDeque::new();
         loop {
-            let (end, ping) = outbox.take(&mut batch);
+            let Taken {
+                end,
+                ping,
+                relieved,
+            } = outbox.take(&mut batch, config);
+            if relieved {
+                self.relieve(conn);
+            }
             if end == Some(End::Abort) {
                 return WriteEnd::Aborted;
             }
@@ -1550,9 +1567,6 @@ impl Hub {
             if fed {
                 if let Err(end) = progress(conn, stall, sink.flush()).await {
                     return end;
-                }
-                if outbox.written(config) {
-                    self.relieve(conn);
                 }
                 if batch.capacity() > 64 {
                     batch = VecDeque::new(); // give back what a burst grew
@@ -1578,7 +1592,14 @@ async fn progress<E: fmt::Display>(
     stall: Duration,
     write: impl Future<Output = Result<(), E>>,
 ) -> Result<(), WriteEnd> {
-    match tokio::time::timeout(stall, write).await {
+    let mut write = std::pin::pin!(write);
+    // Most writes complete at once (into the transport's buffer): no timer, no clock read for
+    // them; the deadline is armed only for a write that has to wait for the socket.
+    let done = match futures_util::FutureExt::now_or_never(write.as_mut()) {
+        Some(done) => Ok(done),
+        None => tokio::time::timeout(stall, write).await,
+    };
+    match done {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => {
             tracing::debug!(%conn, error = %e, "write error");

@@ -207,6 +207,20 @@ fn unknown_type_error_keeps_the_tutorial_message() {
 }
 
 #[test]
+fn a_huge_unknown_type_is_echoed_to_64_characters() {
+    // Issue 9: a 60 KB `type` was echoed in full into the sender's own queue.
+    let long = "é".repeat(30_000);
+    let err = ClientMessage::decode(&format!(r#"{{"type":"{long}"}}"#)).unwrap_err();
+    assert_eq!(err.code, ErrorCode::UnknownType);
+    let expected = format!("Command not found: {}…", "é".repeat(64));
+    assert_eq!(err.message, expected);
+    // Exactly 64 characters pass unchanged.
+    let edge = "x".repeat(64);
+    let err = ClientMessage::decode(&format!(r#"{{"type":"{edge}"}}"#)).unwrap_err();
+    assert_eq!(err.message, format!("Command not found: {edge}"));
+}
+
+#[test]
 fn names_are_escaped_as_json() {
     let m = ServerMessage::Close {
         from: name("a\"b\\c/é"),

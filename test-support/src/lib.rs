@@ -531,3 +531,46 @@ macro_rules! scenarios {
         )*
     };
 }
+
+/// Declares a `#[tokio::test]` for **every** scenario of this crate, each run against `$start`:
+/// what an adapter's loopback suite runs (`all_scenarios!(common::start);`). A new scenario is
+/// added here once, and every adapter runs it.
+#[macro_export]
+macro_rules! all_scenarios {
+    ($start:path) => {
+        $crate::scenarios!($start:
+            bad_frames,
+            bad_handshakes,
+            custom_authenticator,
+            disconnect_mid_call,
+            duplicate_login,
+            full_call,
+            garbage_storm,
+            global_connection_cap,
+            graceful_shutdown,
+            heartbeat_timeout,
+            hundred_calls,
+            large_sdp,
+            login_deadline,
+            no_injection,
+            origin_allowlist,
+            oversize_message,
+            panicking_authenticator,
+            per_ip_connection_cap,
+            rate_limit,
+            slow_reader_keeps_its_name,
+            non_reader_dropped_after_write_stall,
+            queued_bytes_stay_within_the_budget,
+            phase_timeouts,
+            phase_caps,
+            per_user_cap,
+            control_frame_flood,
+            unanswered_call_is_bounded,
+            look_alike_names,
+            thousand_candidates,
+            token_auth,
+            transport_errors_isolated,
+            trusted_proxy_chain,
+        );
+    };
+}

@@ -11,7 +11,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use futures_channel::mpsc;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use signaling_core::RouterConfig;
-use signaling_core::driver::{Config, Hub, Inbound, Outbound, Peer, Transport};
+use signaling_core::driver::{Config, ConnectionInfo, Hub, Inbound, Outbound, Transport};
 
 #[derive(Debug)]
 enum Frame {
@@ -104,7 +104,8 @@ fn connect(hub: &Hub) -> Client {
             rx: from_client,
             tx: to_client,
         };
-        hub.serve_connection::<Mem, _>(socket, Peer::new()).await;
+        hub.serve_connection::<Mem, _>(socket, ConnectionInfo::new())
+            .await;
     });
     Client {
         tx: to_server,

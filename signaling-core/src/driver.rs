@@ -91,7 +91,7 @@
 //! ```
 //!
 //! A socket is any `Stream<Item = Result<Message, Error>> + Sink<Message, Error = Error>`;
-//! `hub.serve_connection::<Strings, _>(socket, Peer::new()).await` runs it to its end.
+//! `hub.serve_connection::<Strings, _>(socket, ConnectionInfo::new()).await` runs it to its end.
 
 mod admission;
 pub mod auth;
@@ -113,4 +113,4 @@ pub use hub::Hub;
 /// The CIDR type of [`Config::trusted_proxies`], re-exported so that users need not match its
 /// version.
 pub use ipnet;
-pub use transport::{Close, Inbound, Outbound, Peer, Transport};
+pub use transport::{Close, ConnectionInfo, Inbound, Outbound, Transport};

@@ -16,8 +16,8 @@ use super::admission::{self, ConnectionPermits, Slots};
 use super::guards::{ActiveGuard, Registration};
 use super::outbox::{Full, Outbox, Pushed};
 use super::{
-    Admission, Close, Config, Outbound, Peer, PendingRequest, Refusal, Transport, UpgradeRequest,
-    auth,
+    Admission, Close, Config, ConnectionInfo, Outbound, PendingRequest, Refusal, Transport,
+    UpgradeRequest, auth,
 };
 use crate::error::ErrorCode;
 use crate::protocol::ServerMessage;
@@ -265,14 +265,14 @@ impl Hub {
         // Taken before the authenticator runs: a slow one holds a slot meanwhile, and a
         // panicking one gives it back as it unwinds.
         let mut permits = self.inner.slots.connection(ip, config)?;
-        let mut peer = Peer::new();
-        peer.remote_addr = request.remote_addr;
+        let mut info = ConnectionInfo::new();
+        info.remote_addr = request.remote_addr;
         if let Some(authenticator) = &config.authenticator {
             match authenticator.authenticate(request).await {
                 auth::AuthDecision::Accept => {}
                 auth::AuthDecision::AcceptAs(name) => {
                     permits.user = Some(self.inner.slots.user(&name, config)?);
-                    peer.verified_username = Some(name);
+                    info.verified_username = Some(name);
                 }
                 auth::AuthDecision::Unauthorized(reason) => {
                     return Err(Refusal::Unauthorized(reason));
@@ -280,7 +280,7 @@ impl Hub {
                 auth::AuthDecision::Forbidden(reason) => return Err(Refusal::Forbidden(reason)),
             }
         }
-        Ok(Admission { peer, permits })
+        Ok(Admission { info, permits })
     }
 
     /// Runs a WebSocket upgraded after [`admit`](Self::admit) accepted its request to its
@@ -292,8 +292,8 @@ impl Hub {
         S: Stream<Item = Result<T::Message, T::Error>> + Sink<T::Message, Error = T::Error> + Send,
         T::Message: Send,
     {
-        let Admission { peer, permits } = admission;
-        self.run_connection::<T, S>(socket, peer, permits).await;
+        let Admission { info, permits } = admission;
+        self.run_connection::<T, S>(socket, info, permits).await;
     }
 
     /// Runs one upgraded WebSocket connection to its end: registers it with the router, reads,
@@ -301,23 +301,23 @@ impl Hub {
     /// error, a transport failure just ends the connection.
     ///
     /// For a socket upgraded without [`admit`](Self::admit): it takes a connection slot for
-    /// `peer.remote_addr` itself, and when the caps are full closes the WebSocket at once with
+    /// `info.remote_addr` itself, and when the caps are full closes the WebSocket at once with
     /// 1013 ([`Close::TRY_AGAIN_LATER`]). The origin allowlist and the authenticator are not
     /// consulted (there is no request); adapters use `admit` and
     /// [`serve_admitted`](Self::serve_admitted) instead.
     ///
     /// `T` says how the socket's messages map to frames; see [`Transport`].
-    pub async fn serve_connection<T, S>(&self, socket: S, peer: Peer)
+    pub async fn serve_connection<T, S>(&self, socket: S, info: ConnectionInfo)
     where
         T: Transport,
         S: Stream<Item = Result<T::Message, T::Error>> + Sink<T::Message, Error = T::Error> + Send,
         T::Message: Send,
     {
-        let ip = peer.remote_addr.map(|a| a.ip());
+        let ip = info.remote_addr.map(|a| a.ip());
         match self.inner.slots.connection(ip, &self.inner.config) {
-            Ok(permits) => self.run_connection::<T, S>(socket, peer, permits).await,
+            Ok(permits) => self.run_connection::<T, S>(socket, info, permits).await,
             Err(refusal) => {
-                tracing::debug!(addr = ?peer.remote_addr, %refusal, "connection refused");
+                tracing::debug!(addr = ?info.remote_addr, %refusal, "connection refused");
                 let mut socket = std::pin::pin!(socket);
                 let close = socket.send(T::outbound(Outbound::Close(Close::TRY_AGAIN_LATER)));
                 let _ = tokio::time::timeout(self.inner.config.close_timeout, close).await;
@@ -326,22 +326,26 @@ impl Hub {
     }
 
     /// Runs the connection holding `permits` (given back when it ends, however it ends).
-    async fn run_connection<T, S>(&self, socket: S, peer: Peer, permits: ConnectionPermits)
-    where
+    async fn run_connection<T, S>(
+        &self,
+        socket: S,
+        info: ConnectionInfo,
+        permits: ConnectionPermits,
+    ) where
         T: Transport,
         S: Stream<Item = Result<T::Message, T::Error>> + Sink<T::Message, Error = T::Error> + Send,
         T::Message: Send,
     {
         let active = ActiveGuard::new(self);
         let mut killed = self.inner.phase.subscribe();
-        let Some(registration) = self.register(&peer) else {
+        let Some(registration) = self.register(&info) else {
             // Shutting down: refuse politely.
             let mut socket = std::pin::pin!(socket);
             let close = socket.send(T::outbound(Outbound::Close(Close::GOING_AWAY)));
             let _ = tokio::time::timeout(self.inner.config.close_timeout, close).await;
             return;
         };
-        tracing::debug!(conn = %registration.id, addr = ?peer.remote_addr, "connected");
+        tracing::debug!(conn = %registration.id, addr = ?info.remote_addr, "connected");
         let ConnectionPermits {
             connection,
             not_logged_in,
@@ -358,14 +362,14 @@ impl Hub {
     }
 
     /// Registers a connection with the router; `None` while shutting down.
-    fn register(&self, peer: &Peer) -> Option<Registration> {
+    fn register(&self, info: &ConnectionInfo) -> Option<Registration> {
         let mut state = self.lock();
         if state.shutting_down {
             return None;
         }
         let id = ConnectionId(state.next_id);
         state.next_id += 1;
-        let connected = match &peer.verified_username {
+        let connected = match &info.verified_username {
             Some(name) => state.router.handle_connect_verified(id, name.clone()),
             None => state.router.handle_connect(id),
         };

@@ -109,7 +109,7 @@ pub trait Transport: 'static {
 /// What the driver knows about a connection when it starts. Adapters fill in what they have.
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
-pub struct Peer {
+pub struct ConnectionInfo {
     /// The client's address, when the transport knows it.
     pub remote_addr: Option<SocketAddr>,
     /// A username already verified (e.g. by an authenticator at upgrade): the connection may
@@ -117,10 +117,10 @@ pub struct Peer {
     pub verified_username: Option<Username>,
 }
 
-impl Peer {
+impl ConnectionInfo {
     /// Nothing known.
     pub fn new() -> Self {
-        Peer::default()
+        ConnectionInfo::default()
     }
 
     /// Sets the remote address.

@@ -12,7 +12,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use futures_util::{Sink, Stream};
-use signaling_core::driver::{Config, Hub, Inbound, Outbound, Peer, Transport};
+use signaling_core::driver::{Config, ConnectionInfo, Hub, Inbound, Outbound, Transport};
 use signaling_core::{RateLimit, RouterConfig};
 use tokio::sync::{Notify, mpsc};
 
@@ -145,7 +145,8 @@ impl Client {
         };
         let hub = hub.clone();
         let task = tokio::spawn(async move {
-            hub.serve_connection::<Mem, _>(end, Peer::new()).await;
+            hub.serve_connection::<Mem, _>(end, ConnectionInfo::new())
+                .await;
         });
         Client {
             outgoing,

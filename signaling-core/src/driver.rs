@@ -42,7 +42,7 @@
 //!
 //! Close codes the driver sends: 1001 on shutdown and on a heartbeat timeout, 1008 on the login
 //! deadline and when the router asks (rate limit), 1009 for an oversize message, 1013 for a
-//! socket handed to [`Hub::serve_connection`] over the caps (see [`Close`]). A client dropped
+//! socket handed to [`Hub::serve_connection`] over the caps (see [`CloseFrame`]). A client dropped
 //! for a stalled write or over the budget gets no close frame: it is not reading.
 //!
 //! Teardown calls [`Router::handle_disconnect`] exactly once per connection, from a drop guard,
@@ -113,4 +113,4 @@ pub use hub::Hub;
 /// The CIDR type of [`Config::trusted_proxies`], re-exported so that users need not match its
 /// version.
 pub use ipnet;
-pub use transport::{Close, ConnectionInfo, Inbound, Outbound, Transport};
+pub use transport::{CloseFrame, ConnectionInfo, Inbound, Outbound, Transport};

@@ -13,7 +13,7 @@ use super::admission::{AddressKey, Permit};
 use super::guards::Registration;
 use super::heartbeat::Liveness;
 use super::outbox::{End, Outbox, Taken};
-use super::{Close, Hub, Inbound, Outbound, Transport};
+use super::{CloseFrame, Hub, Inbound, Outbound, Transport};
 use crate::router::ConnectionId;
 
 impl Hub {
@@ -51,7 +51,7 @@ impl Hub {
             match ending {
                 Ending::Read(ReadEnd::TooLarge) => {
                     // The transport's stream is finished after the error: send and go.
-                    outbox.close(Close::TOO_LARGE);
+                    outbox.close(CloseFrame::TOO_LARGE);
                     writer.await;
                 }
                 Ending::Deadline(close) => {
@@ -257,5 +257,5 @@ enum Ending {
     Read(ReadEnd),
     Write(WriteEnd),
     /// A deadline passed (heartbeat or login): send this close frame.
-    Deadline(Close),
+    Deadline(CloseFrame),
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::time::Instant;
 
 use super::outbox::Outbox;
-use super::{Close, Config, Hub};
+use super::{CloseFrame, Config, Hub};
 use crate::router::ConnectionId;
 
 impl Hub {
@@ -18,7 +18,7 @@ impl Hub {
         conn: ConnectionId,
         outbox: &Outbox,
         liveness: &Liveness,
-    ) -> Close {
+    ) -> CloseFrame {
         let config = &self.inner.config;
         let start = Instant::now();
         let mut heartbeat = Heartbeat {
@@ -43,12 +43,12 @@ impl Hub {
                 }
                 Tick::DeadPeer => {
                     tracing::debug!(%conn, "heartbeat timeout");
-                    return Close::HEARTBEAT_TIMEOUT;
+                    return CloseFrame::HEARTBEAT_TIMEOUT;
                 }
                 Tick::LoginCheck => {
                     if !self.is_logged_in(conn) {
                         tracing::debug!(%conn, "login deadline passed");
-                        return Close::LOGIN_TIMEOUT;
+                        return CloseFrame::LOGIN_TIMEOUT;
                     }
                 }
             }

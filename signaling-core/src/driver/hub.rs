@@ -16,7 +16,7 @@ use super::admission::{self, ConnectionPermits, Slots};
 use super::guards::{ActiveGuard, Registration};
 use super::outbox::{Full, Outbox, Pushed};
 use super::{
-    Admission, Close, Config, ConnectionInfo, Outbound, PendingRequest, Refusal, Transport,
+    Admission, CloseFrame, Config, ConnectionInfo, Outbound, PendingRequest, Refusal, Transport,
     UpgradeRequest, auth,
 };
 use crate::error::ErrorCode;
@@ -158,7 +158,7 @@ impl Hub {
             first
         });
         for outbox in &closing {
-            outbox.close(Close::GOING_AWAY);
+            outbox.close(CloseFrame::GOING_AWAY);
         }
         drop(closing);
         let drained = tokio::time::timeout(self.inner.config.shutdown_timeout, self.wait_idle());
@@ -302,7 +302,7 @@ impl Hub {
     ///
     /// For a socket upgraded without [`admit`](Self::admit): it takes a connection slot for
     /// `info.remote_addr` itself, and when the caps are full closes the WebSocket at once with
-    /// 1013 ([`Close::TRY_AGAIN_LATER`]). The origin allowlist and the authenticator are not
+    /// 1013 ([`CloseFrame::TRY_AGAIN_LATER`]). The origin allowlist and the authenticator are not
     /// consulted (there is no request); adapters use `admit` and
     /// [`serve_admitted`](Self::serve_admitted) instead.
     ///
@@ -319,7 +319,7 @@ impl Hub {
             Err(refusal) => {
                 tracing::debug!(addr = ?info.remote_addr, %refusal, "connection refused");
                 let mut socket = std::pin::pin!(socket);
-                let close = socket.send(T::outbound(Outbound::Close(Close::TRY_AGAIN_LATER)));
+                let close = socket.send(T::outbound(Outbound::Close(CloseFrame::TRY_AGAIN_LATER)));
                 let _ = tokio::time::timeout(self.inner.config.close_timeout, close).await;
             }
         }
@@ -341,7 +341,7 @@ impl Hub {
         let Some(registration) = self.register(&info) else {
             // Shutting down: refuse politely.
             let mut socket = std::pin::pin!(socket);
-            let close = socket.send(T::outbound(Outbound::Close(Close::GOING_AWAY)));
+            let close = socket.send(T::outbound(Outbound::Close(CloseFrame::GOING_AWAY)));
             let _ = tokio::time::timeout(self.inner.config.close_timeout, close).await;
             return;
         };
@@ -479,7 +479,7 @@ impl Hub {
                     }
                     Output::Close { conn, reason } => {
                         if let Some(outbox) = state.connections.get(&conn) {
-                            outbox.close(Close {
+                            outbox.close(CloseFrame {
                                 code: reason.code(),
                                 reason: reason.reason(),
                             });

@@ -7,14 +7,14 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::Notify;
 
-use super::{Close, Config};
+use super::{CloseFrame, Config};
 use crate::protocol::ServerMessage;
 
 /// What the hub asks of a connection's writer besides sending messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum End {
     /// Send what is queued, then this close frame.
-    Close(Close),
+    Close(CloseFrame),
     /// Drop the connection now, without flushing anything (the client does not read).
     Abort,
 }
@@ -138,7 +138,7 @@ impl Outbox {
     }
 
     /// Asks the writer to drain and close. The first request wins.
-    pub(super) fn close(&self, close: Close) {
+    pub(super) fn close(&self, close: CloseFrame) {
         let mut q = self.lock();
         if q.end.is_none() {
             q.end = Some(End::Close(close));

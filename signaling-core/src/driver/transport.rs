@@ -31,38 +31,38 @@ pub enum Inbound<'a> {
 
 /// A close frame's code and reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Close {
+pub struct CloseFrame {
     /// WebSocket close code (RFC 6455 §7.4.1).
     pub code: u16,
     /// Human-readable reason (short: close reasons are limited to 123 bytes).
     pub reason: &'static str,
 }
 
-impl Close {
+impl CloseFrame {
     /// 1001: the server is shutting down.
-    pub const GOING_AWAY: Close = Close {
+    pub const GOING_AWAY: CloseFrame = CloseFrame {
         code: 1001,
         reason: "server shutting down",
     };
     /// 1009: the client sent a message larger than the limit.
-    pub const TOO_LARGE: Close = Close {
+    pub const TOO_LARGE: CloseFrame = CloseFrame {
         code: 1009,
         reason: "message too large",
     };
     /// 1008: the connection did not log in in time.
-    pub const LOGIN_TIMEOUT: Close = Close {
+    pub const LOGIN_TIMEOUT: CloseFrame = CloseFrame {
         code: 1008,
         reason: "no login before the deadline",
     };
     /// 1001: the connection did not answer pings.
-    pub const HEARTBEAT_TIMEOUT: Close = Close {
+    pub const HEARTBEAT_TIMEOUT: CloseFrame = CloseFrame {
         code: 1001,
         reason: "heartbeat timeout",
     };
     /// 1013 (try again later): a socket handed to [`Hub::serve_connection`] found the
     /// connection caps full. (Upgrades through [`Hub::admit`] are refused with an HTTP status
     /// instead, before any WebSocket exists.)
-    pub const TRY_AGAIN_LATER: Close = Close {
+    pub const TRY_AGAIN_LATER: CloseFrame = CloseFrame {
         code: 1013,
         reason: "too many connections",
     };
@@ -77,7 +77,7 @@ pub enum Outbound {
     /// A heartbeat ping with this payload; the client's pong must echo it.
     Ping([u8; 8]),
     /// A close frame.
-    Close(Close),
+    Close(CloseFrame),
 }
 
 /// How one WebSocket library's message type maps to the driver's frames.

@@ -1,10 +1,10 @@
 //! The transport-agnostic connection driver (feature `driver`): the one place that binds the
 //! pure [`Router`] to live WebSocket connections.
 //!
-//! Every adapter (`signaling-ws` for tokio-tungstenite, `signaling-warp` for warp, an
-//! in-memory channel in tests) hands its upgraded socket to [`Hub::serve_connection`]; the only
-//! code an adapter writes is a [`Transport`]: how its message type maps to the driver's
-//! [`Inbound`] and [`Outbound`] frames (a page of code).
+//! Every adapter (`signaling-ws` for tokio-tungstenite, `signaling-warp` for warp, the
+//! in-memory transport `driver::memory` of the `memory` feature, for tests) hands its upgraded
+//! socket to [`Hub::serve_connection`]; the only code an adapter writes is a [`Transport`]: how
+//! its message type maps to the driver's [`Inbound`] and [`Outbound`] frames (a page of code).
 //!
 //! Before a socket is upgraded, adapters ask [`Hub::admit`] with an [`UpgradeRequest`] (the
 //! request's path, query, headers and peer address). It refuses with an HTTP status — never
@@ -100,6 +100,8 @@ mod connection;
 mod guards;
 mod heartbeat;
 mod hub;
+#[cfg(feature = "memory")]
+pub mod memory;
 mod outbox;
 mod transport;
 

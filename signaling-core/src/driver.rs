@@ -113,8 +113,8 @@ use crate::router::Router;
 pub use admission::{Admission, PendingRequest, Refusal, UpgradeRequest};
 pub use config::Config;
 pub use hub::Hub;
-pub use tokens::OsTokens;
 /// The CIDR type of [`Config::trusted_proxies`], re-exported so that users need not match its
 /// version.
 pub use ipnet;
+pub use tokens::OsTokens;
 pub use transport::{CloseFrame, ConnectionInfo, Inbound, Outbound, Transport};

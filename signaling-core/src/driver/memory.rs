@@ -40,9 +40,10 @@ use std::fmt;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_util::task::AtomicWaker;
 use futures_util::{FutureExt, Sink, Stream};
 use tokio::sync::{Notify, mpsc};
 
@@ -119,9 +120,12 @@ struct Pipe {
     frames: Mutex<VecDeque<Frame>>,
     capacity: usize,
     /// The server's writer, waiting for room.
-    writer: Mutex<Option<Waker>>,
-    /// A frame arrived, or the server dropped its end.
+    writer: AtomicWaker,
+    /// A frame arrived, or the server dropped its end (one permit; the client reads from one
+    /// task at a time).
     readable: Notify,
+    /// The server dropped its end (every waiter).
+    gone: Notify,
     /// The server dropped its end.
     server_gone: AtomicBool,
     /// The client dropped its end.
@@ -131,10 +135,6 @@ struct Pipe {
 impl Pipe {
     fn frames(&self) -> MutexGuard<'_, VecDeque<Frame>> {
         self.frames.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn writer(&self) -> MutexGuard<'_, Option<Waker>> {
-        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -146,8 +146,9 @@ pub fn pair(capacity: usize) -> (MemorySocket, MemoryClient) {
     let pipe = Arc::new(Pipe {
         frames: Mutex::new(VecDeque::new()),
         capacity: capacity.max(1),
-        writer: Mutex::new(None),
+        writer: AtomicWaker::new(),
         readable: Notify::new(),
+        gone: Notify::new(),
         server_gone: AtomicBool::new(false),
         client_gone: AtomicBool::new(false),
     });
@@ -202,7 +203,8 @@ pub struct MemorySocket {
 impl Drop for MemorySocket {
     fn drop(&mut self) {
         self.pipe.server_gone.store(true, Ordering::SeqCst);
-        self.pipe.readable.notify_waiters();
+        self.pipe.readable.notify_one();
+        self.pipe.gone.notify_waiters();
     }
 }
 
@@ -218,15 +220,21 @@ impl Sink<Frame> for MemorySocket {
     type Error = Disconnected;
 
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Disconnected>> {
-        let frames = self.pipe.frames();
-        if self.pipe.client_gone.load(Ordering::SeqCst) {
-            Poll::Ready(Err(Disconnected))
-        } else if frames.len() < self.pipe.capacity {
-            Poll::Ready(Ok(()))
-        } else {
-            // Registered under the frames' lock: a read in between cannot miss it.
-            *self.pipe.writer() = Some(cx.waker().clone());
-            Poll::Pending
+        let ready = || {
+            if self.pipe.client_gone.load(Ordering::SeqCst) {
+                Some(Err(Disconnected))
+            } else {
+                (self.pipe.frames().len() < self.pipe.capacity).then_some(Ok(()))
+            }
+        };
+        if let Some(ready) = ready() {
+            return Poll::Ready(ready);
+        }
+        self.pipe.writer.register(cx.waker());
+        // Checked again: the client may have read (or gone) before the waker was registered.
+        match ready() {
+            Some(ready) => Poll::Ready(ready),
+            None => Poll::Pending,
         }
     }
 
@@ -235,7 +243,7 @@ impl Sink<Frame> for MemorySocket {
             return Err(Disconnected);
         }
         self.pipe.frames().push_back(frame);
-        self.pipe.readable.notify_waiters();
+        self.pipe.readable.notify_one();
         Ok(())
     }
 
@@ -250,7 +258,7 @@ impl Sink<Frame> for MemorySocket {
 
 /// The client's end of an in-memory connection, made by [`connect`] (or [`pair`]).
 ///
-/// Its sends never wait. Every method that waits for the server gives up with a panic after
+/// Its sends never wait. Read it from one task at a time. Every method that waits for the server gives up with a panic after
 /// the client's timeout ([`DEFAULT_TIMEOUT`] unless set with
 /// [`with_timeout`](Self::with_timeout)), so that a test waiting for something that never
 /// comes fails instead of hanging. Dropping the client (or [`disconnect`](Self::disconnect))
@@ -266,9 +274,7 @@ pub struct MemoryClient {
 impl Drop for MemoryClient {
     fn drop(&mut self) {
         self.pipe.client_gone.store(true, Ordering::SeqCst);
-        if let Some(writer) = self.pipe.writer().take() {
-            writer.wake();
-        }
+        self.pipe.writer.wake();
     }
 }
 
@@ -356,13 +362,13 @@ impl MemoryClient {
     pub async fn closed(&self) {
         let closed = async {
             loop {
-                let readable = self.pipe.readable.notified();
-                let mut readable = std::pin::pin!(readable);
-                readable.as_mut().enable();
+                let gone = self.pipe.gone.notified();
+                let mut gone = std::pin::pin!(gone);
+                gone.as_mut().enable();
                 if self.is_closed() {
                     return;
                 }
-                readable.await;
+                gone.await;
             }
         };
         self.patiently("the server to close the connection", closed)
@@ -374,21 +380,18 @@ impl MemoryClient {
 
     async fn wait_for_frame(&self) -> Option<Frame> {
         loop {
-            let readable = self.pipe.readable.notified();
-            let mut readable = std::pin::pin!(readable);
-            readable.as_mut().enable();
-            // Read before the server's end is checked: it may have sent a frame, then gone.
+            // Read before the frames: the server may have sent a frame, then gone. A wake-up
+            // that comes meanwhile is kept (as the permit of `readable`), not lost.
             let closed = self.is_closed();
-            if let Some(frame) = self.pipe.frames().pop_front() {
-                if let Some(writer) = self.pipe.writer().take() {
-                    writer.wake();
-                }
+            let frame = self.pipe.frames().pop_front();
+            if let Some(frame) = frame {
+                self.pipe.writer.wake();
                 return Some(frame);
             }
             if closed {
                 return None;
             }
-            readable.await;
+            self.pipe.readable.notified().await;
         }
     }
 

@@ -439,3 +439,90 @@ async fn over_the_cap_a_handed_in_socket_is_closed_with_1013_and_slots_come_back
     let carol = login(&hub, "carol").await;
     offer(&carol, "carol", &bob, "bob").await;
 }
+
+/// A resumable client that answers pings: each echo acknowledges the session messages written
+/// before its ping, so the history kept for a resume empties. When it stops answering, the
+/// heartbeat timeout is a lost connection: the session is suspended (its partner told
+/// nothing) and a resume on a new connection takes it back.
+#[tokio::test]
+async fn pongs_acknowledge_history_and_a_heartbeat_timeout_suspends_a_resumable_session() {
+    let config = quiet()
+        .with_ping_interval(Some(Duration::from_millis(50)))
+        .with_pong_timeout(Duration::from_millis(400));
+    let hub = Hub::new(config);
+    let alice = memory::connect(&hub);
+    alice
+        .send_text(r#"{"type":"login","username":"alice","resumable":true}"#)
+        .unwrap();
+    let reply: serde_json::Value = serde_json::from_str(&alice.next_text().await).unwrap();
+    let token = reply["token"].as_str().unwrap().to_string();
+    let bob = login(&hub, "bob").await;
+    bob.send_text(r#"{"type":"offer","offer":{"sdp":"v=0"},"otherUsername":"alice"}"#)
+        .unwrap();
+    let got: serde_json::Value = serde_json::from_str(&alice.next_text().await).unwrap();
+    assert_eq!(
+        (got["type"].as_str(), got["seq"].as_u64()),
+        (Some("offer"), Some(1))
+    );
+    assert!(
+        hub.with_router(|r| r.retained_bytes()) > 0,
+        "kept for a resume"
+    );
+
+    // Both answer pings until the offer is acknowledged.
+    let acknowledged = async {
+        while hub.with_router(|r| r.retained_bytes()) > 0 {
+            answer_pings(&alice).await;
+            answer_pings(&bob).await;
+        }
+    };
+    tokio::time::timeout(PATIENCE, acknowledged)
+        .await
+        .expect("a pong acknowledges the offer");
+
+    // Now alice is silent: the heartbeat drops her connection, the session waits; bob goes
+    // on answering pings meanwhile.
+    let alice_dropped = async {
+        assert_eq!(alice.next_close().await.code, 1001);
+        eventually("alice to be suspended", || {
+            hub.with_router(|r| r.is_suspended("alice"))
+        })
+        .await;
+    };
+    let bob_alive = async {
+        loop {
+            answer_pings(&bob).await;
+        }
+    };
+    tokio::select! {
+        () = alice_dropped => {}
+        () = bob_alive => {}
+    }
+    assert!(hub.with_router(|r| r.partner_of("bob").is_some_and(|p| p.as_str() == "alice")));
+    let back = memory::connect(&hub);
+    back.send_text(format!(
+        r#"{{"type":"resume","token":"{token}","lastSeq":1}}"#
+    ))
+    .unwrap();
+    let reply: serde_json::Value = serde_json::from_str(&back.next_text().await).unwrap();
+    assert_eq!(reply["success"], true, "{reply}");
+    assert!(!hub.with_router(|r| r.is_suspended("alice")));
+    bob.send_text(r#"{"type":"close"}"#).unwrap();
+    let got: serde_json::Value = serde_json::from_str(&back.next_text().await).unwrap();
+    assert_eq!(
+        (got["type"].as_str(), got["seq"].as_u64()),
+        (Some("close"), Some(2))
+    );
+}
+
+/// Answers the pings that arrive within 10 ms; panics on any other frame.
+async fn answer_pings(client: &MemoryClient) {
+    while let Ok(Some(frame)) =
+        tokio::time::timeout(Duration::from_millis(10), client.next_frame()).await
+    {
+        match frame {
+            Frame::Ping(payload) => client.send_frame(Frame::Pong(payload)).unwrap(),
+            other => panic!("expected a ping, got {other:?}"),
+        }
+    }
+}

@@ -40,14 +40,28 @@
 //! - a **login deadline**: a connection not logged in after [`Config::login_timeout`] is closed
 //!   with 1008. Until it logs in it holds one of the [`Config::max_not_logged_in`] slots.
 //!
-//! Close codes the driver sends: 1001 on shutdown and on a heartbeat timeout, 1008 on the login
-//! deadline and when the router asks (rate limit), 1009 for an oversize message, 1013 for a
-//! socket handed to [`Hub::serve_connection`] over the caps (see [`CloseFrame`]). A client dropped
-//! for a stalled write or over the budget gets no close frame: it is not reading.
+//! - **sessions**: the hub hands the router a CSPRNG token source ([`OsTokens`]) for
+//!   resumable logins, and runs **one timer task** for all of the router's deadlines (grace
+//!   periods, ring timeouts: [`Router::poll_timeout`], [`Router::handle_timeout`]), not one
+//!   per connection. The writer notes the `seq` of the last session message written before
+//!   each ping; the echo of that ping acknowledges it ([`Router::handle_acknowledged`]), so
+//!   the history kept for a resume holds only what may not have arrived. What sessions keep
+//!   counts in the global budget.
 //!
-//! Teardown calls [`Router::handle_disconnect`] exactly once per connection, from a drop guard,
-//! so a connection task that panics or is cancelled still frees its name and tells its
-//! partner; one connection's panic never reaches another. [`Hub::shutdown`] stops accepting,
+//! Close codes the driver sends: 1001 on shutdown and on a heartbeat timeout, 1008 on the login
+//! deadline and when the router asks (rate limit), 1009 for an oversize message, 4000 when a
+//! `resume` took the connection's session elsewhere, 1013 for a socket handed to
+//! [`Hub::serve_connection`] over the caps (see [`CloseFrame`]). A client dropped for a
+//! stalled write or over the budget gets no close frame: it is not reading.
+//!
+//! Teardown tells the router exactly once per connection how it ended, from a drop guard, so a
+//! connection task that panics or is cancelled still frees its name (or suspends its session)
+//! and tells its partner; one connection's panic never reaches another. A **clean** end — the
+//! client's close frame, a close frame the server sent, an oversize message — is
+//! [`Router::handle_disconnect`]: the session ends. A **lost** connection — the stream ends
+//! without a close frame (a reset), a read or write error, a stalled write, a heartbeat
+//! timeout, a queue dropped over the budget, a panic — is [`Router::handle_connection_lost`]:
+//! a resumable session waits for its grace period, any other ends. [`Hub::shutdown`] stops accepting,
 //! lets queued messages drain, sends every client a 1001 close frame and returns once they are
 //! gone (bounded by [`Config::shutdown_timeout`]).
 //!

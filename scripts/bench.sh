@@ -113,6 +113,10 @@ else
   CASES+=(
     "pingpong_1|pingpong --pairs 1 --warmup 0.5 --duration 2"
     "pingpong_100|pingpong --pairs 100 --warmup 0.5 --duration 2"
+    # Resumable sessions (issue 10): seq on every message, a history per session. Servers
+    # without them ignore the field.
+    "logins_10k_resumable|logins --count 10000 --hold 1 --resumable"
+    "relay_max_resumable|relay --pairs 100 --window 16 --warmup 1 --duration 3 --resumable"
     "relay_idle19k|relay --pairs 100 --window 64 --offered-rate 10000 --idle 19000 --warmup 1 --duration 3"
   )
   # Our servers only, each on a fresh process with its default queued-bytes budget (the others

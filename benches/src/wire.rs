@@ -16,6 +16,11 @@ pub fn login(name: &str) -> String {
     format!(r#"{{"type":"login","username":"{name}"}}"#)
 }
 
+/// A login asking for a resumable session (issue 10).
+pub fn login_resumable(name: &str) -> String {
+    format!(r#"{{"type":"login","username":"{name}","resumable":true}}"#)
+}
+
 /// A short but realistic session description (browser-like audio offer).
 const SDP: &str = r"v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\na=msid-semantic: WMS\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\na=ice-ufrag:sXYZ\r\na=ice-pwd:0123456789abcdefghijklmn\r\na=ice-options:trickle\r\na=fingerprint:sha-256 6B:8B:F0:65:5F:78:E2:51:3B:AC:6F:F3:3F:46:1B:35:DC:B8:5F:64:1A:24:C2:43:F0:A1:58:D0:A1:2C:19:08\r\na=setup:actpass\r\na=mid:0\r\na=sendrecv\r\na=rtcp-mux\r\na=rtpmap:111 opus/48000/2\r\n";
 

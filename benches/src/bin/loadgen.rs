@@ -77,6 +77,10 @@ struct Common {
     /// Connections being opened at once.
     #[arg(long, global = true, default_value_t = 256)]
     concurrency: usize,
+    /// Log in with `"resumable":true` (resumable sessions, issue 10; other servers ignore the
+    /// field).
+    #[arg(long, global = true)]
+    resumable: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -177,6 +181,7 @@ struct Ctx {
     prefix: String,
     epoch: Instant,
     server_pid: Option<String>,
+    resumable: bool,
 }
 
 impl Ctx {
@@ -315,6 +320,7 @@ async fn run(cli: Cli) -> Result<Map<String, Value>, String> {
         prefix: format!("lg{:x}", seed % 0xff_ffff),
         epoch: Instant::now(),
         server_pid: cli.common.server_pid.map(|p| p.to_string()),
+        resumable: cli.common.resumable,
     });
     match cli.workload {
         Workload::Logins(a) => logins(ctx, a).await,
@@ -421,7 +427,12 @@ async fn open(
             .await
             .map_err(|e| fail("handshake", &e))?;
         let t1 = Instant::now();
-        ws.send(Message::text(wire::login(name)))
+        let login = if ctx.resumable {
+            wire::login_resumable(name)
+        } else {
+            wire::login(name)
+        };
+        ws.send(Message::text(login))
             .await
             .map_err(|e| fail("send login", &e))?;
         loop {

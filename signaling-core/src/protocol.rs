@@ -381,8 +381,8 @@ pub enum ClientMessage {
         /// uses the current call partner.
         to: Option<Username>,
     },
-    /// `{"type":"close","otherUsername"?:…}`: hang up.
-    Close {
+    /// `{"type":"close","otherUsername"?:…}`: hang up (or, before answering, decline).
+    HangUp {
         /// The partner named by the client, if it named one.
         to: Option<Username>,
     },
@@ -559,7 +559,7 @@ pub(crate) enum Decoded<'a> {
         payload: Cow<'a, RawValue>,
         to: Option<Cow<'a, str>>,
     },
-    Close {
+    HangUp {
         to: Option<Cow<'a, str>>,
     },
 }
@@ -628,7 +628,7 @@ impl<'a> Decoded<'a> {
             "offer" => relay(RelayKind::Offer, frame.offer),
             "answer" => relay(RelayKind::Answer, frame.answer),
             "candidate" => relay(RelayKind::Candidate, frame.candidate),
-            "close" => Ok(Decoded::Close {
+            "close" => Ok(Decoded::HangUp {
                 to: target_field(frame.other_username)?,
             }),
             other => Err(DecodeError::new(
@@ -684,7 +684,7 @@ impl From<ClientMessage> for Decoded<'static> {
                 payload: Cow::Owned(payload.0),
                 to: to.map(|n| Cow::Owned(n.as_str().to_owned())),
             },
-            ClientMessage::Close { to } => Decoded::Close {
+            ClientMessage::HangUp { to } => Decoded::HangUp {
                 to: to.map(|n| Cow::Owned(n.as_str().to_owned())),
             },
         }
@@ -711,7 +711,7 @@ impl ClientMessage {
                 payload: Payload(payload.into_owned()),
                 to: to.map(validated),
             },
-            Decoded::Close { to } => ClientMessage::Close {
+            Decoded::HangUp { to } => ClientMessage::HangUp {
                 to: to.map(validated),
             },
         })
@@ -747,7 +747,7 @@ impl ClientMessage {
                     push_json_str(&mut out, to.as_str());
                 }
             }
-            ClientMessage::Close { to } => {
+            ClientMessage::HangUp { to } => {
                 push_tag(&mut out, "close");
                 if let Some(to) = to {
                     out.push_str(r#","otherUsername":"#);

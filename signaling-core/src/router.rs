@@ -1059,7 +1059,7 @@ impl Router {
             Decoded::Relay { kind, payload, to } => {
                 self.relay(conn, kind, payload, to.as_deref(), now)
             }
-            Decoded::Close { to } => self.hang_up(conn, to.as_deref(), now),
+            Decoded::HangUp { to } => self.hang_up(conn, to.as_deref(), now),
         }
     }
 

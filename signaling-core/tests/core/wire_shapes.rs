@@ -69,11 +69,11 @@ fn answer_and_candidate_from_tutorial_page() {
 fn close_with_and_without_other_username() {
     assert_eq!(
         ClientMessage::decode(r#"{"type":"close"}"#).unwrap(),
-        ClientMessage::Close { to: None }
+        ClientMessage::HangUp { to: None }
     );
     assert_eq!(
         ClientMessage::decode(r#"{"type":"close","otherUsername":"bob"}"#).unwrap(),
-        ClientMessage::Close {
+        ClientMessage::HangUp {
             to: Some(name("bob"))
         }
     );

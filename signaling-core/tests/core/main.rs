@@ -7,5 +7,6 @@ mod driver;
 mod names;
 mod properties;
 mod router_rules;
+mod sessions_properties;
 mod unanswered;
 mod wire_shapes;

@@ -691,3 +691,66 @@ fn events_say_what_happened() {
         }]
     );
 }
+
+#[test]
+fn replayed_messages_count_as_sent() {
+    // Three messages kept while suspended, replayed on resume: they are sent now, so a
+    // second drop keeps only what comes after, and the bound counts them as droppable.
+    let mut h = Harness::with_tokens(
+        config().with_sessions(SessionConfig::default().with_history(3, 1 << 20)),
+    );
+    let (a, token, b) = resumable_call(&mut h);
+    h.lose(a);
+    for n in 1..=3 {
+        h.send(b, &candidate("alice", n));
+    }
+    let a2 = h.connect();
+    h.resume(a2, &token, 1);
+    assert_eq!(h.drain().len(), 4);
+    h.lose(a2);
+    for n in 4..=6 {
+        h.send(b, &candidate("alice", n));
+    }
+    assert_eq!(
+        h.drain(),
+        vec![],
+        "three unsent messages fit beside the replayed ones"
+    );
+    assert!(h.router.is_suspended("alice"));
+    let a3 = h.connect();
+    h.resume(a3, "tok2", 4);
+    let seqs: Vec<_> = h
+        .drain()
+        .into_iter()
+        .map(|(_, v)| v["seq"].clone())
+        .collect();
+    assert_eq!(seqs, vec![json!(null), json!(5), json!(6), json!(7)]);
+}
+
+#[test]
+fn a_session_closed_for_its_rate_limit_cannot_be_resumed_elsewhere() {
+    // Found by the fuzz target's seed 22: the takeover of a connection the router was already
+    // closing (1008) asked for a second close (4000) and let the session escape its end.
+    let limit = signaling_core::RateLimit {
+        per_second: 0,
+        burst: 1,
+        max_strikes: 2,
+    };
+    let mut h = Harness::with_tokens(config().with_rate_limit(Some(limit)));
+    let (a, token) = h.resumable("alice");
+    h.send(a, "x");
+    assert_eq!(h.drain()[0].1["code"], "rate_limited");
+    h.send(a, "x");
+    assert_eq!(h.drain_raw(), vec![(a, "CLOSE 1008".to_string())]);
+    let a2 = h.connect();
+    h.resume(a2, &token, 0);
+    let out = h.drain_raw();
+    assert_eq!(out.len(), 1, "no second close for {a}: {out:?}");
+    assert_eq!(out[0].0, a2);
+    assert!(out[0].1.contains(r#""code":"invalid_token""#), "{out:?}");
+    assert_eq!(h.router.connection_of("alice"), Some(a));
+    // The transport goes: the session ends, as for any server-side close.
+    h.router.handle_connection_lost(a, h.now).unwrap();
+    h.drain();
+    assert!(!h.router.is_logged_in("alice"));
+}

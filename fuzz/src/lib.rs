@@ -949,16 +949,16 @@ impl World {
                     self.check_seq(&t.message, t.to, t.seq);
                     // A resume replays what the session was sent before: that is no new relay.
                     let replay = self.resuming.is_some_and(|(c, _)| c == t.to);
-                    if let ServerMessage::Relay { kind, payload, .. } = &t.message {
-                        if !replay {
-                            assert!(!self.overloaded, "a relay while overloaded: {}", t.to);
-                            assert!(
-                                !self.congested.contains(&t.to),
-                                "a relay to congested {}",
-                                t.to
-                            );
-                            self.relays.push((t.to, *kind, payload.get().len()));
-                        }
+                    if let ServerMessage::Relay { kind, payload, .. } = &t.message
+                        && !replay
+                    {
+                        assert!(!self.overloaded, "a relay while overloaded: {}", t.to);
+                        assert!(
+                            !self.congested.contains(&t.to),
+                            "a relay to congested {}",
+                            t.to
+                        );
+                        self.relays.push((t.to, *kind, payload.get().len()));
                     }
                 }
                 Output::Disconnect { conn, reason } => {

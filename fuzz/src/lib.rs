@@ -30,7 +30,7 @@ use arbitrary::{Arbitrary, Unstructured};
 use serde::Deserialize;
 use signaling_core::{
     ConnectionId, DisconnectReason, ErrorCode, Output, RateLimit, RelayKind, Router, RouterConfig,
-    RouterError, ServerMessage, UnansweredLimits, Username,
+    RouterError, ServerMessage, SessionToken, UnansweredLimits, Username,
 };
 
 /// Connection slots: each holds at most one live connection at a time.
@@ -267,6 +267,75 @@ pub enum Op {
         /// The slot.
         slot: u8,
     },
+    /// Issue 10: `{"type":"login","username":NAMES[name],"resumable":true}`.
+    LoginResumable {
+        /// The slot.
+        slot: u8,
+        /// Index into [`NAMES`].
+        name: u8,
+    },
+    /// Issue 10: `{"type":"resume","token":…,"lastSeq":…}`.
+    Resume {
+        /// The slot.
+        slot: u8,
+        /// Which token.
+        token: TokenPick,
+        /// Which `lastSeq`.
+        last: LastSeq,
+    },
+    /// Issue 10: the transport ends abnormally (`handle_connection_lost`): a resumable
+    /// session is suspended. On an empty slot: refused with `UnknownConnection`.
+    ConnectionLost {
+        /// The slot.
+        slot: u8,
+    },
+    /// Issue 10: the driver saw a pong: `handle_acknowledged` with the last seq the slot was
+    /// sent minus `back` (`u64::MAX` for 255).
+    Acknowledged {
+        /// The slot.
+        slot: u8,
+        /// How far behind.
+        back: u8,
+    },
+    /// Issue 10: the clock moves forward by `secs` seconds, then `handle_timeout` (grace
+    /// periods, ring timeouts).
+    Tick {
+        /// Seconds.
+        secs: u8,
+    },
+}
+
+/// The token a [`Op::Resume`] sends.
+#[derive(Arbitrary, Debug, Clone, PartialEq, Eq)]
+pub enum TokenPick {
+    /// The `i`-th most recent token the router issued (live, or spent by a resume, or dead
+    /// with its session).
+    Issued(u8),
+    /// [`GARBAGE_TOKENS`]`[i % len]`: never issued.
+    Garbage(u8),
+}
+
+/// Tokens no session ever has: empty, look-alikes of issued ones, the longest allowed, one
+/// byte too long (`invalid_field`).
+pub const GARBAGE_TOKENS: &[&str] = &[
+    "",
+    "tok0",
+    "TOK1",
+    "tok1 ",
+    "\u{0}",
+    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+];
+
+/// The `lastSeq` a [`Op::Resume`] sends.
+#[derive(Arbitrary, Debug, Clone, PartialEq, Eq)]
+pub enum LastSeq {
+    /// The highest seq the token's session was sent, minus `back`.
+    Seen(u8),
+    /// That plus `ahead`.
+    Ahead(u8),
+    /// Any number.
+    Raw(u64),
 }
 
 /// A JSON scalar.
@@ -484,7 +553,7 @@ fn encode_target(out: &mut Vec<u8>, target: &Target) {
 }
 
 fn encode_op(out: &mut Vec<u8>, op: &Op) {
-    const OPS: u64 = 13;
+    const OPS: u64 = 18;
     match op {
         Op::Connect { slot } => {
             variant(out, 0, OPS);
@@ -568,6 +637,52 @@ fn encode_op(out: &mut Vec<u8>, op: &Op) {
             variant(out, 12, OPS);
             out.push(*slot);
         }
+        Op::LoginResumable { slot, name } => {
+            variant(out, 13, OPS);
+            out.push(*slot);
+            out.push(*name);
+        }
+        Op::Resume { slot, token, last } => {
+            variant(out, 14, OPS);
+            out.push(*slot);
+            match token {
+                TokenPick::Issued(i) => {
+                    variant(out, 0, 2);
+                    out.push(*i);
+                }
+                TokenPick::Garbage(i) => {
+                    variant(out, 1, 2);
+                    out.push(*i);
+                }
+            }
+            match last {
+                LastSeq::Seen(n) => {
+                    variant(out, 0, 3);
+                    out.push(*n);
+                }
+                LastSeq::Ahead(n) => {
+                    variant(out, 1, 3);
+                    out.push(*n);
+                }
+                LastSeq::Raw(n) => {
+                    variant(out, 2, 3);
+                    out.extend_from_slice(&n.to_le_bytes());
+                }
+            }
+        }
+        Op::ConnectionLost { slot } => {
+            variant(out, 15, OPS);
+            out.push(*slot);
+        }
+        Op::Acknowledged { slot, back } => {
+            variant(out, 16, OPS);
+            out.push(*slot);
+            out.push(*back);
+        }
+        Op::Tick { secs } => {
+            variant(out, 17, OPS);
+            out.push(*secs);
+        }
     }
 }
 
@@ -587,10 +702,16 @@ struct ServerFrame {
     offer: Option<serde::de::IgnoredAny>,
     answer: Option<serde::de::IgnoredAny>,
     candidate: Option<serde::de::IgnoredAny>,
+    token: Option<String>,
+    #[serde(rename = "graceMs")]
+    grace_ms: Option<u64>,
+    reason: Option<String>,
+    seq: Option<u64>,
 }
 
-/// Checks one server frame's text; returns its `type`.
-fn check_frame(text: &str) -> String {
+/// Checks one server frame's text (`seq` is the transmit's: the frame's last field when
+/// given); returns its `type`.
+fn check_frame(text: &str, seq: Option<u64>) -> String {
     let frame: ServerFrame = serde_json::from_str(text)
         .unwrap_or_else(|e| panic!("server frame is not a valid JSON object ({e}): {text}"));
     let code_ok = |code: &Option<String>| {
@@ -606,6 +727,24 @@ fn check_frame(text: &str) -> String {
         .iter()
         .filter(|p| p.is_some())
         .count();
+    assert_eq!(frame.seq, seq, "seq: {text}");
+    if let Some(seq) = seq {
+        assert!(seq > 0, "seq 0: {text}");
+        assert!(
+            text.ends_with(&format!(r#","seq":{seq}}}"#)),
+            "seq not last: {text}"
+        );
+    }
+    // A token and grace only in the replies that start or move a session.
+    let session_reply = frame.success == Some(true) && frame.token.is_some();
+    assert_eq!(session_reply, frame.grace_ms.is_some(), "{text}");
+    if session_reply {
+        assert!(seq.is_none(), "a session reply with a seq: {text}");
+        assert!(!frame.token.as_deref().unwrap_or("").is_empty(), "{text}");
+    } else {
+        assert!(frame.token.is_none(), "a token in {text}");
+    }
+    assert!(frame.reason.is_none() || frame.kind == "close", "{text}");
     match frame.kind.as_str() {
         "login" => {
             let success = frame
@@ -619,6 +758,24 @@ fn check_frame(text: &str) -> String {
             }
             assert!(frame.username.is_none() && payloads == 0, "{text}");
         }
+        "resume" => {
+            let success = frame
+                .success
+                .unwrap_or_else(|| panic!("resume without `success`: {text}"));
+            if success {
+                assert!(frame.code.is_none() && frame.message.is_none(), "{text}");
+                assert!(frame.token.is_some(), "{text}");
+                let name = frame.username.as_deref().unwrap_or("");
+                assert!(!name.is_empty(), "{text}");
+            } else {
+                code_ok(&frame.code);
+                assert!(
+                    frame.message.is_some() && frame.username.is_none(),
+                    "{text}"
+                );
+            }
+            assert!(payloads == 0, "{text}");
+        }
         "error" => {
             code_ok(&frame.code);
             assert!(frame.message.is_some(), "{text}");
@@ -631,6 +788,8 @@ fn check_frame(text: &str) -> String {
                 .unwrap_or_else(|| panic!("{text}"));
             assert!(!from.is_empty(), "close from an empty name: {text}");
             assert!(payloads == 0 && frame.code.is_none(), "{text}");
+            let reason = frame.reason.as_deref();
+            assert!(matches!(reason, None | Some("no_answer")), "{text}");
         }
         kind @ ("offer" | "answer" | "candidate") => {
             let from = frame
@@ -691,6 +850,21 @@ struct World {
     /// nearly used up: no relay may reach the former, none at all while the latter holds.
     congested: HashSet<ConnectionId>,
     overloaded: bool,
+    /// Issue 10: every token the router issued, oldest first, and whose session it was.
+    tokens: Vec<(String, String)>,
+    /// The highest seq each session (by name) was sent on any connection.
+    seen: HashMap<String, u64>,
+    /// Per connection of a resumable session: the seq its next numbered message must have
+    /// (`None`: not known yet, after a resume whose `lastSeq` the harness did not choose).
+    next_seq: HashMap<ConnectionId, Option<u64>>,
+    /// The connection a resume is replaying to, and the `lastSeq` it asked for if known.
+    resuming: Option<(ConnectionId, Option<u64>)>,
+    /// The `lastSeq` of the [`Op::Resume`] being sent.
+    resume_last: Option<u64>,
+    /// Only `close` may go out (a timer fired).
+    only_closes: bool,
+    /// Names of suspended sessions (their connection was lost).
+    suspended: HashSet<String>,
     /// Print every op and output to stderr.
     trace: bool,
 }
@@ -699,13 +873,17 @@ impl World {
     fn new(config_byte: u8) -> Self {
         let limit = rate_limit_for(config_byte);
         let unanswered_limits = unanswered_limits_for(config_byte);
+        let mut n = 0u64;
         World {
             router: Router::new(
                 RouterConfig::default()
                     .with_rate_limit(limit)
-                    .with_unanswered_limits(Some(unanswered_limits))
-                    .with_redial_backoff(None),
-            ),
+                    .with_unanswered_limits(Some(unanswered_limits)),
+            )
+            .with_token_source(move || {
+                n += 1;
+                SessionToken::new(format!("tok{n}"))
+            }),
             limit,
             unanswered_limits,
             unanswered: HashMap::new(),
@@ -719,6 +897,13 @@ impl World {
             closed: HashSet::new(),
             congested: HashSet::new(),
             overloaded: false,
+            tokens: Vec::new(),
+            seen: HashMap::new(),
+            next_seq: HashMap::new(),
+            resuming: None,
+            resume_last: None,
+            only_closes: false,
+            suspended: HashSet::new(),
             trace: false,
         }
     }
@@ -754,8 +939,19 @@ impl World {
             );
             match output {
                 Output::Transmit(t) => {
-                    check_frame(&t.message.to_json());
-                    if let ServerMessage::Relay { kind, payload, .. } = &t.message {
+                    let text = t.to_json();
+                    assert_eq!(text, t.message.to_json_with_seq(t.seq));
+                    if self.only_closes {
+                        let close = matches!(t.message, ServerMessage::HangUp { .. });
+                        assert!(close, "a timer sent more than close: {text}");
+                    }
+                    check_frame(&text, t.seq);
+                    self.check_seq(&t.message, t.to, t.seq);
+                    // A resume replays what the session was sent before: that is no new relay.
+                    let replay = self.resuming.is_some_and(|(c, _)| c == t.to);
+                    if let ServerMessage::Relay { kind, payload, .. } = &t.message
+                        && !replay
+                    {
                         assert!(!self.overloaded, "a relay while overloaded: {}", t.to);
                         assert!(
                             !self.congested.contains(&t.to),
@@ -766,12 +962,24 @@ impl World {
                     }
                 }
                 Output::Disconnect { conn, reason } => {
-                    let limit = self
-                        .limit
-                        .unwrap_or_else(|| panic!("Close without a rate limit: {conn}"));
-                    assert_ne!(limit.max_strikes, 0, "Close although max_strikes is 0");
-                    assert_eq!(reason, DisconnectReason::RateLimited);
-                    assert_eq!(reason.code(), 1008);
+                    match reason {
+                        DisconnectReason::RateLimited => {
+                            let limit = self
+                                .limit
+                                .unwrap_or_else(|| panic!("Close without a rate limit: {conn}"));
+                            assert_ne!(limit.max_strikes, 0, "Close although max_strikes is 0");
+                            assert_eq!(reason.code(), 1008);
+                        }
+                        DisconnectReason::ResumedElsewhere => {
+                            let (to, _) = self
+                                .resuming
+                                .unwrap_or_else(|| panic!("4000 without a resume: {conn}"));
+                            assert_ne!(to, conn, "a takeover of itself");
+                            assert_eq!(reason.code(), 4000);
+                            self.next_seq.remove(&conn);
+                        }
+                        other => panic!("unknown disconnect reason {other:?}"),
+                    }
                     assert!(self.closed.insert(conn), "second Close for {conn}");
                     for live in self.slots.iter_mut().flatten() {
                         if live.id == conn {
@@ -829,21 +1037,79 @@ impl World {
                 let result = send(&mut self.router, live.id, now);
                 assert_eq!(result, Ok(()), "input on live {} refused", live.id);
                 self.relays.clear();
+                // Any text frame may be a `resume`; the structured op says its `lastSeq`.
+                self.resuming = Some((live.id, self.resume_last.take()));
                 let outputs = self.drain();
+                self.resuming = None;
                 self.check_unanswered(live.id);
                 if live.closing {
                     assert_eq!(outputs, 0, "closing {} got an answer", live.id);
-                } else {
-                    // Every frame gets an answer: a reply, a relay, or a close for the partner.
+                } else if self.suspended.is_empty() {
+                    // Every frame gets an answer: a reply, a relay, or a close for the partner
+                    // (issue 10: unless it went into a suspended session's history).
                     assert!(outputs > 0, "a frame from {} got no answer at all", live.id);
                 }
             }
             None => {
+                self.resume_last = None;
                 let dead = self.stale[s];
                 let result = send(&mut self.router, dead, now);
                 assert_eq!(result, Err(RouterError::UnknownConnection(dead)));
                 assert_eq!(self.drain(), 0, "a refused input produced output");
             }
+        }
+    }
+
+    /// Issue 10: numbered messages go only to resumable sessions, 1, 2, 3 … per session
+    /// without a gap or a repeat on each connection; after a resume they go on from
+    /// `lastSeq + 1`.
+    fn check_seq(&mut self, message: &ServerMessage, to: ConnectionId, seq: Option<u64>) {
+        let name = || {
+            self.router
+                .username(to)
+                .unwrap_or_else(|| panic!("a session reply to {to}, which holds no session"))
+                .to_string()
+        };
+        match message {
+            ServerMessage::SessionStarted { token, .. } => {
+                let name = name();
+                self.tokens.push((token.as_str().to_string(), name.clone()));
+                self.seen.insert(name, 0);
+                self.next_seq.insert(to, Some(1));
+            }
+            ServerMessage::Resumed {
+                username, token, ..
+            } => {
+                assert_eq!(username.as_str(), name(), "resumed as another name");
+                let (on, last) = self
+                    .resuming
+                    .unwrap_or_else(|| panic!("a resume reply without a resume: {to}"));
+                assert_eq!(on, to, "a resume reply to another connection");
+                self.tokens
+                    .push((token.as_str().to_string(), username.to_string()));
+                self.next_seq.insert(to, last.map(|l| l + 1));
+            }
+            _ => match (seq, self.next_seq.get_mut(&to)) {
+                (None, None) => {}
+                (None, Some(_)) => panic!("an unnumbered message to a resumable session: {to}"),
+                (Some(s), None) => panic!("seq {s} to {to}, which has no resumable session"),
+                (Some(s), Some(next)) => {
+                    if let Some(n) = *next {
+                        assert_eq!(s, n, "{to}: seq {s}, expected {n}");
+                    }
+                    *next = Some(s + 1);
+                    let seen = self.seen.entry(name()).or_default();
+                    *seen = (*seen).max(s);
+                }
+            },
+        }
+    }
+
+    /// The last seq `conn` was sent, if it holds a resumable session.
+    fn last_sent(&self, conn: ConnectionId) -> u64 {
+        match self.next_seq.get(&conn) {
+            Some(Some(next)) => next - 1,
+            _ => 0,
         }
     }
 
@@ -863,8 +1129,14 @@ impl World {
                 match self.slots[s].take() {
                     Some(live) => {
                         self.congested.remove(&live.id);
+                        self.next_seq.remove(&live.id);
+                        let name = self.router.username(live.id).cloned();
                         assert_eq!(self.router.handle_disconnect(live.id), Ok(()));
                         assert!(!self.router.is_connected(live.id));
+                        // A clean close ends any session at once.
+                        if let Some(name) = name {
+                            assert!(!self.router.is_logged_in(name.as_str()), "{name} kept");
+                        }
                     }
                     None => {
                         let dead = self.stale[s];
@@ -928,6 +1200,11 @@ impl World {
                 assert_eq!(self.router.is_overloaded(), *on);
                 assert_eq!(self.drain(), 0, "overload produced output");
             }
+            Op::LoginResumable { .. }
+            | Op::Resume { .. }
+            | Op::ConnectionLost { .. }
+            | Op::Acknowledged { .. }
+            | Op::Tick { .. } => {}
             Op::Control { slot } => {
                 let s = usize::from(*slot) % SLOTS;
                 let now = self.now();
@@ -946,11 +1223,116 @@ impl World {
                 }
             }
         }
+        self.step_sessions(op);
         // A call that ended or was answered starts afresh.
         let router = &self.router;
         self.unanswered
             .retain(|&c, side| router.partner(c) == Some(side.peer) && !router.is_answered(c));
         self.check_state();
+    }
+
+    /// Issue 10's inputs: resumable logins, resumes, abnormal ends, acknowledgements, timers.
+    fn step_sessions(&mut self, op: &Op) {
+        match op {
+            Op::LoginResumable { slot, name } => {
+                let name = NAMES[usize::from(*name) % NAMES.len()];
+                let text = format!(
+                    r#"{{"type":"login","username":{},"resumable":true}}"#,
+                    serde_json::to_string(name).expect("a str serializes")
+                );
+                self.frame(*slot, |r, c, now| r.handle_text(c, &text, now));
+            }
+            Op::Resume { slot, token, last } => {
+                let (token, owner) = match token {
+                    TokenPick::Issued(i) if !self.tokens.is_empty() => {
+                        let (t, owner) = &self.tokens
+                            [self.tokens.len() - 1 - usize::from(*i) % self.tokens.len()];
+                        (t.clone(), Some(owner.clone()))
+                    }
+                    TokenPick::Issued(i) | TokenPick::Garbage(i) => {
+                        let t = GARBAGE_TOKENS[usize::from(*i) % GARBAGE_TOKENS.len()];
+                        (t.to_string(), None)
+                    }
+                };
+                let seen = owner.and_then(|o| self.seen.get(&o).copied()).unwrap_or(0);
+                let last_seq = match last {
+                    LastSeq::Seen(back) => seen.saturating_sub(u64::from(*back)),
+                    LastSeq::Ahead(n) => seen + u64::from(*n),
+                    LastSeq::Raw(n) => *n,
+                };
+                let text = format!(
+                    r#"{{"type":"resume","token":{},"lastSeq":{last_seq}}}"#,
+                    serde_json::to_string(&token).expect("a str serializes")
+                );
+                self.resume_last = Some(last_seq);
+                self.frame(*slot, |r, c, now| r.handle_text(c, &text, now));
+            }
+            Op::ConnectionLost { slot } => {
+                let s = usize::from(*slot) % SLOTS;
+                let now = self.now();
+                match self.slots[s].take() {
+                    Some(live) => {
+                        self.congested.remove(&live.id);
+                        let resumable = self.next_seq.remove(&live.id).is_some();
+                        let name = self.router.username(live.id).cloned();
+                        let result = self.router.handle_connection_lost(live.id, now);
+                        assert_eq!(result, Ok(()));
+                        assert!(!self.router.is_connected(live.id));
+                        if let Some(name) = name {
+                            let name = name.as_str();
+                            if resumable && !live.closing {
+                                // Suspended: the name and the call stay, the partner hears
+                                // nothing.
+                                assert!(self.router.is_suspended(name), "{name} not suspended");
+                                assert_eq!(self.drain(), 0, "a suspension produced output");
+                                self.suspended.insert(name.to_string());
+                            } else {
+                                assert!(!self.router.is_logged_in(name), "{name} kept");
+                            }
+                        }
+                    }
+                    None => {
+                        let dead = self.stale[s];
+                        let result = self.router.handle_connection_lost(dead, now);
+                        assert_eq!(result, Err(RouterError::UnknownConnection(dead)));
+                    }
+                }
+                assert!(self.drain() <= 1);
+            }
+            Op::Acknowledged { slot, back } => {
+                let s = usize::from(*slot) % SLOTS;
+                let (id, result) = match self.slots[s] {
+                    Some(live) => {
+                        let seq = match back {
+                            255 => u64::MAX,
+                            b => self.last_sent(live.id).saturating_sub(u64::from(*b)),
+                        };
+                        (live.id, Ok(self.router.handle_acknowledged(live.id, seq)))
+                    }
+                    None => {
+                        let dead = self.stale[s];
+                        (dead, Err(self.router.handle_acknowledged(dead, 0)))
+                    }
+                };
+                match result {
+                    Ok(r) => assert_eq!(r, Ok(())),
+                    Err(r) => assert_eq!(r, Err(RouterError::UnknownConnection(id))),
+                }
+                assert_eq!(self.drain(), 0, "an acknowledgement produced output");
+            }
+            Op::Tick { secs } => {
+                self.offset_ms += u64::from(*secs) * 1_000;
+                let now = self.now();
+                self.router.handle_timeout(now);
+                self.only_closes = true;
+                self.drain();
+                self.only_closes = false;
+                if let Some(at) = self.router.poll_timeout() {
+                    assert!(at > now, "a timer due at {at:?} was not handled");
+                }
+            }
+            _ => {}
+        }
     }
 
     /// Issue 9: what `sender` relayed into a call that is not answered stays within the
@@ -1003,7 +1385,15 @@ impl World {
     }
 
     /// The registry and the calls are consistent with what the harness knows.
-    fn check_state(&self) {
+    fn check_state(&mut self) {
+        let r = &self.router;
+        self.suspended.retain(|name| r.is_suspended(name));
+        // A connection whose session ended (or was taken over) is no longer numbered.
+        self.next_seq.retain(|&c, _| r.username(c).is_some());
+        self.check_registry();
+    }
+
+    fn check_registry(&self) {
         let r = &self.router;
         let live: Vec<ConnectionId> = self.slots.iter().flatten().map(|l| l.id).collect();
         for l in self.slots.iter().flatten() {
@@ -1025,11 +1415,30 @@ impl World {
                 assert_eq!(r.partner(p), Some(c), "call of {c} with {p} is one-sided");
                 assert_eq!(r.is_answered(c), r.is_answered(p), "answered differs");
                 assert!(r.username(c).is_some() && r.username(p).is_some());
-            } else {
-                assert!(!r.is_answered(c));
+            } else if r.is_answered(c) {
+                // An answered call whose other side is suspended.
+                let name = r.username(c).expect("in a call").as_str();
+                let peer = r.partner_of(name).expect("answered, so in a call");
+                assert!(r.is_suspended(peer.as_str()), "answered alone: {c}");
             }
         }
-        assert_eq!(r.user_count(), users, "user_count");
+        // Issue 10: suspended sessions hold their names without a connection.
+        for name in &self.suspended {
+            assert!(
+                r.is_logged_in(name) && r.connection_of(name).is_none(),
+                "{name}"
+            );
+        }
+        assert_eq!(r.user_count(), users + self.suspended.len(), "user_count");
+        if self.suspended.is_empty() && live.iter().all(|&c| r.partner(c).is_none()) {
+            assert_eq!(r.poll_timeout(), None, "a timer with nothing to time");
+        }
+        if !self.suspended.is_empty() {
+            assert!(
+                r.poll_timeout().is_some(),
+                "a suspended session without a grace timer"
+            );
+        }
         // Issue 9: no two live names share a skeleton, and the router's skeleton map has
         // exactly the live ones.
         let mut skeletons = HashSet::new();
@@ -1066,8 +1475,15 @@ impl World {
                 self.check_state();
             }
         }
+        // Suspended sessions end when their grace is over.
+        self.offset_ms += 24 * 3_600 * 1_000;
+        self.router.handle_timeout(self.now());
+        assert_eq!(self.drain(), 0, "output with nobody connected");
+        self.check_state();
         assert_eq!(self.router.connection_count(), 0);
         assert_eq!(self.router.user_count(), 0);
+        assert_eq!(self.router.retained_bytes(), 0);
+        assert_eq!(self.router.poll_timeout(), None);
         assert_eq!(self.router.pending_outputs(), 0);
         assert!(self.router.poll_output().is_none());
     }

@@ -2,7 +2,7 @@
 //! in `corpus/router/seed-*` are exactly these (`cargo run --example gen_corpus` rewrites them;
 //! `cargo test` checks they are up to date).
 
-use crate::{Bytes, Msg, Op, Target, encode};
+use crate::{Bytes, LastSeq, Msg, Op, Target, TokenPick, encode};
 
 const OFFER: &str = r#"{"type":"offer","sdp":"v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\na=ice-ufrag:EsAw\r\na=ice-pwd:bP+XJMM09aR8AiX1jdukzR6Y\r\na=fingerprint:sha-256 0F:74:31:25:CB:A2:13:EC:28:6F:6D:2C:61:FF:5D:C2:BC:B9:DB:3D:98:14:8D:1A:BB:EA:33:0C:A4:60:A8:8E\r\na=setup:actpass\r\na=mid:0\r\na=sctp-port:5000\r\n"}"#;
 const ANSWER: &str = r#"{"type":"answer","sdp":"v=0\r\no=- 8897143540734522338 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\na=setup:active\r\na=mid:0\r\n"}"#;
@@ -498,7 +498,130 @@ pub fn seeds() -> Vec<(&'static str, u8, Vec<Op>)> {
                 Op::Disconnect { slot: 1 },
             ],
         ),
+        (
+            "seed-19-resumable-call-drop-resume",
+            // Issue 10: a resumable caller drops mid-call, the callee goes on trickling, the
+            // caller resumes with what it saw and acknowledges; then a clean close.
+            NO_LIMIT,
+            vec![
+                connect(0),
+                connect(1),
+                resumable(0, 0),
+                login(1, "bob"),
+                relay(0, "offer", OFFER, "bob"),
+                relay(1, "answer", ANSWER, "alice"),
+                relay(1, "candidate", CAND_B, "alice"),
+                Op::Acknowledged { slot: 0, back: 1 },
+                Op::ConnectionLost { slot: 0 },
+                relay(1, "candidate", CAND_B, "alice"),
+                relay(1, "candidate", CAND_B, "alice"),
+                Op::Tick { secs: 10 },
+                connect(2),
+                resume(2, TokenPick::Issued(0), LastSeq::Seen(2)),
+                relay(2, "candidate", CAND_A, "bob"),
+                relay(1, "candidate", CAND_B, "alice"),
+                Op::Acknowledged { slot: 2, back: 0 },
+                Op::Acknowledged { slot: 2, back: 255 },
+                text(2, r#"{"type":"close"}"#),
+                Op::Disconnect { slot: 2 },
+                Op::Disconnect { slot: 1 },
+            ],
+        ),
+        (
+            "seed-20-takeover-and-refused-resumes",
+            // Issue 10: a takeover (4000 for the old connection), then spent, garbage and
+            // too-long tokens, lastSeq from the future, a resume on a logged-in connection,
+            // and history_lost after an acknowledgement.
+            NO_LIMIT,
+            vec![
+                connect(0),
+                connect(1),
+                resumable(0, 1),
+                login(1, "alice"),
+                relay(1, "offer", OFFER, "bob"),
+                connect(2),
+                resume(2, TokenPick::Issued(0), LastSeq::Seen(0)),
+                relay(0, "candidate", CAND_A, "alice"),
+                Op::Disconnect { slot: 0 },
+                connect(3),
+                resume(3, TokenPick::Issued(1), LastSeq::Seen(0)),
+                resume(3, TokenPick::Garbage(0), LastSeq::Seen(0)),
+                resume(3, TokenPick::Garbage(5), LastSeq::Seen(0)),
+                resume(3, TokenPick::Garbage(6), LastSeq::Seen(0)),
+                resume(3, TokenPick::Issued(0), LastSeq::Ahead(3)),
+                resume(3, TokenPick::Issued(0), LastSeq::Raw(u64::MAX)),
+                resume(2, TokenPick::Issued(0), LastSeq::Seen(0)),
+                relay(1, "candidate", CAND_B, "bob"),
+                relay(1, "candidate", CAND_B, "bob"),
+                Op::Acknowledged { slot: 2, back: 0 },
+                Op::ConnectionLost { slot: 2 },
+                resume(3, TokenPick::Issued(0), LastSeq::Seen(2)),
+                text(3, r#"{"type":"resume","token":"tok1"}"#),
+                text(3, r#"{"type":"resume","token":7,"lastSeq":-1}"#),
+                Op::Disconnect { slot: 1 },
+            ],
+        ),
+        (
+            "seed-21-ring-out-grace-expiry-overflow",
+            // Issue 10: a call rings out (both told no_answer), the redial back-off refuses
+            // the next offer, a suspended session's grace expires (partner told close), and a
+            // suspended callee's history overflows under a candidate flood.
+            NO_LIMIT,
+            {
+                let mut ops = vec![
+                    connect(0),
+                    connect(1),
+                    connect(2),
+                    connect(3),
+                    resumable(0, 0),
+                    login(1, "bob"),
+                    resumable(2, 2),
+                    Op::LoginResumable { slot: 3, name: 4 },
+                    relay(0, "offer", OFFER, "bob"),
+                    Op::Tick { secs: 46 },
+                    relay(0, "offer", OFFER, "bob"),
+                    relay(2, "offer", OFFER, "alice"),
+                    relay(0, "answer", ANSWER, "carol"),
+                    Op::ConnectionLost { slot: 2 },
+                    Op::Tick { secs: 20 },
+                    Op::Tick { secs: 11 },
+                    relay(1, "offer", OFFER, "constructor"),
+                    relay(3, "answer", ANSWER, "bob"),
+                    Op::ConnectionLost { slot: 3 },
+                ];
+                for _ in 0..300 {
+                    ops.push(relay(1, "candidate", CAND_B, "constructor"));
+                }
+                ops.push(Op::Tick { secs: 255 });
+                ops
+            },
+        ),
+        (
+            "seed-22-rate-limited-then-taken-over",
+            // Issue 10: a resumable session whose connection is being closed for its rate
+            // limit is resumed on another connection before the transport is gone.
+            STARVED_CLOSE_AFTER_3,
+            vec![
+                connect(0),
+                resumable(0, 0),
+                text(0, "x"),
+                text(0, "x"),
+                text(0, "x"),
+                connect(1),
+                resume(1, TokenPick::Issued(0), LastSeq::Seen(0)),
+                Op::Disconnect { slot: 0 },
+                Op::Disconnect { slot: 1 },
+            ],
+        ),
     ]
+}
+
+fn resumable(slot: u8, name: u8) -> Op {
+    Op::LoginResumable { slot, name }
+}
+
+fn resume(slot: u8, token: TokenPick, last: LastSeq) -> Op {
+    Op::Resume { slot, token, last }
 }
 
 /// `(file name, bytes)` of every seed.

@@ -1369,6 +1369,16 @@ impl Router {
         let Some(r) = s.resume.as_deref() else {
             return self.resume_failed(conn, ErrorCode::InvalidToken, String::new());
         };
+        let closing = s
+            .conn
+            .and_then(|old| self.connections.get(&old))
+            .is_some_and(|c| c.closing);
+        if closing {
+            // Its connection is being closed for abuse (rate limit): the session ends with
+            // it, and must not escape to another connection (nor be closed twice).
+            let message = "the session is being closed; log in afresh".to_string();
+            return self.resume_failed(conn, ErrorCode::InvalidToken, message);
+        }
         if last_seq > r.seq {
             let message = format!(
                 "lastSeq {last_seq} is higher than the last message of the session ({})",

@@ -6,12 +6,14 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use signaling_core::{ConnectionId, Output, Router, RouterConfig};
+use signaling_core::{ConnectionId, Event, Output, Router, RouterConfig, SessionToken};
 
 pub struct Harness {
     pub router: Router,
     pub now: Instant,
     next: u64,
+    /// Events drained so far (see [`Harness::take_events`]).
+    pub events: Vec<Event>,
 }
 
 impl Harness {
@@ -20,7 +22,60 @@ impl Harness {
             router: Router::new(config),
             now: Instant::now(),
             next: 1,
+            events: Vec::new(),
         }
+    }
+
+    /// A router with a deterministic token source: `tok1`, `tok2`, …
+    pub fn with_tokens(config: RouterConfig) -> Self {
+        let mut h = Harness::new(config);
+        let mut n = 0u64;
+        let router = std::mem::take(&mut h.router);
+        h.router = router.with_token_source(move || {
+            n += 1;
+            SessionToken::new(format!("tok{n}"))
+        });
+        h
+    }
+
+    /// Connects and logs in as `name` with a resumable session; returns the connection and
+    /// its token.
+    pub fn resumable(&mut self, name: &str) -> (ConnectionId, String) {
+        let c = self.connect();
+        self.send(
+            c,
+            &format!(r#"{{"type":"login","username":"{name}","resumable":true}}"#),
+        );
+        let out = self.drain();
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].0, c);
+        assert_eq!(out[0].1["success"], true, "{out:?}");
+        let token = out[0].1["token"].as_str().expect("a token").to_string();
+        (c, token)
+    }
+
+    /// The connection ends abnormally (no close frame) now.
+    pub fn lose(&mut self, conn: ConnectionId) {
+        self.router.handle_connection_lost(conn, self.now).unwrap();
+    }
+
+    /// Sends `resume` with `token` and `lastSeq`.
+    pub fn resume(&mut self, conn: ConnectionId, token: &str, last_seq: u64) {
+        self.send(
+            conn,
+            &format!(r#"{{"type":"resume","token":"{token}","lastSeq":{last_seq}}}"#),
+        );
+    }
+
+    /// The clock moves on by `by`, then the router handles its timers.
+    pub fn tick(&mut self, by: Duration) {
+        self.now += by;
+        self.router.handle_timeout(self.now);
+    }
+
+    /// The events drained since the last call (drain the outputs first).
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
     }
 
     /// A router without rate limiting.
@@ -87,7 +142,7 @@ impl Harness {
                 Output::Disconnect { conn, reason } => {
                     out.push((conn, format!("CLOSE {}", reason.code())))
                 }
-                Output::Event(_) => {}
+                Output::Event(e) => self.events.push(e),
                 other => panic!("unexpected output {other:?}"),
             }
         }

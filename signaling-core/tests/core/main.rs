@@ -8,5 +8,7 @@ mod driver;
 mod names;
 mod properties;
 mod router_rules;
+mod sessions;
+mod sessions_properties;
 mod unanswered;
 mod wire_shapes;

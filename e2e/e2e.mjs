@@ -185,9 +185,25 @@ async function login(peer, name) {
   await waitBody(peer, { state: 'idle', user: name, signaling: 'open' });
 }
 
-async function call(caller, callee, calleeName) {
+/** The caller dials; the call rings on the callee's page until someone clicks there. */
+async function dial(caller, callee, calleeName) {
+  const callerName = await body(caller, 'user');
   await caller.page.fill('#callee', calleeName);
   await caller.page.click('#call-btn');
+  await waitBody(caller, { state: 'calling', peer: calleeName });
+  await waitRinging(callee, callerName);
+}
+
+async function waitRinging(callee, callerName) {
+  await waitBody(callee, { state: 'ringing', peer: callerName });
+  const text = await callee.page.locator('#incoming').textContent();
+  assert(text.includes(`${callerName} is calling you`), `${callee.label}: the incoming call reads ${JSON.stringify(text)}`);
+}
+
+/** A call the callee accepts. */
+async function call(caller, callee, calleeName) {
+  await dial(caller, callee, calleeName);
+  await callee.page.click('#accept-btn');
   await waitBody(caller, { state: 'in-call', peer: calleeName });
   await waitBody(callee, { state: 'in-call', peer: await body(caller, 'user') });
 }
@@ -253,12 +269,20 @@ const test = (name, fn) => tests.push({ name, fn });
 let alice, bob, carol, dave;
 let server;
 
-test('1. two pages log in as different users; alice calls bob', async () => {
+test('1. two pages log in as different users; alice calls bob, it rings until bob accepts', async () => {
   [alice, bob] = await Promise.all([newPeer('alice'), newPeer('bob')]);
   await Promise.all([login(alice, 'alice'), login(bob, 'bob')]);
   await waitBody(alice, { media: 'camera' });  // Chromium's fake camera
   await waitBody(bob, { media: 'camera' });
-  await call(alice, bob, 'bob');
+  await dial(alice, bob, 'bob');
+  // Ringing: bob's page holds the offer and has not answered it.
+  await sleep(500);
+  assert(await bob.page.evaluate(() => window.pc?.signalingState) === 'have-remote-offer', 'bob answered before Accept');
+  await waitBody(alice, { state: 'calling' });
+  await screenshot(bob, '01-ringing');
+  await bob.page.click('#accept-btn');
+  await waitBody(alice, { state: 'in-call', peer: 'bob' });
+  await waitBody(bob, { state: 'in-call', peer: 'alice' });
 });
 
 test('2. both peer connections connect (with /config.json ICE servers); each remote video has frames and advances', async () => {
@@ -376,7 +400,18 @@ test('9. signaling connection lost: the page says so, reconnects and logs in aga
   await hangUpAndCheck(bob, alice);
 });
 
-test('10. no uncaught errors in any page', async () => {
+test('10. Decline: the callee goes back to idle and the caller sees the call end, with a notice on each page', async () => {
+  await dial(bob, alice, 'alice');
+  await alice.page.click('#decline-btn');
+  await waitBody(alice, { state: 'idle', connection: 'none' });
+  await waitNotice(alice, 'declined', 'bob');
+  await waitBody(bob, { state: 'idle', connection: 'none' });
+  await waitNotice(bob, 'declined', 'alice');
+  await screenshot(bob, '10-declined');
+  for (const p of [alice, bob]) assert(await p.page.evaluate(() => window.pc === null), `${p.label}: peer connection still set after the decline`);
+});
+
+test('11. no uncaught errors in any page', async () => {
   const errors = peers.flatMap((p) => p.errors.map((e) => `${p.label}: ${e}`));
   assert(errors.length === 0, `uncaught page errors:\n${errors.join('\n')}`);
 });

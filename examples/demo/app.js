@@ -2,7 +2,9 @@
 //
 // State is mirrored on <body> for people and tests alike:
 //   data-signaling  connecting | open | reconnecting
-//   data-state      logged-out | logging-in | idle | calling | answering | in-call
+//   data-state      logged-out | logging-in | idle | calling | ringing | answering | in-call
+//                   (ringing: an incoming call waits for Accept or Decline; answering: accepted,
+//                   the answer is being made)
 //   data-connection none | new | connecting | connected | disconnected | failed | closed
 //   data-channel    closed | open            (the chat/file RTCDataChannel)
 //   data-media      pending | camera | audio-only | none
@@ -33,6 +35,9 @@ const ui = {
   callBtn: $('#call-btn'),
   hangupBtn: $('#hangup-btn'),
   callStatus: $('#call-status'),
+  incomingName: $('#incoming-name'),
+  acceptBtn: $('#accept-btn'),
+  declineBtn: $('#decline-btn'),
   localVideo: $('#local-video'),
   remoteVideo: $('#remote-video'),
   localLabel: $('#local-label'),
@@ -73,6 +78,7 @@ let peer = null;
 let channel = null;
 let remoteCandidates = [];  // candidates that arrived before the remote description
 let answerTimer = null;
+let pageTitle = document.title;
 let connectedOnce = false;  // the current call got as far as an open data channel
 let incoming = null;        // the file being received
 let sending = false;
@@ -148,10 +154,13 @@ function setState(state) {
   const lines = {
     idle: 'Logged in. Type a name and press Call.',
     calling: `Calling ${peer}…`,
-    answering: `Incoming call from ${peer}…`,
+    ringing: `${peer} is calling you.`,
+    answering: `Answering ${peer}…`,
     'in-call': `In a call with ${peer}.`,
   };
   if (lines[state]) ui.callStatus.textContent = lines[state];
+  ui.incomingName.textContent = state === 'ringing' ? peer : '';
+  document.title = state === 'ringing' ? `Incoming call from ${peer} · ${pageTitle}` : pageTitle;
   updateStatus();
 }
 
@@ -161,7 +170,8 @@ function refreshControls() {
   const inCall = state === 'calling' || state === 'answering' || state === 'in-call';
   ui.callBtn.disabled = state !== 'idle' || !online;
   ui.callee.disabled = state !== 'idle';
-  ui.hangupBtn.disabled = !inCall;
+  ui.hangupBtn.disabled = !inCall;  // a ringing call has Accept and Decline instead
+  ui.acceptBtn.disabled = ui.declineBtn.disabled = state !== 'ringing';
   ui.loginBtn.disabled = state === 'logging-in';
   ui.username.disabled = state === 'logging-in';
 }
@@ -473,7 +483,7 @@ async function call(name) {
   clearTimeout(answerTimer);
   answerTimer = setTimeout(() => {
     if (pc === connection && document.body.dataset.state === 'calling') {
-      endCall({ sendClose: true, notice: ['no_answer', `${name} did not answer.`, 'warn'] });
+      endCall({ sendClose: true, notice: ['no_answer', `No answer from ${name}. The call has ended.`, 'warn'] });
     }
   }, ANSWER_TIMEOUT_MS);
 }
@@ -484,21 +494,59 @@ async function onOffer(message) {
     log(`ignored an offer from ${from}: in a call with ${peer}`);
     return;
   }
-  const renegotiation = !!pc;
-  if (!renegotiation) {
-    if (!myName) return;
-    peer = from;
-    setState('answering');
-    dismiss('peer_hung_up', 'unknown_user', 'busy', 'no_answer');
-    notify('incoming_call', `${from} is calling you.`, 'info', { timeout: 5000 });
-    createPeerConnection();
+  if (pc) {
+    if (document.body.dataset.state === 'ringing') {
+      log(`ignored a second offer from ${from} while ringing`);
+      return;
+    }
+    await answerOffer(message.offer, { renegotiation: true });  // inside the call: no ringing
+    return;
   }
-  const connection = pc;
+  if (!myName) return;
+  // A new call rings: the offer is applied now (so that trickled candidates find it), the answer
+  // waits for Accept.
+  peer = from;
+  setState('ringing');
+  dismiss('peer_hung_up', 'unknown_user', 'busy', 'no_answer', 'declined', 'missed_call', 'redial_too_soon');
+  const connection = createPeerConnection();
   try {
     await connection.setRemoteDescription(message.offer);
     if (pc !== connection) return;
     await flushCandidates();
-    if (!renegotiation) addLocalMedia(connection, { offering: false });
+    log(`${from} is calling: ringing`);
+  } catch (error) {
+    endCall({ sendClose: true, notice: ['answer_failed', `Could not take the call from ${from}: ${error.message}`, 'error'] });
+  }
+}
+
+/** Accept: answers the ringing call (the offer is already applied). */
+async function accept() {
+  if (document.body.dataset.state !== 'ringing' || !pc) return;
+  const connection = pc;
+  setState('answering');
+  await media;  // the camera, if any, goes into the answer
+  if (pc !== connection) return;
+  addLocalMedia(connection, { offering: false });
+  await answerOffer(null, { renegotiation: false });
+}
+
+/** Decline: tells the caller (a close before answering) and goes back to idle. */
+function decline() {
+  if (document.body.dataset.state !== 'ringing' || !peer) return;
+  const who = peer;
+  endCall({ sendClose: true, notice: ['declined', `You declined the call from ${who}.`, 'info'] });
+}
+
+/** Answers the current call's offer; `offer` null: it is applied already (an accepted ring). */
+async function answerOffer(offer, { renegotiation }) {
+  const connection = pc;
+  const from = peer;
+  try {
+    if (offer) {
+      await connection.setRemoteDescription(offer);
+      if (pc !== connection) return;
+      await flushCandidates();
+    }
     const answer = await connection.createAnswer();
     if (pc !== connection) return;
     await connection.setLocalDescription(answer);
@@ -545,7 +593,21 @@ async function onCandidate(message) {
 function onClose(message) {
   if (!pc || (message.username && message.username !== peer)) return;
   const who = peer;
-  endCall({ sendClose: false, notice: ['peer_hung_up', `${who} hung up.`, 'info'] });
+  const state = document.body.dataset.state;
+  let notice;
+  if (message.reason === 'no_answer') {
+    // The server's ring timeout ended the call; both sides are told.
+    notice = state === 'ringing' || state === 'answering'
+      ? ['no_answer', `Missed call from ${who}: no answer in time.`, 'warn']
+      : ['no_answer', `No answer from ${who}. The call has ended.`, 'warn'];
+  } else if (state === 'calling') {
+    notice = ['declined', `${who} declined the call.`, 'info'];
+  } else if (state === 'ringing') {
+    notice = ['missed_call', `${who} hung up before you answered.`, 'info'];
+  } else {
+    notice = ['peer_hung_up', `${who} hung up.`, 'info'];
+  }
+  endCall({ sendClose: false, notice });
 }
 
 function onError(message) {
@@ -581,6 +643,14 @@ function onError(message) {
       // The sender pays for its traffic: this message was dropped, nothing else changed.
       notify(code, `The server dropped a message, try again in a moment (${message.message}).`, 'warn');
       return;
+    case 'redial_too_soon': {
+      // Our offer was refused: the callee declined or did not answer a moment ago.
+      if (calling) endCall({ sendClose: false, notice: null });
+      const seconds = /retry in (\d+)\s*s/.exec(message.message ?? '')?.[1];
+      notify(code, `${target ?? 'They'} did not take your last call. ${seconds ? `You can call again in ${seconds} s.` : `Try again later (${message.message}).`}`,
+        'warn', { timeout: 0 });
+      return;
+    }
     case 'unanswered_limit':
       log(`unanswered_limit (dropped before the answer): ${message.message}`);
       return;
@@ -818,6 +888,9 @@ ui.callForm.addEventListener('submit', (event) => {
 });
 
 ui.hangupBtn.addEventListener('click', hangUp);
+// Accept and Decline go through the inbox, in order with the server's messages about the call.
+ui.acceptBtn.addEventListener('click', () => { inbox = inbox.then(accept).catch((error) => log(`accept: ${error.message}`)); });
+ui.declineBtn.addEventListener('click', () => { inbox = inbox.then(decline).catch((error) => log(`decline: ${error.message}`)); });
 
 ui.chatForm.addEventListener('submit', (event) => {
   event.preventDefault();

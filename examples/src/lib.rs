@@ -40,7 +40,9 @@ pub fn init_allocator() {
 use clap::Args;
 use signaling_core::driver::Config;
 use signaling_core::driver::ipnet::IpNet;
-use signaling_core::{RateLimit, RouterConfig};
+use std::time::Duration;
+
+use signaling_core::{RateLimit, RedialBackoff, RouterConfig, SessionConfig};
 
 /// Flags every example server takes.
 #[derive(Debug, Clone, Args)]
@@ -113,6 +115,18 @@ pub struct ServerArgs {
         requires = "client_ip_header"
     )]
     pub trusted_proxies: Vec<IpNet>,
+    /// Seconds a resumable session (`"resumable":true` at login) outlives an abnormal drop of
+    /// its connection, keeping its name and call for a `resume`.
+    #[arg(long, env = "SIGNALING_RESUME_GRACE", default_value_t = SessionConfig::default().grace.as_secs())]
+    pub resume_grace: u64,
+    /// Seconds an offer may ring unanswered before the call ends for both sides
+    /// (`"reason":"no_answer"`). 0 lets calls ring forever.
+    #[arg(long, env = "SIGNALING_RING_TIMEOUT", default_value_t = RouterConfig::default().ring_timeout.map_or(0, |t| t.as_secs()))]
+    pub ring_timeout: u64,
+    /// Seconds a caller whose offer was declined or rang out must wait before offering the same
+    /// callee again (doubling for each further decline, up to 10 minutes). 0 turns it off.
+    #[arg(long, env = "SIGNALING_REDIAL_BACKOFF", default_value_t = RouterConfig::default().redial_backoff.map_or(0, |b| b.initial.as_secs()))]
+    pub redial_backoff: u64,
 }
 
 /// `10.0.0.0/8`, `2001:db8::/32`, or a single address (`10.0.0.2`: a /32 or /128).
@@ -140,8 +154,20 @@ impl ServerArgs {
         });
         let cap = |n: usize| (n > 0).then_some(n);
         let origins = (!self.allowed_origins.is_empty()).then(|| self.allowed_origins.clone());
+        let secs = |s: u64| (s > 0).then(|| Duration::from_secs(s));
+        let redial_backoff = secs(self.redial_backoff).map(|initial| RedialBackoff {
+            initial,
+            max: RedialBackoff::default().max.max(initial),
+        });
+        let router = RouterConfig::default()
+            .with_rate_limit(rate_limit)
+            .with_sessions(
+                SessionConfig::default().with_grace(Duration::from_secs(self.resume_grace)),
+            )
+            .with_ring_timeout(secs(self.ring_timeout))
+            .with_redial_backoff(redial_backoff);
         Config::default()
-            .with_router(RouterConfig::default().with_rate_limit(rate_limit))
+            .with_router(router)
             .with_max_connections(cap(self.max_connections))
             .with_max_connections_per_ip(cap(self.max_connections_per_ip))
             .with_max_pending_requests(
@@ -156,7 +182,7 @@ impl ServerArgs {
             .with_max_total_queued_bytes(
                 cap(self.max_total_queued_mib).map(|mib| mib.saturating_mul(1024 * 1024)),
             )
-            .with_write_stall_timeout(std::time::Duration::from_secs(self.write_stall_timeout))
+            .with_write_stall_timeout(Duration::from_secs(self.write_stall_timeout))
             .with_allowed_origins(origins)
             .with_client_ip_header(self.client_ip_header.as_deref())
             .with_trusted_proxies(self.trusted_proxies.iter().copied())
@@ -282,6 +308,26 @@ mod tests {
         );
         let off = self::config(&["--max-total-queued-mib", "0"]);
         assert_eq!(off.max_total_queued_bytes, None);
+    }
+
+    #[test]
+    fn session_and_ringing_flags() {
+        let config = config(&[
+            "--resume-grace",
+            "5",
+            "--ring-timeout",
+            "3",
+            "--redial-backoff",
+            "2",
+        ]);
+        assert_eq!(config.router.sessions.grace, Duration::from_secs(5));
+        assert_eq!(config.router.ring_timeout, Some(Duration::from_secs(3)));
+        let backoff = config.router.redial_backoff.expect("back-off on");
+        assert_eq!(backoff.initial, Duration::from_secs(2));
+        assert_eq!(backoff.max, RedialBackoff::default().max);
+        let off = self::config(&["--ring-timeout", "0", "--redial-backoff", "0"]);
+        assert_eq!(off.router.ring_timeout, None);
+        assert_eq!(off.router.redial_backoff, None);
     }
 
     #[test]

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use arbitrary::{Arbitrary, Unstructured};
 use serde::Deserialize;
 use signaling_core::{
-    CloseReason, ConnectionId, ErrorCode, Output, RateLimit, RelayKind, Router, RouterConfig,
+    ConnectionId, DisconnectReason, ErrorCode, Output, RateLimit, RelayKind, Router, RouterConfig,
     RouterError, ServerMessage, UnansweredLimits, Username,
 };
 
@@ -703,7 +703,8 @@ impl World {
             router: Router::new(
                 RouterConfig::default()
                     .with_rate_limit(limit)
-                    .with_unanswered_limits(Some(unanswered_limits)),
+                    .with_unanswered_limits(Some(unanswered_limits))
+                    .with_redial_backoff(None),
             ),
             limit,
             unanswered_limits,
@@ -734,6 +735,9 @@ impl World {
     fn drain(&mut self) -> usize {
         let mut n = 0;
         while let Some(output) = self.router.poll_output() {
+            if matches!(output, Output::Event(_)) {
+                continue; // what happened, nothing to send
+            }
             n += 1;
             if self.trace {
                 match &output {
@@ -741,7 +745,9 @@ impl World {
                     other => eprintln!("    -> {other:?}"),
                 }
             }
-            let to = output.connection();
+            let Some(to) = output.connection() else {
+                continue; // an event: nothing to send
+            };
             assert!(
                 self.is_live(to) && self.router.is_connected(to),
                 "output for a connection that is not live: {output:?}"
@@ -759,12 +765,12 @@ impl World {
                         self.relays.push((t.to, *kind, payload.get().len()));
                     }
                 }
-                Output::Close { conn, reason } => {
+                Output::Disconnect { conn, reason } => {
                     let limit = self
                         .limit
                         .unwrap_or_else(|| panic!("Close without a rate limit: {conn}"));
                     assert_ne!(limit.max_strikes, 0, "Close although max_strikes is 0");
-                    assert_eq!(reason, CloseReason::RateLimited);
+                    assert_eq!(reason, DisconnectReason::RateLimited);
                     assert_eq!(reason.code(), 1008);
                     assert!(self.closed.insert(conn), "second Close for {conn}");
                     for live in self.slots.iter_mut().flatten() {

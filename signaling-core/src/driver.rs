@@ -106,9 +106,8 @@ use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
-use crate::error::ErrorCode;
 use crate::protocol::{ServerMessage, Username};
-use crate::router::{ConnectionId, Output, Router, RouterConfig};
+use crate::router::{ConnectionId, Output, Router, RouterConfig, Transmit};
 
 mod admission;
 pub mod auth;
@@ -614,7 +613,7 @@ enum End {
 
 #[derive(Debug, Default)]
 struct Queue {
-    messages: VecDeque<ServerMessage>,
+    messages: VecDeque<Transmit>,
     /// Encoded size of `messages`.
     queued_bytes: usize,
     /// Messages (and their bytes) the writer took and has not finished writing: they still
@@ -670,18 +669,6 @@ enum Pushed {
     Congested,
 }
 
-/// Approximate encoded size, for the byte bound (no encoding under the lock).
-fn encoded_len(message: &ServerMessage) -> usize {
-    match message {
-        ServerMessage::Relay { payload, from, .. } => {
-            payload.get().len() + from.as_str().len() + 48
-        }
-        ServerMessage::Error { message, .. } => message.len() + 48,
-        ServerMessage::Login { error, .. } => error.as_ref().map_or(0, |(_, m)| m.len()) + 64,
-        ServerMessage::Close { from } => from.as_str().len() + 40,
-    }
-}
-
 impl Outbox {
     fn new(total: Arc<AtomicUsize>) -> Self {
         Outbox {
@@ -702,8 +689,8 @@ impl Outbox {
         self.lock().bytes()
     }
 
-    fn push(&self, message: ServerMessage, config: &Config) -> Result<Pushed, Full> {
-        let len = encoded_len(&message);
+    fn push(&self, message: Transmit, config: &Config) -> Result<Pushed, Full> {
+        let len = message.message.size_hint();
         let mut q = self.lock();
         if q.end.is_some() {
             return Ok(Pushed::Queued); // closing: late messages are dropped
@@ -792,7 +779,7 @@ impl Outbox {
     /// Called by the writer when everything it took before is written (one lock per batch):
     /// gives that back, then moves every queued message into `batch` (which must be empty;
     /// they count as in flight until the next call).
-    fn take(&self, batch: &mut VecDeque<ServerMessage>, config: &Config) -> Taken {
+    fn take(&self, batch: &mut VecDeque<Transmit>, config: &Config) -> Taken {
         let mut q = self.lock();
         let written = std::mem::take(&mut q.in_flight_bytes);
         q.in_flight = 0;
@@ -1268,27 +1255,23 @@ impl Hub {
                             continue;
                         };
                         let relay = matches!(t.message, ServerMessage::Relay { .. });
-                        match outbox.push(t.message, config) {
+                        let to = t.to;
+                        match outbox.push(t, config) {
                             Ok(Pushed::Queued) => {}
                             Ok(Pushed::Congested) => {
-                                tracing::debug!(conn = %t.to, "outbound queue congested: refusing relays to it");
-                                let _ = state.router.handle_backpressure(t.to, true);
+                                tracing::debug!(conn = %to, "outbound queue congested: refusing relays to it");
+                                let _ = state.router.handle_backpressure(to, true);
                             }
-                            Err(Full) => match sender.filter(|&s| relay && s != t.to) {
+                            Err(Full) => match sender.filter(|&s| relay && s != to) {
                                 Some(sender) => {
-                                    let refusal = ServerMessage::error(
-                                        ErrorCode::RecipientOverloaded,
-                                        "the recipient is not reading fast enough; message dropped, retry later",
-                                    );
-                                    if let Some(own) = state.connections.get(&sender) {
-                                        let _ = own.push(refusal, config);
-                                    }
+                                    let _ = state.router.handle_undeliverable(sender, to);
                                 }
-                                None => dropped.push(t.to),
+                                None => dropped.push(to),
                             },
                         }
                     }
-                    Output::Close { conn, reason } => {
+                    Output::Event(event) => tracing::debug!(?event, "router event"),
+                    Output::Disconnect { conn, reason } => {
                         if let Some(outbox) = state.connections.get(&conn) {
                             outbox.close(Close {
                                 code: reason.code(),

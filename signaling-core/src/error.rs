@@ -62,6 +62,20 @@ pub enum ErrorCode {
     /// call (offers, candidates, candidate size); the message was dropped. The bounds lift once
     /// the call is answered.
     UnansweredLimit,
+    /// An offer to a callee who declined or did not answer this caller's last offers, before
+    /// the back-off is over (it doubles with each further decline or ring-out); the message
+    /// says when to retry.
+    RedialTooSoon,
+    /// `resume` refused: the token is unknown, already spent (tokens rotate on every resume)
+    /// or its session has expired. Nothing changed; log in afresh.
+    InvalidToken,
+    /// `resume` refused: the messages after `lastSeq` are no longer kept, so they cannot be
+    /// repaired. The session has been ended (its name freed, its partner told `close`); log
+    /// in afresh.
+    HistoryLost,
+    /// `resume` refused: `lastSeq` is higher than any sequence number the session sent.
+    /// Nothing changed.
+    InvalidLastSeq,
 }
 
 impl ErrorCode {
@@ -90,6 +104,10 @@ impl ErrorCode {
         ErrorCode::ServerOverloaded,
         ErrorCode::Internal,
         ErrorCode::UnansweredLimit,
+        ErrorCode::RedialTooSoon,
+        ErrorCode::InvalidToken,
+        ErrorCode::HistoryLost,
+        ErrorCode::InvalidLastSeq,
     ];
 
     /// The wire string, e.g. `"unknown_user"`.
@@ -118,6 +136,10 @@ impl ErrorCode {
             ErrorCode::ServerOverloaded => "server_overloaded",
             ErrorCode::Internal => "internal",
             ErrorCode::UnansweredLimit => "unanswered_limit",
+            ErrorCode::RedialTooSoon => "redial_too_soon",
+            ErrorCode::InvalidToken => "invalid_token",
+            ErrorCode::HistoryLost => "history_lost",
+            ErrorCode::InvalidLastSeq => "invalid_last_seq",
         }
     }
 

@@ -64,9 +64,10 @@ pub mod router;
 
 pub use error::{ErrorCode, RouterError};
 pub use protocol::{
-    ClientMessage, DecodeError, MAX_USERNAME_CHARS, Payload, RelayKind, ServerMessage, Username,
-    UsernameError,
+    ClientMessage, DecodeError, HangUpReason, MAX_USERNAME_CHARS, Payload, RelayKind, ReplyType,
+    ServerMessage, SessionToken, Username, UsernameError,
 };
 pub use router::{
-    CloseReason, ConnectionId, Output, RateLimit, Router, RouterConfig, Transmit, UnansweredLimits,
+    CallEnd, ConnectionId, DisconnectReason, Event, Output, RateLimit, RedialBackoff, Router,
+    RouterConfig, SessionConfig, SessionEnd, TokenSource, Transmit, UnansweredLimits,
 };

@@ -292,6 +292,41 @@ impl fmt::Debug for Payload {
     }
 }
 
+/// The secret that lets a client resume its session on a new connection
+/// (`{"type":"resume","token":…}`): URL-safe text, made by the driver's token source (the pure
+/// router has no randomness of its own) and replaced by a new one at every resume.
+///
+/// Its `Debug` form hides the secret.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct SessionToken(Arc<str>);
+
+impl SessionToken {
+    /// The longest token a client may send (longer ones are refused when decoded).
+    pub const MAX_LEN: usize = 128;
+
+    /// Wraps token text (from a token source, or read from a client).
+    pub fn new(token: impl Into<Arc<str>>) -> Self {
+        SessionToken(token.into())
+    }
+
+    /// The token text, as sent on the wire.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SessionToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionToken({} chars)", self.0.len())
+    }
+}
+
+impl std::borrow::Borrow<str> for SessionToken {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 /// The kinds of relayed message: the three that carry a payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -319,10 +354,22 @@ impl RelayKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ClientMessage {
-    /// `{"type":"login","username":…}`: claim a name for this connection.
+    /// `{"type":"login","username":…,"resumable"?:true}`: claim a name for this connection.
     Login {
         /// The name asked for.
         username: Username,
+        /// Asks for a resumable session: the reply carries a token, every later message a
+        /// `seq`, and an abnormal drop suspends the session for the grace period instead of
+        /// ending it.
+        resumable: bool,
+    },
+    /// `{"type":"resume","token":…,"lastSeq":n}`: as the first message of a new connection,
+    /// takes over the session the token belongs to and asks for every message after `n`.
+    Resume {
+        /// The token from the login reply or the last resume reply.
+        token: SessionToken,
+        /// The highest `seq` the client's application received (0 for none).
+        last_seq: u64,
     },
     /// `{"type":"offer"|"answer"|"candidate", <kind>: …, "otherUsername": …}`.
     Relay {
@@ -350,9 +397,21 @@ pub struct DecodeError {
     pub code: ErrorCode,
     /// A human-readable explanation naming the offending field.
     pub message: String,
-    /// The frame was a `login`: the reply is a failed `login` (what a tutorial page waits for)
-    /// rather than an `error`.
-    pub login: bool,
+    /// What kind of reply the error earns: a failed `login` for a login frame (what a
+    /// tutorial page waits for), a failed `resume` for a resume frame, else an `error`.
+    pub reply_type: ReplyType,
+}
+
+/// The message type a refusal is answered with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReplyType {
+    /// `{"type":"error",…}`.
+    Error,
+    /// `{"type":"login","success":false,…}`.
+    Login,
+    /// `{"type":"resume","success":false,…}`.
+    Resume,
 }
 
 impl DecodeError {
@@ -360,22 +419,29 @@ impl DecodeError {
         DecodeError {
             code,
             message: message.into(),
-            login: false,
+            reply_type: ReplyType::Error,
         }
+    }
+
+    fn replied_as(self, reply_type: ReplyType) -> Self {
+        DecodeError { reply_type, ..self }
     }
 
     /// The reply this error earns.
     pub fn reply(self) -> ServerMessage {
-        if self.login {
-            ServerMessage::Login {
+        match self.reply_type {
+            ReplyType::Login => ServerMessage::Login {
                 success: false,
                 error: Some((self.code, self.message)),
-            }
-        } else {
-            ServerMessage::Error {
+            },
+            ReplyType::Resume => ServerMessage::ResumeFailed {
                 code: self.code,
                 message: self.message,
-            }
+            },
+            ReplyType::Error => ServerMessage::Error {
+                code: self.code,
+                message: self.message,
+            },
         }
     }
 }
@@ -395,6 +461,12 @@ struct RawFrame<'a> {
     answer: Option<&'a RawValue>,
     #[serde(borrow, default)]
     candidate: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    resumable: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    token: Option<&'a RawValue>,
+    #[serde(rename = "lastSeq", borrow, default)]
+    last_seq: Option<&'a RawValue>,
 }
 
 /// Decodes a JSON value expected to be a string, naming `field` in the error. Borrows from the
@@ -431,12 +503,56 @@ fn target_field(raw: Option<&RawValue>) -> Result<Option<Cow<'_, str>>, DecodeEr
     }
 }
 
+/// Decodes the optional `resumable` flag: `true`, `false` or `null`.
+fn resumable_field(raw: Option<&RawValue>) -> Result<bool, DecodeError> {
+    match raw.map(RawValue::get) {
+        None | Some("null") | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(_) => Err(DecodeError::new(
+            ErrorCode::InvalidField,
+            "field `resumable` must be true or false",
+        )),
+    }
+}
+
+/// Decodes `resume`'s fields.
+fn resume_fields<'a>(frame: &RawFrame<'a>) -> Result<(Cow<'a, str>, u64), DecodeError> {
+    let token = frame
+        .token
+        .ok_or_else(|| DecodeError::new(ErrorCode::MissingField, "missing field `token`"))?;
+    let token = string_field("token", token)?;
+    if token.len() > SessionToken::MAX_LEN {
+        return Err(DecodeError::new(
+            ErrorCode::InvalidField,
+            format!(
+                "field `token` is longer than {} bytes",
+                SessionToken::MAX_LEN
+            ),
+        ));
+    }
+    let last_seq = frame
+        .last_seq
+        .ok_or_else(|| DecodeError::new(ErrorCode::MissingField, "missing field `lastSeq`"))?;
+    let last_seq = serde_json::from_str::<u64>(last_seq.get()).map_err(|_| {
+        DecodeError::new(
+            ErrorCode::InvalidField,
+            "field `lastSeq` must be a non-negative integer",
+        )
+    })?;
+    Ok((token, last_seq))
+}
+
 /// A decoded client message that borrows from the frame text: the router's fast path, which
 /// copies nothing but the payload it relays.
 #[derive(Debug)]
 pub(crate) enum Decoded<'a> {
     Login {
         username: Cow<'a, str>,
+        resumable: bool,
+    },
+    Resume {
+        token: Cow<'a, str>,
+        last_seq: u64,
     },
     Relay {
         kind: RelayKind,
@@ -497,8 +613,17 @@ impl<'a> Decoded<'a> {
                     })
                     .and_then(|raw| name_field("username", raw))
                     .map(into_nfc)
-                    .map_err(|e| DecodeError { login: true, ..e })?;
-                Ok(Decoded::Login { username })
+                    .and_then(|username| Ok((username, resumable_field(frame.resumable)?)))
+                    .map_err(|e| e.replied_as(ReplyType::Login))?;
+                Ok(Decoded::Login {
+                    username: username.0,
+                    resumable: username.1,
+                })
+            }
+            "resume" => {
+                let (token, last_seq) =
+                    resume_fields(&frame).map_err(|e| e.replied_as(ReplyType::Resume))?;
+                Ok(Decoded::Resume { token, last_seq })
             }
             "offer" => relay(RelayKind::Offer, frame.offer),
             "answer" => relay(RelayKind::Answer, frame.answer),
@@ -543,8 +668,16 @@ fn validated(name: Cow<'_, str>) -> Username {
 impl From<ClientMessage> for Decoded<'static> {
     fn from(message: ClientMessage) -> Self {
         match message {
-            ClientMessage::Login { username } => Decoded::Login {
+            ClientMessage::Login {
+                username,
+                resumable,
+            } => Decoded::Login {
                 username: Cow::Owned(username.as_str().to_owned()),
+                resumable,
+            },
+            ClientMessage::Resume { token, last_seq } => Decoded::Resume {
+                token: Cow::Owned(token.as_str().to_owned()),
+                last_seq,
             },
             ClientMessage::Relay { kind, payload, to } => Decoded::Relay {
                 kind,
@@ -562,8 +695,16 @@ impl ClientMessage {
     /// Decodes one text frame. Never panics; every failure says what was wrong.
     pub fn decode(text: &str) -> Result<ClientMessage, DecodeError> {
         Ok(match Decoded::decode(text)? {
-            Decoded::Login { username } => ClientMessage::Login {
+            Decoded::Login {
+                username,
+                resumable,
+            } => ClientMessage::Login {
                 username: validated(username),
+                resumable,
+            },
+            Decoded::Resume { token, last_seq } => ClientMessage::Resume {
+                token: SessionToken::new(token.as_ref()),
+                last_seq,
             },
             Decoded::Relay { kind, payload, to } => ClientMessage::Relay {
                 kind,
@@ -580,9 +721,20 @@ impl ClientMessage {
     pub fn to_json(&self) -> String {
         let mut out = String::with_capacity(64);
         match self {
-            ClientMessage::Login { username } => {
+            ClientMessage::Login {
+                username,
+                resumable,
+            } => {
                 out.push_str(r#"{"type":"login","username":"#);
                 push_json_str(&mut out, username.as_str());
+                if *resumable {
+                    out.push_str(r#","resumable":true"#);
+                }
+            }
+            ClientMessage::Resume { token, last_seq } => {
+                out.push_str(r#"{"type":"resume","token":"#);
+                push_json_str(&mut out, token.as_str());
+                let _ = write!(out, r#","lastSeq":{last_seq}"#);
             }
             ClientMessage::Relay { kind, payload, to } => {
                 push_tag(&mut out, kind.as_str());
@@ -630,10 +782,37 @@ pub enum ServerMessage {
         /// The sender.
         from: Username,
     },
-    /// `{"type":"close","username":<partner>}`: the partner hung up or went away.
-    Close {
-        /// The partner who left.
+    /// `{"type":"close","username":<partner>}`: the call is over — the partner hung up,
+    /// declined or went away; with `"reason":"no_answer"` when nobody answered in time.
+    HangUp {
+        /// The other side of the call.
         from: Username,
+        /// Why, when it is not simply the partner hanging up or leaving.
+        reason: Option<HangUpReason>,
+    },
+    /// `{"type":"login","success":true,"token":…,"graceMs":…}`: a resumable login succeeded.
+    SessionStarted {
+        /// The secret to resume with.
+        token: SessionToken,
+        /// How long the session outlives an abnormal drop, in milliseconds.
+        grace_ms: u64,
+    },
+    /// `{"type":"resume","success":true,"username":…,"token":…,"graceMs":…}`: the session
+    /// moved to this connection; the messages after `lastSeq` follow.
+    Resumed {
+        /// The session's name.
+        username: Username,
+        /// The new token (the one used is spent).
+        token: SessionToken,
+        /// How long the session outlives an abnormal drop, in milliseconds.
+        grace_ms: u64,
+    },
+    /// `{"type":"resume","success":false,"code":…,"message":…}`.
+    ResumeFailed {
+        /// Why: `invalid_token`, `history_lost`, `invalid_last_seq`, … .
+        code: ErrorCode,
+        /// Human-readable explanation.
+        message: String,
     },
     /// `{"type":"error","code":…,"message":…}`.
     Error {
@@ -642,6 +821,23 @@ pub enum ServerMessage {
         /// Human-readable explanation.
         message: String,
     },
+}
+
+/// Why a call ended, when the hang-up message says so (`"reason"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HangUpReason {
+    /// `"no_answer"`: the callee did not answer within the ring timeout.
+    NoAnswer,
+}
+
+impl HangUpReason {
+    /// The wire string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HangUpReason::NoAnswer => "no_answer",
+        }
+    }
 }
 
 fn push_tag(out: &mut String, tag: &str) {
@@ -690,6 +886,31 @@ impl ServerMessage {
     /// Encodes the message as one JSON text frame. Relayed payloads are spliced in as the
     /// sender wrote them, never re-serialized.
     pub fn to_json(&self) -> String {
+        self.to_json_with_seq(None)
+    }
+
+    /// Approximately how many bytes [`to_json`](Self::to_json) makes, without encoding (what
+    /// queue and history bounds count).
+    pub fn size_hint(&self) -> usize {
+        match self {
+            ServerMessage::Relay { payload, from, .. } => {
+                payload.get().len() + from.as_str().len() + 48
+            }
+            ServerMessage::Error { message, .. } | ServerMessage::ResumeFailed { message, .. } => {
+                message.len() + 48
+            }
+            ServerMessage::Login { error, .. } => error.as_ref().map_or(0, |(_, m)| m.len()) + 64,
+            ServerMessage::HangUp { from, .. } => from.as_str().len() + 60,
+            ServerMessage::SessionStarted { token, .. } => token.as_str().len() + 80,
+            ServerMessage::Resumed {
+                username, token, ..
+            } => username.as_str().len() + token.as_str().len() + 96,
+        }
+    }
+
+    /// Encodes the message as [`to_json`](Self::to_json) does, with `"seq":n` as its last
+    /// field when `seq` is given (every message of a resumable session after its login).
+    pub fn to_json_with_seq(&self, seq: Option<u64>) -> String {
         let mut out;
         match self {
             ServerMessage::Login { success, error } => {
@@ -710,7 +931,7 @@ impl ServerMessage {
                 from,
             } => {
                 let payload = payload.get();
-                out = String::with_capacity(payload.len() + from.as_str().len() + 48);
+                out = String::with_capacity(payload.len() + from.as_str().len() + 64);
                 push_tag(&mut out, kind.as_str());
                 out.push_str(",\"");
                 out.push_str(kind.as_str());
@@ -719,17 +940,49 @@ impl ServerMessage {
                 out.push_str(r#","username":"#);
                 push_json_str(&mut out, from.as_str());
             }
-            ServerMessage::Close { from } => {
-                out = String::with_capacity(48 + from.as_str().len());
+            ServerMessage::HangUp { from, reason } => {
+                out = String::with_capacity(64 + from.as_str().len());
                 push_tag(&mut out, "close");
                 out.push_str(r#","username":"#);
                 push_json_str(&mut out, from.as_str());
+                if let Some(reason) = reason {
+                    out.push_str(r#","reason":""#);
+                    out.push_str(reason.as_str());
+                    out.push('"');
+                }
             }
             ServerMessage::Error { code, message } => {
                 out = String::with_capacity(48 + message.len());
                 push_tag(&mut out, "error");
                 push_error_fields(&mut out, *code, message);
             }
+            ServerMessage::SessionStarted { token, grace_ms } => {
+                out = String::with_capacity(96 + token.as_str().len());
+                out.push_str(r#"{"type":"login","success":true,"token":"#);
+                push_json_str(&mut out, token.as_str());
+                let _ = write!(out, r#","graceMs":{grace_ms}"#);
+            }
+            ServerMessage::Resumed {
+                username,
+                token,
+                grace_ms,
+            } => {
+                out = String::with_capacity(112 + token.as_str().len() + username.as_str().len());
+                out.push_str(r#"{"type":"resume","success":true,"username":"#);
+                push_json_str(&mut out, username.as_str());
+                out.push_str(r#","token":"#);
+                push_json_str(&mut out, token.as_str());
+                let _ = write!(out, r#","graceMs":{grace_ms}"#);
+            }
+            ServerMessage::ResumeFailed { code, message } => {
+                out = String::with_capacity(64 + message.len());
+                out.push_str(r#"{"type":"resume","success":false"#);
+                push_error_fields(&mut out, *code, message);
+            }
+        }
+        if let Some(seq) = seq {
+            // Writing to a String cannot fail.
+            let _ = write!(out, r#","seq":{seq}"#);
         }
         out.push('}');
         out

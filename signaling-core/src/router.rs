@@ -1,6 +1,6 @@
-//! The routing state machine: the user registry and call state, with no IO.
+//! The routing state machine: sessions, the name registry, call state and timers, with no IO.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,7 +12,8 @@ use foldhash::fast::RandomState;
 use serde_json::value::RawValue;
 
 use crate::protocol::{
-    AsciiSkeletons, ClientMessage, Decoded, Payload, RelayKind, ServerMessage, Username, nfc,
+    AsciiSkeletons, ClientMessage, Decoded, HangUpReason, Payload, RelayKind, ReplyType,
+    ServerMessage, SessionToken, Username, nfc,
 };
 
 /// Identifies one live connection. Allocated by the driver, never by the router; an id must not
@@ -35,7 +36,7 @@ pub struct RateLimit {
     /// Bucket size: how many messages may arrive at once after a quiet period.
     pub burst: u32,
     /// After this many rejected messages in a row the connection is closed
-    /// ([`CloseReason::RateLimited`], WebSocket code 1008). `0` never closes.
+    /// ([`DisconnectReason::RateLimited`], WebSocket code 1008). `0` never closes.
     pub max_strikes: u32,
 }
 
@@ -80,7 +81,71 @@ impl Default for UnansweredLimits {
     }
 }
 
-/// How the router behaves. Transport limits (sizes, timeouts) live in the adapters' config.
+/// Resumable sessions: how long one outlives an abnormal drop of its connection, and how much
+/// it keeps so that a resume can repair what the drop lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SessionConfig {
+    /// How long a resumable session whose connection ended abnormally (no close frame) keeps
+    /// its name and call, waiting for a `resume`. Default 30 s.
+    pub grace: Duration,
+    /// Most messages a session keeps for a resume. Default 256.
+    pub max_history_messages: usize,
+    /// Most bytes (encoded size, approximately) a session keeps for a resume. Default 128 KiB.
+    /// While a session is suspended, messages it has not been sent yet may not be dropped:
+    /// when they alone exceed a bound the session ends as if its grace had expired.
+    pub max_history_bytes: usize,
+}
+
+impl Default for SessionConfig {
+    /// 30 s of grace, a history of 256 messages and 128 KiB.
+    fn default() -> Self {
+        SessionConfig {
+            grace: Duration::from_secs(30),
+            max_history_messages: 256,
+            max_history_bytes: 128 * 1024,
+        }
+    }
+}
+
+impl SessionConfig {
+    /// Sets the grace period.
+    pub fn with_grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// Sets the history bounds (messages and bytes).
+    pub fn with_history(mut self, messages: usize, bytes: usize) -> Self {
+        self.max_history_messages = messages;
+        self.max_history_bytes = bytes;
+        self
+    }
+}
+
+/// How long a caller whose offer was declined or rang out must wait before offering the same
+/// callee again: `initial`, doubled for each further decline or ring-out of that callee, at
+/// most `max`; forgotten once `max` has passed after the last back-off ended. Without it a
+/// caller re-offering at every hang-up keeps its victim busy for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RedialBackoff {
+    /// The first back-off. Default 30 s.
+    pub initial: Duration,
+    /// The longest back-off. Default 10 minutes.
+    pub max: Duration,
+}
+
+impl Default for RedialBackoff {
+    /// 30 s, doubling up to 10 minutes.
+    fn default() -> Self {
+        RedialBackoff {
+            initial: Duration::from_secs(30),
+            max: Duration::from_secs(600),
+        }
+    }
+}
+
+/// How the router behaves. Transport limits (sizes, timeouts) live in the driver's config.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct RouterConfig {
@@ -89,6 +154,13 @@ pub struct RouterConfig {
     /// What each side of a call may send before the callee answers; `None` turns the bounds
     /// off.
     pub unanswered: Option<UnansweredLimits>,
+    /// Resumable sessions: grace period and history bounds.
+    pub sessions: SessionConfig,
+    /// An offer not answered within this time ends the pending call: both sides get `close`
+    /// with `"reason":"no_answer"`. Default 45 s; `None` lets calls ring forever.
+    pub ring_timeout: Option<Duration>,
+    /// The back-off after a declined or rung-out offer; `None` turns it off.
+    pub redial_backoff: Option<RedialBackoff>,
 }
 
 impl Default for RouterConfig {
@@ -96,6 +168,9 @@ impl Default for RouterConfig {
         RouterConfig {
             rate_limit: Some(RateLimit::default()),
             unanswered: Some(UnansweredLimits::default()),
+            sessions: SessionConfig::default(),
+            ring_timeout: Some(Duration::from_secs(45)),
+            redial_backoff: Some(RedialBackoff::default()),
         }
     }
 }
@@ -112,28 +187,50 @@ impl RouterConfig {
         self.unanswered = limits;
         self
     }
+
+    /// Sets the resumable sessions' grace period and history bounds.
+    pub fn with_sessions(mut self, sessions: SessionConfig) -> Self {
+        self.sessions = sessions;
+        self
+    }
+
+    /// Sets (or with `None`, turns off) the ring timeout.
+    pub fn with_ring_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.ring_timeout = timeout;
+        self
+    }
+
+    /// Sets (or with `None`, turns off) the back-off after a declined or rung-out offer.
+    pub fn with_redial_backoff(mut self, backoff: Option<RedialBackoff>) -> Self {
+        self.redial_backoff = backoff;
+        self
+    }
 }
 
-/// Why the router asks the driver to close a connection.
+/// Why the router asks the driver to end a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum CloseReason {
-    /// The client kept sending over its rate limit.
+pub enum DisconnectReason {
+    /// The client kept sending over its rate limit (WebSocket close code 1008).
     RateLimited,
+    /// Its session was resumed on another connection (close code 4000).
+    ResumedElsewhere,
 }
 
-impl CloseReason {
-    /// The WebSocket close code to send (RFC 6455 §7.4.1).
+impl DisconnectReason {
+    /// The WebSocket close code to send (RFC 6455 §7.4.1; 4000–4999 are the application's).
     pub fn code(self) -> u16 {
         match self {
-            CloseReason::RateLimited => 1008,
+            DisconnectReason::RateLimited => 1008,
+            DisconnectReason::ResumedElsewhere => 4000,
         }
     }
 
     /// The close frame's reason text.
     pub fn reason(self) -> &'static str {
         match self {
-            CloseReason::RateLimited => "rate limit exceeded",
+            DisconnectReason::RateLimited => "rate limit exceeded",
+            DisconnectReason::ResumedElsewhere => "session resumed on another connection",
         }
     }
 }
@@ -144,49 +241,266 @@ impl CloseReason {
 pub struct Transmit {
     /// The live connection to send it on.
     pub to: ConnectionId,
-    /// What to send; [`ServerMessage::to_json`] gives the frame text.
+    /// What to send; [`ServerMessage::to_json_with_seq`] gives the frame text.
     pub message: ServerMessage,
+    /// The message's sequence number in a resumable session (`"seq"` on the wire).
+    pub seq: Option<u64>,
 }
 
-/// What the router asks of its driver. Drain with [`Router::poll_output`] after every `handle_*`.
+impl Transmit {
+    /// The frame text: the message with its `seq`, if any.
+    pub fn to_json(&self) -> String {
+        self.message.to_json_with_seq(self.seq)
+    }
+}
+
+/// How a call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CallEnd {
+    /// A side sent `close` after the answer.
+    HungUp,
+    /// The caller sent `close` before the answer.
+    Cancelled,
+    /// The callee sent `close` before answering.
+    Declined,
+    /// Nobody answered within the ring timeout.
+    NoAnswer,
+    /// A side's session ended (disconnect, grace expiry, …).
+    Disconnected,
+}
+
+/// Why a session (a logged-in name) ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SessionEnd {
+    /// Its connection closed cleanly, or was closed by the router (rate limit).
+    Closed,
+    /// The connection of a session that is not resumable was lost.
+    ConnectionLost,
+    /// A suspended session was not resumed within its grace period.
+    GraceExpired,
+    /// A suspended session was sent more than its history holds.
+    HistoryOverflow,
+    /// A resume asked for messages the history no longer had.
+    HistoryLost,
+}
+
+/// What happened, for whoever watches the router (logs, metrics, a cluster backend). Events
+/// never need an answer; a driver may ignore them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A login succeeded.
+    LoggedIn {
+        /// The connection.
+        conn: ConnectionId,
+        /// The name it holds now.
+        username: Username,
+        /// Whether the session is resumable.
+        resumable: bool,
+    },
+    /// A login was refused with `code`.
+    LoginRefused {
+        /// The connection.
+        conn: ConnectionId,
+        /// Why.
+        code: ErrorCode,
+    },
+    /// An offer opened a call: the callee's side rings until it answers.
+    CallRinging {
+        /// Who offered.
+        caller: Username,
+        /// Who was offered.
+        callee: Username,
+    },
+    /// The call was answered.
+    CallAnswered {
+        /// Who offered.
+        caller: Username,
+        /// Who answered.
+        callee: Username,
+    },
+    /// A call (ringing or answered) ended.
+    CallEnded {
+        /// Who offered.
+        caller: Username,
+        /// Who was offered.
+        callee: Username,
+        /// How.
+        reason: CallEnd,
+    },
+    /// An `error` reply with `code` went to `conn`.
+    ErrorReplied {
+        /// The connection.
+        conn: ConnectionId,
+        /// The code.
+        code: ErrorCode,
+    },
+    /// A message over the rate limit was refused.
+    RateLimited {
+        /// The connection.
+        conn: ConnectionId,
+        /// Refused messages in a row, this one included.
+        strikes: u32,
+    },
+    /// A resumable session lost its connection abnormally and waits for a resume.
+    SessionSuspended {
+        /// The session's name.
+        username: Username,
+    },
+    /// A session moved to a new connection.
+    SessionResumed {
+        /// The session's name.
+        username: Username,
+        /// The new connection.
+        conn: ConnectionId,
+        /// The old connection was still open (it is being closed with 4000).
+        takeover: bool,
+    },
+    /// A `resume` was refused with `code`.
+    ResumeRefused {
+        /// The connection.
+        conn: ConnectionId,
+        /// Why.
+        code: ErrorCode,
+    },
+    /// A session ended: its name is free again.
+    SessionEnded {
+        /// The name it held.
+        username: Username,
+        /// Why.
+        reason: SessionEnd,
+    },
+}
+
+/// What the router asks of its driver, and what it says happened. Drain with
+/// [`Router::poll_output`] after every `handle_*`.
 #[must_use]
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Output {
     /// Send a message on a connection.
     Transmit(Transmit),
-    /// Close a connection with a WebSocket close frame, then call
-    /// [`Router::handle_disconnect`] for it once the transport is gone. The router ignores
-    /// further input from it meanwhile.
-    Close {
+    /// End a connection with a WebSocket close frame (code and reason from `reason`), then
+    /// call [`Router::handle_disconnect`] for it once the transport is gone. The router
+    /// ignores further input from it meanwhile.
+    Disconnect {
         /// The connection to close.
         conn: ConnectionId,
         /// Why; gives the close code and reason.
-        reason: CloseReason,
+        reason: DisconnectReason,
     },
+    /// Something happened (nothing to send).
+    Event(Event),
 }
 
 impl Output {
-    /// The connection this output concerns.
-    pub fn connection(&self) -> ConnectionId {
+    /// The connection this output must be sent on, if it is a transmit or a disconnect.
+    pub fn connection(&self) -> Option<ConnectionId> {
         match self {
-            Output::Transmit(t) => t.to,
-            Output::Close { conn, .. } => *conn,
+            Output::Transmit(t) => Some(t.to),
+            Output::Disconnect { conn, .. } => Some(*conn),
+            Output::Event(_) => None,
         }
     }
 }
 
+/// Where the router gets session tokens: the driver hands in a cryptographically secure
+/// source (the pure router has no randomness of its own). Tokens must be unguessable and
+/// never repeat.
+pub trait TokenSource: Send + 'static {
+    /// A fresh token.
+    fn next_token(&mut self) -> SessionToken;
+}
+
+impl<F: FnMut() -> SessionToken + Send + 'static> TokenSource for F {
+    fn next_token(&mut self) -> SessionToken {
+        self()
+    }
+}
+
+struct Tokens(Option<Box<dyn TokenSource>>);
+
+impl fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() { "Some(..)" } else { "None" })
+    }
+}
+
+/// A timer's place in [`Router::timers`]: when, and a counter that makes the key unique.
+type TimerKey = (Instant, u64);
+
+#[derive(Debug, Clone)]
+enum Timer {
+    /// A suspended session's grace period ends.
+    Grace(Username),
+    /// A call that nobody answered stops ringing.
+    Ring { caller: Username, callee: Username },
+}
+
 /// One side of a call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct CallSide {
-    peer: ConnectionId,
-    /// The other side has answered (or this side answered).
+    /// The other side.
+    peer: Username,
+    /// This side offered.
+    caller: bool,
+    /// The call has been answered.
     answered: bool,
     /// Offers this side relayed into the call while it was not answered (the opening one
     /// included).
     offers: u32,
     /// Candidates this side relayed into the call while it was not answered.
     candidates: u32,
+    /// The ring timer, while the call is not answered (the same on both sides).
+    ring: Option<TimerKey>,
+}
+
+/// A message kept for a resume.
+#[derive(Debug)]
+struct Kept {
+    seq: u64,
+    message: ServerMessage,
+    bytes: usize,
+}
+
+/// What a resumable session keeps.
+#[derive(Debug)]
+struct Resumable {
+    token: SessionToken,
+    /// The last sequence number given out.
+    seq: u64,
+    /// The highest sequence number handed to a connection.
+    sent: u64,
+    history: VecDeque<Kept>,
+    history_bytes: usize,
+    /// The grace timer, while the session is suspended.
+    grace: Option<TimerKey>,
+}
+
+/// A caller's back-off before offering `callee` again.
+#[derive(Debug, Clone)]
+struct Redial {
+    callee: Username,
+    until: Instant,
+    strikes: u32,
+}
+
+/// Back-offs kept per caller; the oldest goes first.
+const MAX_REDIALS: usize = 16;
+
+/// A logged-in name: the state that outlives a connection.
+#[derive(Debug)]
+struct Session {
+    /// `None` while suspended.
+    conn: Option<ConnectionId>,
+    /// The confusable skeleton of the name: its key in [`Router::skeletons`].
+    skeleton: Arc<str>,
+    call: Option<CallSide>,
+    /// Boxed: a plain session stays small.
+    resume: Option<Box<Resumable>>,
+    redials: Vec<Redial>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -224,12 +538,10 @@ impl TokenBucket {
 
 #[derive(Debug)]
 struct Connection {
-    name: Option<Username>,
-    /// The confusable skeleton of `name`: its key in [`Router::skeletons`].
-    skeleton: Option<Arc<str>>,
+    /// The session (name) this connection holds.
+    session: Option<Username>,
     /// A name verified by an authenticator: the only one this connection may log in with.
     bound: Option<Username>,
-    call: Option<CallSide>,
     /// Created at the first message, when the router first learns the time.
     bucket: Option<TokenBucket>,
     /// The router asked the driver to close it; input is ignored until the disconnect.
@@ -238,13 +550,15 @@ struct Connection {
     congested: bool,
 }
 
-/// The pure routing state machine: the registry of logged-in users, who is in a call with whom,
-/// and the rules of the protocol.
+/// The pure routing state machine: sessions (logged-in names, which may outlive their
+/// connection), who is in a call with whom, the protocol's rules and its timers.
 ///
 /// Inputs go in through `handle_*`; outputs come out of [`poll_output`](Router::poll_output),
 /// which must be drained after every input, in order (outputs for the same connection must be
-/// sent in the order they come out). The router does no IO, reads no clock, spawns nothing and
-/// takes no locks: time is an argument.
+/// sent in the order they come out). Time is an argument: after each input ask
+/// [`poll_timeout`](Router::poll_timeout) when to call [`handle_timeout`](Router::handle_timeout).
+/// The router does no IO, reads no clock, spawns nothing, takes no locks and draws no random
+/// numbers (session tokens come from a [`TokenSource`] the driver hands in).
 ///
 /// `Err` from a `handle_*` means the caller broke the contract (an id that is not live); a
 /// client's mistakes never produce `Err`, they produce `error` replies to that client.
@@ -252,16 +566,28 @@ struct Connection {
 pub struct Router {
     config: RouterConfig,
     connections: HashMap<ConnectionId, Connection, RandomState>,
-    /// Keys come from clients: foldhash with a per-process random seed (not a fixed-seed hash
-    /// an attacker could precompute collisions for), and several times faster than SipHash.
-    names: HashMap<Username, ConnectionId, RandomState>,
+    /// The name registry: one session per name. Keys come from clients: foldhash with a
+    /// per-process random seed (not a fixed-seed hash an attacker could precompute collisions
+    /// for), and several times faster than SipHash.
+    sessions: HashMap<Username, Session, RandomState>,
     /// The TR39 skeleton of every logged-in name: one name per look, checked at login only
-    /// (relays look names up in `names`). Shares the name's string when the two are equal.
-    skeletons: HashMap<Arc<str>, ConnectionId, RandomState>,
+    /// (relays look names up in `sessions`). Shares the name's string when the two are equal.
+    skeletons: HashMap<Arc<str>, Username, RandomState>,
+    /// The live token of every resumable session.
+    tokens: HashMap<SessionToken, Username, RandomState>,
+    token_source: Tokens,
+    /// Grace periods and ring timeouts, soonest first.
+    timers: BTreeMap<TimerKey, Timer>,
+    next_timer: u64,
     ascii_skeletons: AsciiSkeletons,
     /// Where a login's skeleton is computed (kept to save an allocation per login).
     skeleton_buf: String,
     outputs: VecDeque<Output>,
+    /// Sessions to end once the current input is handled (a suspended session's history
+    /// overflowed).
+    overflowed: Vec<Username>,
+    /// Bytes kept in all sessions' histories.
+    retained_bytes: usize,
     /// The driver says the server's memory budget is nearly used up: relays are refused.
     overloaded: bool,
 }
@@ -273,18 +599,32 @@ impl Default for Router {
 }
 
 impl Router {
-    /// A router with no connections.
+    /// A router with no connections and no token source (a `resumable` login then gets a
+    /// plain session: see [`with_token_source`](Self::with_token_source)).
     pub fn new(config: RouterConfig) -> Self {
         Router {
             config,
             connections: HashMap::default(),
-            names: HashMap::default(),
+            sessions: HashMap::default(),
             skeletons: HashMap::default(),
+            tokens: HashMap::default(),
+            token_source: Tokens(None),
+            timers: BTreeMap::new(),
+            next_timer: 0,
             ascii_skeletons: AsciiSkeletons::new(),
             skeleton_buf: String::new(),
             outputs: VecDeque::new(),
+            overflowed: Vec::new(),
+            retained_bytes: 0,
             overloaded: false,
         }
+    }
+
+    /// Hands in where session tokens come from: without one, `"resumable":true` logins get a
+    /// plain session (the reply has no token). The driver passes a CSPRNG.
+    pub fn with_token_source(mut self, source: impl TokenSource) -> Self {
+        self.token_source = Tokens(Some(Box::new(source)));
+        self
     }
 
     /// The configuration this router runs with.
@@ -298,7 +638,7 @@ impl Router {
     }
 
     /// A new connection whose user an authenticator has already verified: it may only log in
-    /// as `username` (any other name gets `login` failure `unauthorized`).
+    /// (or resume) as `username` (any other name gets `unauthorized`).
     pub fn handle_connect_verified(
         &mut self,
         conn: ConnectionId,
@@ -314,10 +654,8 @@ impl Router {
         self.connections.insert(
             conn,
             Connection {
-                name: None,
-                skeleton: None,
+                session: None,
                 bound,
-                call: None,
                 bucket: None,
                 closing: false,
                 congested: false,
@@ -338,9 +676,14 @@ impl Router {
             return Ok(());
         }
         match Decoded::decode(text) {
-            Ok(message) => self.dispatch(conn, message),
-            Err(e) => self.transmit(conn, e.reply()),
+            Ok(message) => self.dispatch(conn, message, now),
+            Err(e) => {
+                let code = e.code;
+                self.refusal_event(conn, e.reply_type, code);
+                self.reply(conn, e.reply());
+            }
         }
+        self.settle();
         Ok(())
     }
 
@@ -353,7 +696,8 @@ impl Router {
         now: Instant,
     ) -> Result<(), RouterError> {
         if self.admit(conn, now)? {
-            self.dispatch(conn, message.into());
+            self.dispatch(conn, message.into(), now);
+            self.settle();
         }
         Ok(())
     }
@@ -380,6 +724,52 @@ impl Router {
     /// other frame (a flood of control frames is answered with `rate_limited`, then closed).
     pub fn handle_control(&mut self, conn: ConnectionId, now: Instant) -> Result<(), RouterError> {
         self.admit(conn, now).map(|_| ())
+    }
+
+    /// The client on `conn` has provably received every message of its session up to `seq`
+    /// (it answered a ping written after them): they leave the history. A later resume with
+    /// a lower `lastSeq` is refused with `history_lost`.
+    pub fn handle_acknowledged(&mut self, conn: ConnectionId, seq: u64) -> Result<(), RouterError> {
+        let c = self
+            .connections
+            .get(&conn)
+            .ok_or(RouterError::UnknownConnection(conn))?;
+        let Some(r) = c
+            .session
+            .as_ref()
+            .and_then(|name| self.sessions.get_mut(name))
+            .and_then(|s| s.resume.as_deref_mut())
+        else {
+            return Ok(());
+        };
+        while let Some(front) = r.history.front() {
+            if front.seq > seq.min(r.sent) {
+                break;
+            }
+            r.history_bytes -= front.bytes;
+            self.retained_bytes -= front.bytes;
+            r.history.pop_front();
+        }
+        Ok(())
+    }
+
+    /// A relay from `sender` to `recipient` did not fit in the recipient's queue (it raced
+    /// the [`handle_backpressure`](Self::handle_backpressure) report): the sender is told
+    /// `recipient_overloaded`, so the loss is not silent.
+    pub fn handle_undeliverable(
+        &mut self,
+        sender: ConnectionId,
+        recipient: ConnectionId,
+    ) -> Result<(), RouterError> {
+        if !self.connections.contains_key(&sender) {
+            return Err(RouterError::UnknownConnection(sender));
+        }
+        let name = self.username(recipient).map_or("", Username::as_str);
+        let message =
+            format!("user {name:?} is not reading fast enough; message dropped, retry later");
+        self.reply_error(sender, ErrorCode::RecipientOverloaded, message);
+        self.settle();
+        Ok(())
     }
 
     /// The driver's outbound queue for `conn` filled up (`true`) or drained again (`false`).
@@ -416,26 +806,98 @@ impl Router {
         self.overloaded
     }
 
-    /// The transport of `conn` is gone. Frees its name at once and tells its call partner, if
-    /// any, `close` exactly once. Outputs still queued for `conn` are dropped.
+    /// The transport of `conn` is gone after a **clean** close (the client sent a close
+    /// frame, or the router asked for the close). Ends its session at once: frees its name
+    /// and tells its call partner, if any, `close` exactly once. Outputs still queued for
+    /// `conn` are dropped.
     pub fn handle_disconnect(&mut self, conn: ConnectionId) -> Result<(), RouterError> {
+        let gone = self.remove_connection(conn)?;
+        if let Some(name) = gone.session {
+            self.end_session(&name, SessionEnd::Closed);
+        }
+        self.settle();
+        Ok(())
+    }
+
+    /// The transport of `conn` ended **abnormally** at `now` (no close frame: a reset, a
+    /// heartbeat timeout, a transport error, a client that stopped reading). A resumable
+    /// session is suspended for [`SessionConfig::grace`]: its name and call stay, its partner
+    /// is told nothing, and messages to it are kept for the resume. Any other session ends as
+    /// with [`handle_disconnect`](Self::handle_disconnect).
+    pub fn handle_connection_lost(
+        &mut self,
+        conn: ConnectionId,
+        now: Instant,
+    ) -> Result<(), RouterError> {
+        let gone = self.remove_connection(conn)?;
+        let Some(name) = gone.session else {
+            return Ok(());
+        };
+        let resumable = self.sessions.get(&name).is_some_and(|s| s.resume.is_some());
+        if !resumable || gone.closing {
+            // Not resumable, or closed by the router itself (rate limit): no grace.
+            let reason = if gone.closing {
+                SessionEnd::Closed
+            } else {
+                SessionEnd::ConnectionLost
+            };
+            self.end_session(&name, reason);
+        } else {
+            let at = now.checked_add(self.config.sessions.grace).unwrap_or(now);
+            let key = self.schedule(at, Timer::Grace(name.clone()));
+            if let Some(s) = self.sessions.get_mut(&name) {
+                s.conn = None;
+                if let Some(r) = s.resume.as_deref_mut() {
+                    r.grace = Some(key);
+                }
+            }
+            self.event(Event::SessionSuspended { username: name });
+        }
+        self.settle();
+        Ok(())
+    }
+
+    fn remove_connection(&mut self, conn: ConnectionId) -> Result<Connection, RouterError> {
         let gone = self
             .connections
             .remove(&conn)
             .ok_or(RouterError::UnknownConnection(conn))?;
-        if self.outputs.iter().any(|o| o.connection() == conn) {
-            self.outputs.retain(|o| o.connection() != conn);
+        if self.outputs.iter().any(|o| o.connection() == Some(conn)) {
+            self.outputs.retain(|o| o.connection() != Some(conn));
         }
-        if let Some(skeleton) = gone.skeleton {
-            self.skeletons.remove(&skeleton);
-        }
-        if let Some(name) = gone.name {
-            self.names.remove(&name);
-            if let Some(side) = gone.call {
-                self.end_call_for(side.peer, name);
+        Ok(gone)
+    }
+
+    /// When the router next needs [`handle_timeout`](Self::handle_timeout): the soonest grace
+    /// period or ring timeout. Ask again after every input.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.first_key_value().map(|((at, _), _)| *at)
+    }
+
+    /// Time has reached `now`: ends the suspended sessions whose grace is over (name freed,
+    /// partner told `close` once) and the calls that rang out (both sides told `close` with
+    /// `"reason":"no_answer"`). Harmless to call early or often.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(entry) = self.timers.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let (key, timer) = entry.remove_entry();
+            match timer {
+                Timer::Grace(name) => {
+                    let due = self
+                        .sessions
+                        .get(&name)
+                        .and_then(|s| s.resume.as_ref())
+                        .is_some_and(|r| r.grace == Some(key));
+                    if due {
+                        self.end_session(&name, SessionEnd::GraceExpired);
+                    }
+                }
+                Timer::Ring { caller, callee } => self.ring_out(key, caller, callee, now),
             }
         }
-        Ok(())
+        self.settle();
     }
 
     /// The next output, or `None` when all are drained.
@@ -453,9 +915,9 @@ impl Router {
         self.connections.len()
     }
 
-    /// How many connections are logged in.
+    /// How many names are held (sessions, suspended ones included).
     pub fn user_count(&self) -> usize {
-        self.names.len()
+        self.sessions.len()
     }
 
     /// Whether `conn` is live.
@@ -463,49 +925,79 @@ impl Router {
         self.connections.contains_key(&conn)
     }
 
-    /// The name `conn` logged in with.
+    /// The name `conn` holds.
     pub fn username(&self, conn: ConnectionId) -> Option<&Username> {
-        self.connections.get(&conn)?.name.as_ref()
+        self.connections.get(&conn)?.session.as_ref()
     }
 
-    /// The connection logged in as `name` (or as its NFC form).
+    /// The connection of the session holding `name` (or its NFC form); `None` when nobody
+    /// holds it or its session is suspended.
     pub fn connection_of(&self, name: &str) -> Option<ConnectionId> {
+        self.sessions.get(self.lookup(name)?)?.conn
+    }
+
+    /// Whether a session holds `name` (or its NFC form), suspended or not.
+    pub fn is_logged_in(&self, name: &str) -> bool {
+        self.lookup(name).is_some()
+    }
+
+    /// Whether the session holding `name` is suspended (waiting for a resume).
+    pub fn is_suspended(&self, name: &str) -> bool {
         self.lookup(name)
+            .and_then(|n| self.sessions.get(n))
+            .is_some_and(|s| s.conn.is_none())
     }
 
     /// The connection holding a name whose confusable skeleton ([`Username::skeleton`]) is
     /// `skeleton`.
     pub fn connection_of_skeleton(&self, skeleton: &str) -> Option<ConnectionId> {
-        self.skeletons.get(skeleton).copied()
+        self.sessions.get(self.skeletons.get(skeleton)?)?.conn
     }
 
-    /// The connection logged in as `name`: the exact name first (what clients send back is the
+    /// Bytes kept in all resumable sessions' histories (what a driver counts in its memory
+    /// budget beside its queues).
+    pub fn retained_bytes(&self) -> usize {
+        self.retained_bytes
+    }
+
+    /// The session holding `name`: the exact name first (what clients send back is the
     /// `username` the server stamped, already NFC), then, for non-ASCII names only, its NFC
     /// form.
-    fn lookup(&self, name: &str) -> Option<ConnectionId> {
-        if let Some(&conn) = self.names.get(name) {
-            return Some(conn);
+    fn lookup(&self, name: &str) -> Option<&Username> {
+        if let Some((key, _)) = self.sessions.get_key_value(name) {
+            return Some(key);
         }
         if name.is_ascii() {
             return None;
         }
         match nfc(name) {
-            Cow::Owned(composed) => self.names.get(composed.as_str()).copied(),
+            Cow::Owned(composed) => self
+                .sessions
+                .get_key_value(composed.as_str())
+                .map(|(key, _)| key),
             Cow::Borrowed(_) => None,
         }
     }
 
-    /// The connection `conn` is in a call with (offered or answered).
+    /// The name `name` is in a call with (ringing or answered).
+    pub fn partner_of(&self, name: &str) -> Option<&Username> {
+        let name = self.lookup(name)?;
+        Some(&self.sessions.get(name)?.call.as_ref()?.peer)
+    }
+
+    /// The connection of the user `conn` is in a call with (ringing or answered), if that
+    /// user's session has one.
     pub fn partner(&self, conn: ConnectionId) -> Option<ConnectionId> {
-        Some(self.connections.get(&conn)?.call?.peer)
+        let peer = self.partner_of(self.username(conn)?.as_str())?;
+        self.sessions.get(peer)?.conn
     }
 
     /// Whether the call `conn` is in has been answered.
     pub fn is_answered(&self, conn: ConnectionId) -> bool {
-        self.connections
-            .get(&conn)
-            .and_then(|c| c.call)
-            .is_some_and(|s| s.answered)
+        self.username(conn)
+            .and_then(|n| self.sessions.get(n))
+            .and_then(|s| s.call.as_ref())
+            .is_some_and(|c| c.answered)
     }
 
     /// Checks liveness and the rate limit; false when the input must be dropped (closing) or
@@ -527,11 +1019,14 @@ impl Router {
         if bucket.take(&limit, now) {
             return Ok(true);
         }
-        if limit.max_strikes != 0 && bucket.strikes >= limit.max_strikes {
-            c.closing = true;
-            self.outputs.push_back(Output::Close {
+        let strikes = bucket.strikes;
+        let close = limit.max_strikes != 0 && strikes >= limit.max_strikes;
+        c.closing |= close;
+        self.event(Event::RateLimited { conn, strikes });
+        if close {
+            self.outputs.push_back(Output::Disconnect {
                 conn,
-                reason: CloseReason::RateLimited,
+                reason: DisconnectReason::RateLimited,
             });
         } else {
             let message = if limit.per_second == 0 {
@@ -549,29 +1044,191 @@ impl Router {
                 )
             };
             self.reply_error(conn, ErrorCode::RateLimited, message);
+            self.settle();
         }
         Ok(false)
     }
 
-    fn dispatch(&mut self, conn: ConnectionId, message: Decoded<'_>) {
+    fn dispatch(&mut self, conn: ConnectionId, message: Decoded<'_>, now: Instant) {
         match message {
-            Decoded::Login { username } => self.login(conn, &username),
-            Decoded::Relay { kind, payload, to } => self.relay(conn, kind, payload, to.as_deref()),
-            Decoded::Close { to } => self.close(conn, to.as_deref()),
+            Decoded::Login {
+                username,
+                resumable,
+            } => self.login(conn, &username, resumable),
+            Decoded::Resume { token, last_seq } => self.resume(conn, &token, last_seq),
+            Decoded::Relay { kind, payload, to } => {
+                self.relay(conn, kind, payload, to.as_deref(), now)
+            }
+            Decoded::Close { to } => self.hang_up(conn, to.as_deref(), now),
         }
     }
 
+    fn event(&mut self, event: Event) {
+        self.outputs.push_back(Output::Event(event));
+    }
+
+    fn refusal_event(&mut self, conn: ConnectionId, reply_type: ReplyType, code: ErrorCode) {
+        self.event(match reply_type {
+            ReplyType::Login => Event::LoginRefused { conn, code },
+            ReplyType::Resume => Event::ResumeRefused { conn, code },
+            _ => Event::ErrorReplied { conn, code },
+        });
+    }
+
+    /// A message on the bare connection, outside any session (no `seq`).
     fn transmit(&mut self, to: ConnectionId, message: ServerMessage) {
-        self.outputs
-            .push_back(Output::Transmit(Transmit { to, message }));
+        self.outputs.push_back(Output::Transmit(Transmit {
+            to,
+            message,
+            seq: None,
+        }));
+    }
+
+    /// A reply to whatever holds `conn`: its session (numbered and kept when resumable) or,
+    /// before a login, the bare connection.
+    fn reply(&mut self, conn: ConnectionId, message: ServerMessage) {
+        match self.connections.get(&conn).and_then(|c| c.session.clone()) {
+            Some(name) => self.send_to_user(&name, message),
+            None => self.transmit(conn, message),
+        }
     }
 
     fn reply_error(&mut self, conn: ConnectionId, code: ErrorCode, message: impl Into<String>) {
-        self.transmit(conn, ServerMessage::error(code, message));
+        self.event(Event::ErrorReplied { conn, code });
+        self.reply(conn, ServerMessage::error(code, message));
+    }
+
+    /// Sends `message` to the session holding `name`: on its connection, and for a resumable
+    /// session numbered and kept in its history (only kept while it is suspended).
+    fn send_to_user(&mut self, name: &Username, message: ServerMessage) {
+        let Some(s) = self.sessions.get_mut(name) else {
+            return;
+        };
+        let Some(r) = s.resume.as_deref_mut() else {
+            if let Some(to) = s.conn {
+                self.outputs.push_back(Output::Transmit(Transmit {
+                    to,
+                    message,
+                    seq: None,
+                }));
+            }
+            return;
+        };
+        r.seq += 1;
+        let seq = r.seq;
+        let bytes = message.size_hint();
+        let kept = match s.conn {
+            Some(to) => {
+                r.sent = seq;
+                let kept = message.clone();
+                self.outputs.push_back(Output::Transmit(Transmit {
+                    to,
+                    message,
+                    seq: Some(seq),
+                }));
+                kept
+            }
+            None => message,
+        };
+        r.history.push_back(Kept {
+            seq,
+            message: kept,
+            bytes,
+        });
+        r.history_bytes += bytes;
+        self.retained_bytes += bytes;
+        let limits = self.config.sessions;
+        while r.history.len() > limits.max_history_messages
+            || r.history_bytes > limits.max_history_bytes
+        {
+            match r.history.front() {
+                // Sent already: if the client missed it, a resume says so (`history_lost`).
+                Some(front) if front.seq <= r.sent => {
+                    r.history_bytes -= front.bytes;
+                    self.retained_bytes -= front.bytes;
+                    r.history.pop_front();
+                }
+                // Never sent (suspended): dropping it would lose it silently.
+                _ => {
+                    self.overflowed.push(name.clone());
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Ends the sessions whose history overflowed while suspended.
+    fn settle(&mut self) {
+        while let Some(name) = self.overflowed.pop() {
+            if self.sessions.get(&name).is_some_and(|s| s.conn.is_none()) {
+                self.end_session(&name, SessionEnd::HistoryOverflow);
+            }
+        }
+    }
+
+    fn schedule(&mut self, at: Instant, timer: Timer) -> TimerKey {
+        let key = (at, self.next_timer);
+        self.next_timer += 1;
+        self.timers.insert(key, timer);
+        key
+    }
+
+    fn cancel(&mut self, key: Option<TimerKey>) {
+        if let Some(key) = key {
+            self.timers.remove(&key);
+        }
+    }
+
+    /// Ends the session holding `name`: frees the name and its token, detaches its
+    /// connection (if any), and ends its call, telling the partner `close` once.
+    fn end_session(&mut self, name: &Username, reason: SessionEnd) {
+        let Some(s) = self.sessions.remove(name) else {
+            return;
+        };
+        self.skeletons.remove(&s.skeleton);
+        if let Some(r) = s.resume {
+            self.tokens.remove(&r.token);
+            self.cancel(r.grace);
+            self.retained_bytes -= r.history_bytes;
+        }
+        if let Some(c) = s.conn.and_then(|conn| self.connections.get_mut(&conn)) {
+            c.session = None;
+        }
+        if let Some(side) = s.call {
+            self.cancel(side.ring);
+            self.clear_call(&side.peer, name);
+            self.send_to_user(
+                &side.peer,
+                ServerMessage::HangUp {
+                    from: name.clone(),
+                    reason: None,
+                },
+            );
+            let (caller, callee) = caller_callee(name, &side);
+            self.event(Event::CallEnded {
+                caller,
+                callee,
+                reason: CallEnd::Disconnected,
+            });
+        }
+        self.event(Event::SessionEnded {
+            username: name.clone(),
+            reason,
+        });
+    }
+
+    /// Clears `name`'s call if it is with `peer`.
+    fn clear_call(&mut self, name: &Username, peer: &Username) {
+        if let Some(s) = self.sessions.get_mut(name) {
+            if s.call.as_ref().is_some_and(|c| c.peer == *peer) {
+                s.call = None;
+            }
+        }
     }
 
     fn login_failed(&mut self, conn: ConnectionId, code: ErrorCode, message: String) {
-        self.transmit(
+        self.event(Event::LoginRefused { conn, code });
+        self.reply(
             conn,
             ServerMessage::Login {
                 success: false,
@@ -581,11 +1238,11 @@ impl Router {
     }
 
     /// `username` has passed [`Username::validate`].
-    fn login(&mut self, conn: ConnectionId, username: &str) {
+    fn login(&mut self, conn: ConnectionId, username: &str, resumable: bool) {
         let Some(c) = self.connections.get(&conn) else {
             return;
         };
-        if let Some(current) = &c.name {
+        if let Some(current) = &c.session {
             let message = format!("already logged in as {current:?}");
             return self.login_failed(conn, ErrorCode::AlreadyLoggedIn, message);
         }
@@ -595,7 +1252,7 @@ impl Router {
                 return self.login_failed(conn, ErrorCode::Unauthorized, message);
             }
         }
-        if self.names.contains_key(username) {
+        if self.sessions.contains_key(username) {
             let message = format!("the name {username:?} is taken");
             return self.login_failed(conn, ErrorCode::NameTaken, message);
         }
@@ -635,27 +1292,168 @@ impl Router {
             Arc::from(skeleton.as_str())
         };
         self.skeleton_buf = skeleton;
-        let skeleton = key;
-        self.names.insert(username.clone(), conn);
-        self.skeletons.insert(Arc::clone(&skeleton), conn);
-        if let Some(c) = self.connections.get_mut(&conn) {
-            c.name = Some(username);
-            c.skeleton = Some(skeleton);
+        let token = match (resumable, self.token_source.0.as_mut()) {
+            (true, Some(source)) => Some(source.next_token()),
+            _ => None,
+        };
+        let resume = token.as_ref().map(|token| {
+            Box::new(Resumable {
+                token: token.clone(),
+                seq: 0,
+                sent: 0,
+                history: VecDeque::new(),
+                history_bytes: 0,
+                grace: None,
+            })
+        });
+        if let Some(token) = &token {
+            self.tokens.insert(token.clone(), username.clone());
         }
-        self.transmit(
-            conn,
-            ServerMessage::Login {
+        self.skeletons.insert(key.clone(), username.clone());
+        self.sessions.insert(
+            username.clone(),
+            Session {
+                conn: Some(conn),
+                skeleton: key,
+                call: None,
+                resume,
+                redials: Vec::new(),
+            },
+        );
+        if let Some(c) = self.connections.get_mut(&conn) {
+            c.session = Some(username.clone());
+        }
+        let reply = match token {
+            Some(token) => ServerMessage::SessionStarted {
+                token,
+                grace_ms: duration_ms(self.config.sessions.grace),
+            },
+            None => ServerMessage::Login {
                 success: true,
                 error: None,
             },
+        };
+        self.transmit(conn, reply);
+        self.event(Event::LoggedIn {
+            conn,
+            username,
+            resumable: resumable && self.token_source.0.is_some(),
+        });
+    }
+
+    fn resume_failed(&mut self, conn: ConnectionId, code: ErrorCode, message: String) {
+        self.event(Event::ResumeRefused { conn, code });
+        self.reply(conn, ServerMessage::ResumeFailed { code, message });
+    }
+
+    fn resume(&mut self, conn: ConnectionId, token: &str, last_seq: u64) {
+        let Some(c) = self.connections.get(&conn) else {
+            return;
+        };
+        if let Some(current) = &c.session {
+            let message = format!("this connection already holds the session of {current:?}");
+            return self.resume_failed(conn, ErrorCode::AlreadyLoggedIn, message);
+        }
+        let bound = c.bound.clone();
+        let Some(name) = self.tokens.get(token).cloned() else {
+            let message = "unknown, spent or expired session token; log in afresh".to_string();
+            return self.resume_failed(conn, ErrorCode::InvalidToken, message);
+        };
+        if bound.as_ref().is_some_and(|b| *b != name) {
+            let message = "this connection may not resume another user's session".to_string();
+            return self.resume_failed(conn, ErrorCode::Unauthorized, message);
+        }
+        let Some(s) = self.sessions.get(&name) else {
+            return self.resume_failed(conn, ErrorCode::InvalidToken, String::new());
+        };
+        let Some(r) = s.resume.as_deref() else {
+            return self.resume_failed(conn, ErrorCode::InvalidToken, String::new());
+        };
+        if last_seq > r.seq {
+            let message = format!(
+                "lastSeq {last_seq} is higher than the last message of the session ({})",
+                r.seq
+            );
+            return self.resume_failed(conn, ErrorCode::InvalidLastSeq, message);
+        }
+        let first_kept = r.history.front().map_or(r.seq + 1, |k| k.seq);
+        if last_seq + 1 < first_kept {
+            let message = format!(
+                "the messages after {last_seq} are no longer kept (the oldest kept is {first_kept}); \
+                 the session has ended, log in afresh"
+            );
+            self.resume_failed(conn, ErrorCode::HistoryLost, message);
+            return self.end_session(&name, SessionEnd::HistoryLost);
+        }
+        let Some(source) = self.token_source.0.as_mut() else {
+            return self.resume_failed(conn, ErrorCode::InvalidToken, String::new());
+        };
+        let new_token = source.next_token();
+        let grace_ms = duration_ms(self.config.sessions.grace);
+        let Some(s) = self.sessions.get_mut(&name) else {
+            return;
+        };
+        let Some(r) = s.resume.as_deref_mut() else {
+            return;
+        };
+        let old_token = std::mem::replace(&mut r.token, new_token.clone());
+        let grace = r.grace.take();
+        r.sent = r.seq;
+        let replay: Vec<Transmit> = r
+            .history
+            .iter()
+            .filter(|k| k.seq > last_seq)
+            .map(|k| Transmit {
+                to: conn,
+                message: k.message.clone(),
+                seq: Some(k.seq),
+            })
+            .collect();
+        let old = s.conn.replace(conn);
+        self.tokens.remove(&old_token);
+        self.tokens.insert(new_token.clone(), name.clone());
+        self.cancel(grace);
+        if let Some(old) = old {
+            // Takeover: the old connection (half-open, or another tab) is closed; what was
+            // queued for it is replayed here instead.
+            if let Some(c) = self.connections.get_mut(&old) {
+                c.session = None;
+                c.closing = true;
+            }
+            self.outputs.retain(|o| o.connection() != Some(old));
+            self.outputs.push_back(Output::Disconnect {
+                conn: old,
+                reason: DisconnectReason::ResumedElsewhere,
+            });
+        }
+        if let Some(c) = self.connections.get_mut(&conn) {
+            c.session = Some(name.clone());
+        }
+        self.transmit(
+            conn,
+            ServerMessage::Resumed {
+                username: name.clone(),
+                token: new_token,
+                grace_ms,
+            },
         );
+        self.outputs
+            .extend(replay.into_iter().map(Output::Transmit));
+        self.event(Event::SessionResumed {
+            username: name,
+            conn,
+            takeover: old.is_some(),
+        });
     }
 
     /// The sender's name and call, or an error reply when it has not logged in.
     fn sender(&mut self, conn: ConnectionId) -> Option<(Username, Option<CallSide>)> {
         let c = self.connections.get(&conn)?;
-        match &c.name {
-            Some(name) => Some((name.clone(), c.call)),
+        match &c.session {
+            Some(name) => {
+                let call = self.sessions.get(name).and_then(|s| s.call.clone());
+                Some((name.clone(), call))
+            }
             None => {
                 self.reply_error(conn, ErrorCode::NotLoggedIn, "log in first");
                 None
@@ -669,31 +1467,32 @@ impl Router {
         kind: RelayKind,
         payload: Cow<'_, RawValue>,
         to: Option<&str>,
+        now: Instant,
     ) {
         let Some((me, call)) = self.sender(conn) else {
             return;
         };
         // Resolve the addressee: the named user, or else the current partner.
-        let target = match (to, call) {
+        let target = match (to, &call) {
             (Some(name), _) => {
                 let found = if name == me.as_str() {
-                    Some(conn)
+                    Some(&me)
                 } else {
                     self.lookup(name)
                 };
                 match found {
-                    Some(target) if target == conn => {
+                    Some(target) if *target == me => {
                         let message = format!("cannot send {} to yourself", kind.as_str());
                         return self.reply_error(conn, ErrorCode::SelfAddressed, message);
                     }
-                    Some(target) => target,
+                    Some(target) => target.clone(),
                     None => {
                         let message = format!("user {name:?} is not logged in");
                         return self.reply_error(conn, ErrorCode::UnknownUser, message);
                     }
                 }
             }
-            (None, Some(side)) => side.peer,
+            (None, Some(side)) => side.peer.clone(),
             (None, None) => {
                 return self.reply_error(
                     conn,
@@ -702,32 +1501,37 @@ impl Router {
                 );
             }
         };
-        let in_call_with_target = call.is_some_and(|side| side.peer == target);
+        let in_call_with_target = call.as_ref().is_some_and(|side| side.peer == target);
         // The rules first, then whether the message can be delivered, then the state changes.
         let opens_call = match kind {
             RelayKind::Offer if !in_call_with_target => {
-                if let Some(side) = call {
+                if let Some(side) = &call {
                     let message = format!(
                         "already in a call with {:?}; send close first",
-                        self.name_of(side.peer)
+                        side.peer.as_str()
                     );
                     return self.reply_error(conn, ErrorCode::InCall, message);
                 }
-                let target_busy = self
-                    .connections
-                    .get(&target)
-                    .is_none_or(|t| t.call.is_some());
+                let target_busy = self.sessions.get(&target).is_none_or(|t| t.call.is_some());
                 if target_busy {
-                    let message = format!("user {:?} is in another call", self.name_of(target));
+                    let message = format!("user {:?} is in another call", target.as_str());
                     return self.reply_error(conn, ErrorCode::Busy, message);
+                }
+                if let Some(wait) = self.redial_wait(&me, &target, now) {
+                    let message = format!(
+                        "{:?} declined or did not answer your last call; retry in {} s",
+                        target.as_str(),
+                        wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+                    );
+                    return self.reply_error(conn, ErrorCode::RedialTooSoon, message);
                 }
                 true
             }
             RelayKind::Offer | RelayKind::Candidate | RelayKind::Answer => {
-                if !in_call_with_target {
-                    return self.not_in_call(conn, kind, target);
-                }
-                if let Some(side) = call.filter(|side| !side.answered) {
+                let Some(side) = call.as_ref().filter(|_| in_call_with_target) else {
+                    return self.not_in_call(conn, kind, &target);
+                };
+                if !side.answered {
                     if let Some(message) = self.over_unanswered_limit(side, kind, payload.get()) {
                         return self.reply_error(conn, ErrorCode::UnansweredLimit, message);
                     }
@@ -742,26 +1546,50 @@ impl Router {
             );
             return self.reply_error(conn, ErrorCode::ServerOverloaded, message);
         }
-        if self.connections.get(&target).is_some_and(|t| t.congested) {
+        let congested = self
+            .sessions
+            .get(&target)
+            .and_then(|t| t.conn)
+            .is_some_and(|t| self.is_congested(t));
+        if congested {
             let message = format!(
                 "user {:?} is not reading fast enough; {} dropped, retry later",
-                self.name_of(target),
+                target.as_str(),
                 kind.as_str()
             );
             return self.reply_error(conn, ErrorCode::RecipientOverloaded, message);
         }
         if opens_call {
-            self.set_call(conn, target, false);
-            self.set_call(target, conn, false);
+            let ring = self.config.ring_timeout.map(|t| {
+                let at = now.checked_add(t).unwrap_or(now);
+                self.schedule(
+                    at,
+                    Timer::Ring {
+                        caller: me.clone(),
+                        callee: target.clone(),
+                    },
+                )
+            });
+            self.set_call(&me, &target, true, ring);
+            self.set_call(&target, &me, false, ring);
+            self.event(Event::CallRinging {
+                caller: me.clone(),
+                callee: target.clone(),
+            });
         } else if kind == RelayKind::Answer {
-            self.set_call(conn, target, true);
-            self.set_call(target, conn, true);
+            if let Some(side) = call.as_ref().filter(|side| !side.answered) {
+                self.cancel(side.ring);
+                let (caller, callee) = caller_callee(&me, side);
+                self.event(Event::CallAnswered { caller, callee });
+            }
+            self.mark_answered(&me);
+            self.mark_answered(&target);
         }
-        if opens_call || call.is_some_and(|side| !side.answered) {
-            self.count_unanswered(conn, kind);
+        if opens_call || call.as_ref().is_some_and(|side| !side.answered) {
+            self.count_unanswered(&me, kind);
         }
-        self.transmit(
-            target,
+        self.send_to_user(
+            &target,
             ServerMessage::Relay {
                 kind,
                 payload: Payload::from_cow(payload),
@@ -770,30 +1598,32 @@ impl Router {
         );
     }
 
-    fn not_in_call(&mut self, conn: ConnectionId, kind: RelayKind, target: ConnectionId) {
+    fn not_in_call(&mut self, conn: ConnectionId, kind: RelayKind, target: &Username) {
         let message = format!(
             "cannot send {} to {:?}: not in a call with them (send an offer first)",
             kind.as_str(),
-            self.name_of(target)
+            target.as_str()
         );
         self.reply_error(conn, ErrorCode::NotInCall, message);
     }
 
-    fn name_of(&self, conn: ConnectionId) -> &str {
-        self.connections
-            .get(&conn)
-            .and_then(|c| c.name.as_ref())
-            .map_or("", Username::as_str)
-    }
-
-    fn set_call(&mut self, conn: ConnectionId, peer: ConnectionId, answered: bool) {
-        if let Some(c) = self.connections.get_mut(&conn) {
-            c.call = Some(CallSide {
-                peer,
-                answered,
+    fn set_call(&mut self, name: &Username, peer: &Username, caller: bool, ring: Option<TimerKey>) {
+        if let Some(s) = self.sessions.get_mut(name) {
+            s.call = Some(CallSide {
+                peer: peer.clone(),
+                caller,
+                answered: false,
                 offers: 0,
                 candidates: 0,
+                ring,
             });
+        }
+    }
+
+    fn mark_answered(&mut self, name: &Username) {
+        if let Some(side) = self.sessions.get_mut(name).and_then(|s| s.call.as_mut()) {
+            side.answered = true;
+            side.ring = None;
         }
     }
 
@@ -801,12 +1631,12 @@ impl Router {
     /// answered, if it may not.
     fn over_unanswered_limit(
         &self,
-        side: CallSide,
+        side: &CallSide,
         kind: RelayKind,
         payload: &str,
     ) -> Option<String> {
         let limits = self.config.unanswered?;
-        let peer = self.name_of(side.peer);
+        let peer = side.peer.as_str();
         let until = "dropped; the limit lifts once the call is answered";
         match kind {
             RelayKind::Offer if side.offers >= limits.max_offers => Some(format!(
@@ -830,13 +1660,9 @@ impl Router {
         }
     }
 
-    /// Counts an offer or candidate `conn` relays into its unanswered call.
-    fn count_unanswered(&mut self, conn: ConnectionId, kind: RelayKind) {
-        if let Some(side) = self
-            .connections
-            .get_mut(&conn)
-            .and_then(|c| c.call.as_mut())
-        {
+    /// Counts an offer or candidate `name` relays into its unanswered call.
+    fn count_unanswered(&mut self, name: &Username, kind: RelayKind) {
+        if let Some(side) = self.sessions.get_mut(name).and_then(|s| s.call.as_mut()) {
             match kind {
                 RelayKind::Offer => side.offers = side.offers.saturating_add(1),
                 RelayKind::Candidate => side.candidates = side.candidates.saturating_add(1),
@@ -845,7 +1671,54 @@ impl Router {
         }
     }
 
-    fn close(&mut self, conn: ConnectionId, to: Option<&str>) {
+    /// How long `caller` must still wait before offering `callee` again, if at all.
+    fn redial_wait(&self, caller: &Username, callee: &Username, now: Instant) -> Option<Duration> {
+        self.sessions
+            .get(caller)?
+            .redials
+            .iter()
+            .find(|r| r.callee == *callee && r.until > now)
+            .map(|r| r.until.saturating_duration_since(now))
+    }
+
+    /// `callee` declined `caller`'s offer, or it rang out: starts (or doubles) the back-off.
+    fn record_redial(&mut self, caller: &Username, callee: &Username, now: Instant) {
+        let Some(backoff) = self.config.redial_backoff else {
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(caller) else {
+            return;
+        };
+        // Forget back-offs that ended more than `max` ago.
+        s.redials
+            .retain(|r| r.until.checked_add(backoff.max).is_none_or(|end| now < end));
+        let strikes = match s.redials.iter().position(|r| r.callee == *callee) {
+            Some(i) => s.redials.swap_remove(i).strikes.saturating_add(1),
+            None => 1,
+        };
+        let factor = 1u32.checked_shl(strikes - 1).unwrap_or(u32::MAX);
+        let wait = backoff.initial.saturating_mul(factor).min(backoff.max);
+        if s.redials.len() >= MAX_REDIALS {
+            if let Some(oldest) = s
+                .redials
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, r)| r.until)
+                .map(|(i, _)| i)
+            {
+                s.redials.swap_remove(oldest);
+            }
+        }
+        s.redials.push(Redial {
+            callee: callee.clone(),
+            until: now.checked_add(wait).unwrap_or(now),
+            strikes,
+        });
+    }
+
+    /// `close` from `conn`: hangs up (after the answer), cancels (the caller, before it) or
+    /// declines (the callee, before answering; the caller then backs off).
+    fn hang_up(&mut self, conn: ConnectionId, to: Option<&str>, now: Instant) {
         let Some((me, call)) = self.sender(conn) else {
             return;
         };
@@ -853,25 +1726,85 @@ impl Router {
             return self.reply_error(conn, ErrorCode::NotInCall, "not in a call");
         };
         if let Some(named) = to {
-            if self.lookup(named) != Some(side.peer) {
+            if self.lookup(named) != Some(&side.peer) {
                 let message = format!(
                     "not in a call with {named:?} (in a call with {:?})",
-                    self.name_of(side.peer)
+                    side.peer.as_str()
                 );
                 return self.reply_error(conn, ErrorCode::NotInCall, message);
             }
         }
-        if let Some(c) = self.connections.get_mut(&conn) {
-            c.call = None;
+        let reason = match (side.answered, side.caller) {
+            (true, _) => CallEnd::HungUp,
+            (false, true) => CallEnd::Cancelled,
+            (false, false) => CallEnd::Declined,
+        };
+        if reason == CallEnd::Declined {
+            self.record_redial(&side.peer, &me, now);
         }
-        self.end_call_for(side.peer, me);
+        self.cancel(side.ring);
+        self.clear_call(&me, &side.peer);
+        self.clear_call(&side.peer, &me);
+        self.send_to_user(
+            &side.peer,
+            ServerMessage::HangUp {
+                from: me.clone(),
+                reason: None,
+            },
+        );
+        let (caller, callee) = caller_callee(&me, &side);
+        self.event(Event::CallEnded {
+            caller,
+            callee,
+            reason,
+        });
     }
 
-    /// Ends `peer`'s call and tells it `close` from `from`.
-    fn end_call_for(&mut self, peer: ConnectionId, from: Username) {
-        if let Some(p) = self.connections.get_mut(&peer) {
-            p.call = None;
-            self.transmit(peer, ServerMessage::Close { from });
+    /// The ring timer `key` of the call `caller` → `callee` fired.
+    fn ring_out(&mut self, key: TimerKey, caller: Username, callee: Username, now: Instant) {
+        let ringing = self
+            .sessions
+            .get(&caller)
+            .and_then(|s| s.call.as_ref())
+            .is_some_and(|c| c.peer == callee && !c.answered && c.ring == Some(key));
+        if !ringing {
+            return;
         }
+        self.clear_call(&caller, &callee);
+        self.clear_call(&callee, &caller);
+        let no_answer = Some(HangUpReason::NoAnswer);
+        self.send_to_user(
+            &caller,
+            ServerMessage::HangUp {
+                from: callee.clone(),
+                reason: no_answer,
+            },
+        );
+        self.send_to_user(
+            &callee,
+            ServerMessage::HangUp {
+                from: caller.clone(),
+                reason: no_answer,
+            },
+        );
+        self.record_redial(&caller, &callee, now);
+        self.event(Event::CallEnded {
+            caller,
+            callee,
+            reason: CallEnd::NoAnswer,
+        });
     }
+}
+
+/// Who offered and who was offered, seen from `name`'s side of a call.
+fn caller_callee(name: &Username, side: &CallSide) -> (Username, Username) {
+    if side.caller {
+        (name.clone(), side.peer.clone())
+    } else {
+        (side.peer.clone(), name.clone())
+    }
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

@@ -83,10 +83,11 @@ impl Harness {
         let mut out = Vec::new();
         while let Some(o) = self.router.poll_output() {
             match o {
-                Output::Transmit(t) => out.push((t.to, t.message.to_json())),
-                Output::Close { conn, reason } => {
+                Output::Transmit(t) => out.push((t.to, t.to_json())),
+                Output::Disconnect { conn, reason } => {
                     out.push((conn, format!("CLOSE {}", reason.code())))
                 }
+                Output::Event(_) => {}
                 other => panic!("unexpected output {other:?}"),
             }
         }

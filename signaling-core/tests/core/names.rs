@@ -4,7 +4,7 @@
 
 use crate::common::{Harness, offer};
 use serde_json::{Value, json};
-use signaling_core::{ClientMessage, ConnectionId, ErrorCode, Username, UsernameError};
+use signaling_core::{ClientMessage, ConnectionId, ErrorCode, ReplyType, Username, UsernameError};
 
 /// Sends a login for `name` (JSON-escaped) and returns the one reply.
 fn login(h: &mut Harness, conn: ConnectionId, name: &str) -> Value {
@@ -99,10 +99,16 @@ fn each_refused_character_has_its_own_reason() {
     assert!(messages[4].contains("U+202E"), "{}", messages[4]);
     // On the wire: a failed login, or an error for otherUsername, naming the field and reason.
     let e = ClientMessage::decode(r#"{"type":"login","username":"\u202ealice"}"#).unwrap_err();
-    assert_eq!((e.code, e.login), (ErrorCode::InvalidUsername, true));
+    assert_eq!(
+        (e.code, e.reply_type),
+        (ErrorCode::InvalidUsername, ReplyType::Login)
+    );
     assert!(e.message.contains("`username`") && e.message.contains("U+202E"));
     let e = ClientMessage::decode(r#"{"type":"close","otherUsername":"bob\u00a0"}"#).unwrap_err();
-    assert_eq!((e.code, e.login), (ErrorCode::InvalidUsername, false));
+    assert_eq!(
+        (e.code, e.reply_type),
+        (ErrorCode::InvalidUsername, ReplyType::Error)
+    );
     assert!(e.message.contains("`otherUsername`") && e.message.contains("end with white space"));
 }
 

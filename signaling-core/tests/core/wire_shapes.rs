@@ -1,7 +1,9 @@
 //! Every message's JSON shape against the tutorial's exact JSON text
 //! (`shared/reference/webrtc-tutorial.md` and its server, `shared/peers/tutorial-server/server.js`).
 
-use signaling_core::{ClientMessage, ErrorCode, Payload, RelayKind, ServerMessage, Username};
+use signaling_core::{
+    ClientMessage, ErrorCode, Payload, RelayKind, ReplyType, ServerMessage, Username,
+};
 
 fn name(s: &str) -> Username {
     Username::new(s).unwrap()
@@ -19,7 +21,8 @@ fn login_from_tutorial_page() {
     assert_eq!(
         m,
         ClientMessage::Login {
-            username: name("alice")
+            username: name("alice"),
+            resumable: false,
         }
     );
     assert_eq!(m.to_json(), r#"{"type":"login","username":"alice"}"#);
@@ -105,7 +108,8 @@ fn unknown_fields_are_ignored() {
     assert_eq!(
         m,
         ClientMessage::Login {
-            username: name("alice")
+            username: name("alice"),
+            resumable: false,
         }
     );
 }
@@ -177,7 +181,10 @@ fn relayed_answer_candidate_close_extend_the_tutorial_with_username() {
             r#","username":"bob"}"#,
         ),
         (
-            ServerMessage::Close { from: name("bob") },
+            ServerMessage::HangUp {
+                from: name("bob"),
+                reason: None,
+            },
             r#"{"type":"close""#,
             r#","username":"bob"}"#,
         ),
@@ -222,8 +229,9 @@ fn a_huge_unknown_type_is_echoed_to_64_characters() {
 
 #[test]
 fn names_are_escaped_as_json() {
-    let m = ServerMessage::Close {
+    let m = ServerMessage::HangUp {
         from: name("a\"b\\c/é"),
+        reason: None,
     };
     assert_eq!(m.to_json(), r#"{"type":"close","username":"a\"b\\c/é"}"#);
     let v: serde_json::Value = serde_json::from_str(&m.to_json()).unwrap();
@@ -352,7 +360,7 @@ fn bad_frames_get_precise_errors() {
         let is_login = text.contains(r#""type":"login""#)
             && !text.contains("trailing")
             && !text.contains(r#""username":"a","username""#);
-        assert_eq!(err.login, is_login, "{text:?}");
+        assert_eq!(err.reply_type == ReplyType::Login, is_login, "{text:?}");
     }
 }
 

@@ -28,8 +28,9 @@
 //! let mut frames = Vec::new();
 //! while let Some(output) = router.poll_output() {
 //!     match output {
-//!         Output::Transmit(t) => frames.push((t.to, t.message.to_json())),
-//!         Output::Close { conn, reason } => println!("close {conn}: {}", reason.code()),
+//!         Output::Transmit(t) => frames.push((t.to, t.to_json())),
+//!         Output::Disconnect { conn, reason } => println!("close {conn}: {}", reason.code()),
+//!         Output::Event(event) => println!("{event:?}"), // what happened: logins, calls…
 //!         _ => {} // the enum is non-exhaustive
 //!     }
 //! }
@@ -42,9 +43,16 @@
 //!
 //! The protocol, every error code and the call rules are described in `docs/protocol.md`.
 //!
+//! Time-driven rules (a resumable session's grace period, a call that rings out) stay pure:
+//! after each input ask [`Router::poll_timeout`] when to come back and then call
+//! [`Router::handle_timeout`]. Sessions, not connections, hold names and calls, so a
+//! resumable session survives a network drop (`handle_connection_lost`) and is taken back
+//! with a `resume` message on a new connection.
+//!
 //! ## What this crate does not do
 //!
-//! No sockets, no TLS, no timers, no WebSocket framing. Size limits, heartbeats, connection caps
+//! No sockets, no TLS, no timers of its own, no randomness (session tokens come from a
+//! [`TokenSource`] the driver hands in), no WebSocket framing. Size limits, heartbeats, connection caps
 //! and authentication live in the driver and the adapters.
 #![cfg_attr(
     not(test),

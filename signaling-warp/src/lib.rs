@@ -56,7 +56,7 @@ use std::net::SocketAddr;
 
 use hyper::upgrade::OnUpgrade;
 pub use signaling_core::driver::auth;
-pub use signaling_core::driver::{Admission, Config, Hub, Peer, Refusal, UpgradeRequest};
+pub use signaling_core::driver::{Admission, Config, ConnectionInfo, Hub, Refusal, UpgradeRequest};
 use signaling_core::driver::{Inbound, Outbound, Transport};
 use signaling_ws::Tungstenite;
 use signaling_ws::tokio_tungstenite::WebSocketStream;
@@ -329,7 +329,7 @@ async fn run_upgraded(on_upgrade: OnUpgrade, hub: Hub, admission: Admission) {
     let upgraded = match on_upgrade.await {
         Ok(upgraded) => upgraded,
         Err(e) => {
-            tracing::debug!(addr = ?admission.peer().remote_addr, error = %e, "upgrade failed");
+            tracing::debug!(addr = ?admission.connection_info().remote_addr, error = %e, "upgrade failed");
             return;
         }
     };
@@ -389,25 +389,25 @@ pub fn configure(ws: Ws, config: &Config) -> Ws {
 }
 
 /// Runs a WebSocket that your own `warp::ws()` route upgraded on `hub`. It counts against the
-/// connection caps of `peer.remote_addr`, but as the upgrade already happened, a socket over
+/// connection caps of `info.remote_addr`, but as the upgrade already happened, a socket over
 /// them is closed with 1013 rather than refused with an HTTP status, and neither the origin
 /// allowlist nor the authenticator is consulted: prefer [`ws`], or check the request with
 /// [`Hub::admit`] in your route and run the socket with `hub.serve_admitted::<Warp, _>`.
 ///
 ///
 /// ```no_run
-/// use signaling_warp::{warp, Hub, Peer};
+/// use signaling_warp::{warp, ConnectionInfo, Hub};
 /// use warp::Filter;
 ///
 /// let hub = Hub::default();
 /// let route = warp::path("signal").and(warp::ws()).map(move |ws: warp::ws::Ws| {
 ///     let hub = hub.clone();
 ///     signaling_warp::configure(ws, hub.config())
-///         .on_upgrade(move |socket| signaling_warp::serve_websocket(socket, hub, Peer::new()))
+///         .on_upgrade(move |socket| signaling_warp::serve_websocket(socket, hub, ConnectionInfo::new()))
 /// });
 /// ```
-pub async fn serve_websocket(socket: WebSocket, hub: Hub, peer: Peer) {
-    hub.serve_connection::<Warp, _>(socket, peer).await;
+pub async fn serve_websocket(socket: WebSocket, hub: Hub, info: ConnectionInfo) {
+    hub.serve_connection::<Warp, _>(socket, info).await;
 }
 
 #[cfg(test)]

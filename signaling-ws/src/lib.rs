@@ -77,7 +77,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 
 pub use signaling_core::driver::auth;
-pub use signaling_core::driver::{Admission, Config, Hub, Peer, Refusal, UpgradeRequest};
+pub use signaling_core::driver::{Admission, Config, ConnectionInfo, Hub, Refusal, UpgradeRequest};
 pub use tokio_tungstenite;
 /// tungstenite's WebSocket settings (buffer sizes, message and frame limits).
 pub use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -414,13 +414,13 @@ where
 }
 
 /// Runs an already upgraded WebSocket to its end on the driver, counting it against the
-/// connection caps of `peer.remote_addr` (see [`Hub::serve_connection`]). Upgrade it with
+/// connection caps of `info.remote_addr` (see [`Hub::serve_connection`]). Upgrade it with
 /// [`websocket_config`] so the size limits hold at the transport too.
-pub async fn serve_stream<S>(ws: WebSocketStream<S>, hub: Hub, peer: Peer)
+pub async fn serve_stream<S>(ws: WebSocketStream<S>, hub: Hub, info: ConnectionInfo)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    hub.serve_connection::<Tungstenite, _>(ws, peer).await;
+    hub.serve_connection::<Tungstenite, _>(ws, info).await;
 }
 
 #[cfg(test)]

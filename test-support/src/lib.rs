@@ -10,10 +10,12 @@ mod hostile;
 mod phases;
 mod pressure;
 pub mod raw;
+mod sessions;
 
 pub use hostile::*;
 pub use phases::*;
 pub use pressure::*;
+pub use sessions::*;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -164,7 +166,7 @@ impl Client {
     }
 }
 
-fn offer(to: &str, sdp: &str) -> Value {
+pub(crate) fn offer(to: &str, sdp: &str) -> Value {
     json!({"type": "offer", "offer": {"type": "offer", "sdp": sdp}, "otherUsername": to})
 }
 
@@ -173,7 +175,7 @@ fn answer(to: &str, sdp: &str) -> Value {
 }
 
 /// `a` calls `b` and `b` answers; both sides check what they get.
-async fn call(a: &mut Client, a_name: &str, b: &mut Client, b_name: &str) {
+pub(crate) async fn call(a: &mut Client, a_name: &str, b: &mut Client, b_name: &str) {
     a.send(offer(b_name, "v=0 offer")).await;
     let got = b.recv().await;
     assert_eq!(got["type"], "offer");
@@ -187,7 +189,7 @@ async fn call(a: &mut Client, a_name: &str, b: &mut Client, b_name: &str) {
 }
 
 /// Logs in as `name` on fresh connections until it succeeds (the name is freed asynchronously).
-async fn login_when_free(url: &str, name: &str) -> Client {
+pub(crate) async fn login_when_free(url: &str, name: &str) -> Client {
     patiently("the name to be freed", async {
         loop {
             let mut c = Client::connect(url).await;
@@ -571,6 +573,12 @@ macro_rules! all_scenarios {
             token_auth,
             transport_errors_isolated,
             trusted_proxy_chain,
+            resume_mid_call,
+            takeover_of_a_half_open_connection,
+            grace_expiry,
+            clean_close_ends_the_session,
+            ring_timeout,
+            answered_call_never_expires,
         );
     };
 }

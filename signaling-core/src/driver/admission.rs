@@ -10,7 +10,7 @@ use std::hash::Hash;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use super::{Config, Peer};
+use super::{Config, ConnectionInfo};
 use crate::protocol::Username;
 
 // ---------------------------------------------------------------------------------------------
@@ -599,19 +599,19 @@ pub struct PendingRequest {
 #[must_use = "dropping an Admission gives its connection slot back"]
 #[derive(Debug)]
 pub struct Admission {
-    pub(super) peer: Peer,
+    pub(super) info: ConnectionInfo,
     pub(super) permits: ConnectionPermits,
 }
 
 impl Admission {
     /// What the connection will start with.
-    pub fn peer(&self) -> &Peer {
-        &self.peer
+    pub fn connection_info(&self) -> &ConnectionInfo {
+        &self.info
     }
 
     /// The username the authenticator bound the connection to, if any.
     pub fn verified_username(&self) -> Option<&Username> {
-        self.peer.verified_username.as_ref()
+        self.info.verified_username.as_ref()
     }
 }
 

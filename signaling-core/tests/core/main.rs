@@ -1,6 +1,7 @@
 //! The core's tests in one binary (each extra test binary is one more link step): the wire
 //! shapes, the call rules, the property tests on the pure router, and the connection driver
-//! over an in-memory transport (with the `driver` feature).
+//! over its in-memory transport (`driver::memory`: the crate's dev-dependency on itself turns
+//! the `memory` feature on for this binary).
 
 mod common;
 mod driver;

@@ -45,7 +45,11 @@ pub fn start_warp_ws(
             .map(move |ws: signaling_warp::warp::ws::Ws| {
                 let hub = route_hub.clone();
                 signaling_warp::configure(ws, hub.config()).on_upgrade(move |socket| {
-                    signaling_warp::serve_websocket(socket, hub, signaling_warp::Peer::new())
+                    signaling_warp::serve_websocket(
+                        socket,
+                        hub,
+                        signaling_warp::ConnectionInfo::new(),
+                    )
                 })
             });
         let server = signaling_warp::warp::serve(route)

@@ -1,0 +1,315 @@
+//! One connection's task: the read loop, the write loop, and how the connection ends.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use tokio::time::Instant;
+
+use super::admission::{AddressKey, Permit};
+use super::guards::Registration;
+use super::heartbeat::Liveness;
+use super::outbox::{End, Outbox, Taken};
+use super::{CloseFrame, Hub, Inbound, Outbound, Transport};
+use crate::router::ConnectionId;
+
+impl Hub {
+    pub(super) async fn run<T, S>(
+        &self,
+        socket: S,
+        registration: &Registration,
+        not_logged_in: Option<Permit<AddressKey>>,
+    ) where
+        T: Transport,
+        S: Stream<Item = Result<T::Message, T::Error>> + Sink<T::Message, Error = T::Error> + Send,
+    {
+        let (sink, stream) = socket.split();
+        let conn = registration.id;
+        let outbox = &*registration.outbox;
+        let liveness = Liveness {
+            last_seen: AtomicU64::new(self.millis()),
+            expected_pong: AtomicU64::new(0),
+            seq_before_ping: AtomicU64::new(0),
+        };
+        let mut reader =
+            std::pin::pin!(self.read_loop::<T, _>(stream, conn, outbox, &liveness, not_logged_in));
+        let mut writer = std::pin::pin!(self.write_loop::<T, _>(sink, conn, outbox, &liveness));
+        let watchdog = std::pin::pin!(self.watchdog(conn, outbox, &liveness));
+
+        let ending = tokio::select! {
+            () = outbox.abort.notified() => Ending::Abort,
+            r = &mut reader => Ending::Read(r),
+            w = &mut writer => Ending::Write(w),
+            close = watchdog => Ending::Deadline(close),
+        };
+        tracing::debug!(%conn, ?ending, "disconnecting");
+        // Free the name (or suspend a resumable session) and tell the partner now; the close
+        // handshake below may take a while.
+        registration.teardown(ending.is_clean());
+        let closing = async {
+            match ending {
+                Ending::Read(ReadEnd::TooLarge) => {
+                    // The transport's stream is finished after the error: send and go.
+                    outbox.close(CloseFrame::TOO_LARGE);
+                    writer.await;
+                }
+                Ending::Deadline(close) => {
+                    outbox.close(close);
+                    if writer.await == WriteEnd::SentClose {
+                        reader.await;
+                    }
+                }
+                // Wait for the client's close reply (the reader ends when the stream does).
+                Ending::Write(WriteEnd::SentClose) => {
+                    reader.await;
+                }
+                Ending::Abort | Ending::Read(_) | Ending::Write(_) => {}
+            }
+        };
+        let _ = tokio::time::timeout(self.inner.config.close_timeout, closing).await;
+    }
+
+    /// Reads frames and feeds them to the router. Holds the connection's not-logged-in slot
+    /// until it logs in.
+    async fn read_loop<T, R>(
+        &self,
+        mut stream: R,
+        conn: ConnectionId,
+        outbox: &Outbox,
+        liveness: &Liveness,
+        mut not_logged_in: Option<Permit<AddressKey>>,
+    ) -> ReadEnd
+    where
+        T: Transport,
+        R: Stream<Item = Result<T::Message, T::Error>> + Unpin,
+    {
+        let config = &self.inner.config;
+        let max = config.max_message_size;
+        let mut client_closed = false;
+        loop {
+            let Some(item) = stream.next().await else {
+                break;
+            };
+            let message = match item {
+                Ok(message) => message,
+                Err(e) if T::is_too_large(&e) => return ReadEnd::TooLarge,
+                Err(e) => {
+                    tracing::debug!(%conn, error = %e, "read error");
+                    return ReadEnd::Error;
+                }
+            };
+            // One clock read per frame, for the heartbeat and the router (which never reads it).
+            let now = Instant::now();
+            let accepted = match T::inbound(&message) {
+                Inbound::Text(text) if text.len() > max => return ReadEnd::TooLarge,
+                Inbound::Text(text) => match outbox.wait_for_room(config).await {
+                    // After the server asked for a close, input is no longer routed.
+                    (true, _) => true,
+                    (false, waited) => {
+                        let now = if waited { Instant::now() } else { now };
+                        let accepted =
+                            self.input(now, conn, |r, now| r.handle_text(conn, text, now));
+                        if not_logged_in.is_some() && self.is_logged_in(conn) {
+                            not_logged_in = None; // give the slot back
+                        }
+                        accepted
+                    }
+                },
+                Inbound::Binary(len) => match outbox.wait_for_room(config).await {
+                    (true, _) => true,
+                    (false, waited) => {
+                        let now = if waited { Instant::now() } else { now };
+                        self.input(now, conn, |r, now| r.handle_binary(conn, len, now))
+                    }
+                },
+                Inbound::Pong(payload) => {
+                    // Only the echo of our last ping proves the client reads.
+                    let expected = liveness.expected_pong.load(Ordering::Relaxed).to_be_bytes();
+                    let echo = payload == expected;
+                    if echo {
+                        liveness
+                            .last_seen
+                            .store(self.millis_at(now), Ordering::Relaxed);
+                    }
+                    let acked = if echo {
+                        liveness.seq_before_ping.swap(0, Ordering::Relaxed)
+                    } else {
+                        0
+                    };
+                    self.input(now, conn, |r, now| {
+                        r.handle_control(conn, now)?;
+                        if acked > 0 {
+                            // Everything written before the ping has arrived: no need to keep
+                            // it for a resume.
+                            r.handle_acknowledged(conn, acked)?;
+                        }
+                        Ok(())
+                    })
+                }
+                Inbound::Ping => self.input(now, conn, |r, now| r.handle_control(conn, now)),
+                Inbound::Close => {
+                    // Keep reading: the transport answers the close and then ends the stream.
+                    client_closed = true;
+                    true
+                }
+            };
+            if !accepted {
+                return ReadEnd::Gone;
+            }
+        }
+        ReadEnd::Closed {
+            clean: client_closed,
+        }
+    }
+
+    /// Sends what the outbox holds: batches of messages (encoded here, outside every lock, fed
+    /// one by one and flushed once), pings, and finally a close frame. A write that makes no
+    /// progress for [`Config::write_stall_timeout`] ends the connection.
+    async fn write_loop<T, W>(
+        &self,
+        mut sink: W,
+        conn: ConnectionId,
+        outbox: &Outbox,
+        liveness: &Liveness,
+    ) -> WriteEnd
+    where
+        T: Transport,
+        W: Sink<T::Message, Error = T::Error> + Unpin,
+    {
+        let config = &self.inner.config;
+        let stall = config.write_stall_timeout;
+        let mut batch = VecDeque::new();
+        // The `seq` of the last session message fed to the socket.
+        let mut last_seq = 0;
+        loop {
+            let Taken {
+                end,
+                ping,
+                relieved,
+            } = outbox.take(&mut batch, config);
+            if relieved {
+                self.relieve(conn);
+            }
+            if end == Some(End::Abort) {
+                return WriteEnd::Aborted;
+            }
+            let fed = ping.is_some() || !batch.is_empty();
+            if let Some(payload) = ping {
+                liveness.seq_before_ping.store(last_seq, Ordering::Relaxed);
+                if let Err(end) =
+                    progress(conn, stall, sink.feed(T::outbound(Outbound::Ping(payload)))).await
+                {
+                    return end;
+                }
+            }
+            for message in batch.drain(..) {
+                if let Some(seq) = message.seq {
+                    last_seq = seq;
+                }
+                let frame = T::outbound(Outbound::Text(message.to_json()));
+                if let Err(end) = progress(conn, stall, sink.feed(frame)).await {
+                    return end;
+                }
+            }
+            if fed {
+                if let Err(end) = progress(conn, stall, sink.flush()).await {
+                    return end;
+                }
+                if batch.capacity() > 64 {
+                    batch = VecDeque::new(); // give back what a burst grew
+                }
+                continue; // more may have arrived while writing
+            }
+            if let Some(End::Close(close)) = end {
+                return match progress(conn, stall, sink.send(T::outbound(Outbound::Close(close))))
+                    .await
+                {
+                    Ok(()) => WriteEnd::SentClose,
+                    Err(end) => end,
+                };
+            }
+            outbox.wake.notified().await;
+        }
+    }
+}
+
+/// One write of the writer: an error, or no progress within `stall`, ends the connection.
+async fn progress<E: fmt::Display>(
+    conn: ConnectionId,
+    stall: Duration,
+    write: impl Future<Output = Result<(), E>>,
+) -> Result<(), WriteEnd> {
+    let mut write = std::pin::pin!(write);
+    // Most writes complete at once (into the transport's buffer): no timer, no clock read for
+    // them; the deadline is armed only for a write that has to wait for the socket.
+    let done = match futures_util::FutureExt::now_or_never(write.as_mut()) {
+        Some(done) => Ok(done),
+        None => tokio::time::timeout(stall, write).await,
+    };
+    match done {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => {
+            tracing::debug!(%conn, error = %e, "write error");
+            Err(WriteEnd::Error)
+        }
+        Err(_) => {
+            tracing::info!(%conn, ?stall, "write stalled (client not reading): disconnecting");
+            Err(WriteEnd::Stalled)
+        }
+    }
+}
+
+#[derive(Debug)]
+enum ReadEnd {
+    /// The stream ended: after the client's close frame (`clean`), or without one (the
+    /// transport went away: a reset, a FIN).
+    Closed { clean: bool },
+    /// A read error.
+    Error,
+    /// A message over the size limit.
+    TooLarge,
+    /// The router no longer knows the connection.
+    Gone,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum WriteEnd {
+    /// A close frame went out; wait for the client's reply.
+    SentClose,
+    /// The hub aborted the connection.
+    Aborted,
+    /// A write failed.
+    Error,
+    /// A write made no progress within the write-stall timeout.
+    Stalled,
+}
+
+#[derive(Debug)]
+enum Ending {
+    Abort,
+    Read(ReadEnd),
+    Write(WriteEnd),
+    /// A deadline passed (heartbeat or login): send this close frame.
+    Deadline(CloseFrame),
+}
+
+impl Ending {
+    /// Whether the connection ended cleanly — the client sent a close frame, or the server
+    /// closed it on purpose (a close frame went out first, an oversize message) — rather than
+    /// being lost (reset, no close frame, heartbeat timeout, stalled or failed writes). A
+    /// resumable session survives only a lost connection.
+    fn is_clean(&self) -> bool {
+        match self {
+            Ending::Read(ReadEnd::Closed { clean }) => *clean,
+            Ending::Read(ReadEnd::TooLarge | ReadEnd::Gone) => true,
+            Ending::Write(WriteEnd::SentClose) => true,
+            Ending::Read(ReadEnd::Error)
+            | Ending::Write(WriteEnd::Aborted | WriteEnd::Error | WriteEnd::Stalled)
+            | Ending::Abort
+            | Ending::Deadline(_) => false,
+        }
+    }
+}

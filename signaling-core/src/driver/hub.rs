@@ -1,0 +1,622 @@
+//! The hub: owns the router, admits, registers and dispatches to connections, shuts them down.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
+
+use futures_util::{Sink, SinkExt, Stream};
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+
+use super::admission::{self, ConnectionPermits, Slots};
+use super::guards::{ActiveGuard, Registration};
+use super::outbox::{Full, Outbox, Pushed};
+use super::tokens::OsTokens;
+use super::{
+    Admission, CloseFrame, Config, ConnectionInfo, Outbound, PendingRequest, Refusal, Transport,
+    UpgradeRequest, auth,
+};
+use crate::protocol::ServerMessage;
+use crate::router::{ConnectionId, DisconnectReason, Output, Router};
+
+/// Lifecycle of the hub, watched by accept loops and connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    /// `shutdown` started: no new connections, live ones drain and close.
+    Draining,
+    /// The shutdown timeout passed: drop what is left.
+    Killed,
+}
+
+pub(super) struct State {
+    pub(super) router: Router,
+    pub(super) connections: HashMap<ConnectionId, Arc<Outbox>>,
+    next_id: u64,
+    shutting_down: bool,
+    /// The router was told the global budget is nearly used up.
+    overloaded: bool,
+    /// The deadline the hub's timer task sleeps until (the router's `poll_timeout` when it
+    /// last looked).
+    timer_armed: Option<std::time::Instant>,
+}
+
+pub(super) struct Inner {
+    pub(super) config: Config,
+    state: Mutex<State>,
+    phase: watch::Sender<Phase>,
+    /// Connection tasks still running (including their closing handshakes).
+    pub(super) active: AtomicUsize,
+    pub(super) idle: Notify,
+    /// Base of the millisecond clock kept per connection for the heartbeat.
+    pub(super) epoch: Instant,
+    /// Slots taken, for the caps.
+    slots: Slots,
+    /// Bytes queued for all connections (what `max_total_queued_bytes` bounds).
+    queued: Arc<AtomicUsize>,
+    /// Keys the heartbeat's ping payloads, so a client cannot answer a ping it never read.
+    pub(super) ping_keys: std::collections::hash_map::RandomState,
+    /// Wakes the hub's timer task: the router has a sooner deadline, or the hub is gone.
+    timer_wake: Arc<Notify>,
+    /// The timer task was spawned (at the first connection, inside the runtime).
+    timer_started: AtomicBool,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Lets the timer task see that the hub is gone and end.
+        self.timer_wake.notify_one();
+    }
+}
+
+/// The server: owns the [`Router`], allocates [`ConnectionId`]s, runs connections and shuts
+/// them down. Cheap to clone (an `Arc` inside); every clone is the same server.
+///
+/// Create one per server and hand clones to the adapters (`signaling_ws::serve`,
+/// `signaling_warp::routes`). See the [module docs](super) for what each connection does.
+#[derive(Clone)]
+pub struct Hub {
+    pub(super) inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Hub {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hub")
+            .field("config", &self.inner.config)
+            .field("phase", &*self.inner.phase.borrow())
+            .field("active", &self.inner.active.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Hub::new(Config::default())
+    }
+}
+
+impl Hub {
+    /// A hub with no connections.
+    pub fn new(config: Config) -> Hub {
+        let router = Router::new(config.router.clone()).with_token_source(OsTokens::default());
+        Hub {
+            inner: Arc::new(Inner {
+                config,
+                state: Mutex::new(State {
+                    router,
+                    connections: HashMap::new(),
+                    next_id: 1,
+                    shutting_down: false,
+                    overloaded: false,
+                    timer_armed: None,
+                }),
+                phase: watch::Sender::new(Phase::Running),
+                active: AtomicUsize::new(0),
+                idle: Notify::new(),
+                epoch: Instant::now(),
+                slots: Slots::default(),
+                queued: Arc::default(),
+                ping_keys: std::collections::hash_map::RandomState::new(),
+                timer_wake: Arc::new(Notify::new()),
+                timer_started: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Starts the hub's one timer task (once, from inside the runtime): it sleeps until the
+    /// router's next deadline — a resumable session's grace, a call's ring timeout — and
+    /// feeds it the time. One timer per hub, not one per connection.
+    fn start_timer(&self) {
+        if !self.inner.timer_started.swap(true, Ordering::AcqRel) {
+            let wake = Arc::clone(&self.inner.timer_wake);
+            tokio::spawn(run_timer(Arc::downgrade(&self.inner), wake));
+        }
+    }
+
+    /// Runs the router's due timers now, then says when the next is due.
+    fn fire_timers(&self) -> Option<std::time::Instant> {
+        let mut state = self.lock();
+        let now = Instant::now().into_std();
+        if state.router.poll_timeout().is_some_and(|at| at <= now) {
+            self.refresh_overload(&mut state);
+            state.router.handle_timeout(now);
+            self.dispatch(&mut state, None);
+        }
+        let next = state.router.poll_timeout();
+        state.timer_armed = next;
+        next
+    }
+
+    /// The configuration the hub runs with.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// Runs `f` on the router, read-only, under the hub's lock (for metrics and tests). Keep
+    /// it short: every connection waits for the lock meanwhile.
+    pub fn with_router<R>(&self, f: impl FnOnce(&Router) -> R) -> R {
+        f(&self.lock().router)
+    }
+
+    /// How many connections are registered with the router.
+    pub fn connection_count(&self) -> usize {
+        self.lock().connections.len()
+    }
+
+    /// Whether [`shutdown`](Self::shutdown) has started.
+    pub fn is_shutting_down(&self) -> bool {
+        *self.inner.phase.borrow() != Phase::Running
+    }
+
+    /// Resolves once [`shutdown`](Self::shutdown) starts: accept loops select on it to stop
+    /// accepting, and it fits warp's `graceful` signal.
+    pub fn shutdown_started(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut phase = self.inner.phase.subscribe();
+        async move {
+            let _ = phase.wait_for(|p| *p != Phase::Running).await;
+        }
+    }
+
+    /// Graceful shutdown: refuses new connections, lets each live one send what is queued for
+    /// it, sends it a 1001 close frame and waits for it to close. Returns when every
+    /// connection is gone, or after [`Config::shutdown_timeout`] when those left are dropped.
+    /// Calling it again (or from several clones) is harmless.
+    pub async fn shutdown(&self) {
+        let closing: Vec<Arc<Outbox>> = {
+            let mut state = self.lock();
+            state.shutting_down = true;
+            state.connections.values().cloned().collect()
+        };
+        self.inner.phase.send_if_modified(|p| {
+            let first = *p == Phase::Running;
+            if first {
+                *p = Phase::Draining;
+            }
+            first
+        });
+        for outbox in &closing {
+            outbox.close(CloseFrame::GOING_AWAY);
+        }
+        drop(closing);
+        let drained = tokio::time::timeout(self.inner.config.shutdown_timeout, self.wait_idle());
+        if drained.await.is_err() {
+            tracing::warn!(
+                left = self.inner.active.load(Ordering::Relaxed),
+                "shutdown timeout: dropping the connections left"
+            );
+            self.inner.phase.send_replace(Phase::Killed);
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.wait_idle()).await;
+        }
+    }
+
+    async fn wait_idle(&self) {
+        loop {
+            let notified = self.inner.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.inner.active.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while the lock was held (a bug) must not take the whole server down.
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// How many connection slots are taken: connections admitted by [`admit`](Self::admit)
+    /// or handed to [`serve_connection`](Self::serve_connection) that have not ended yet
+    /// (what [`Config::max_connections`] caps).
+    pub fn admitted_connections(&self) -> usize {
+        self.inner.slots.connections_in_use()
+    }
+
+    /// How many admitted connections have not logged in yet (what
+    /// [`Config::max_not_logged_in`] caps).
+    pub fn not_logged_in_connections(&self) -> usize {
+        self.inner.slots.not_logged_in_in_use()
+    }
+
+    /// How many TCP connections hold a [`PendingRequest`] (what
+    /// [`Config::max_pending_requests`] caps).
+    pub fn pending_requests(&self) -> usize {
+        self.inner.slots.pending_in_use()
+    }
+
+    /// Bytes queued for all connections together, including those being written (what
+    /// [`Config::max_total_queued_bytes`] bounds).
+    pub fn queued_bytes(&self) -> usize {
+        self.inner.queued.load(Ordering::Relaxed)
+    }
+
+    /// Takes a pending-request slot for a TCP connection just accepted from `remote_ip`, to
+    /// hold until its request is upgraded or answered; refused (close the connection at once)
+    /// while shutting down or when [`Config::max_pending_requests`] (or its per-address
+    /// twin) is reached. Adapters that read requests themselves call it after `accept`.
+    pub fn pending_request(&self, remote_ip: Option<IpAddr>) -> Result<PendingRequest, Refusal> {
+        if self.is_shutting_down() {
+            return Err(Refusal::ShuttingDown);
+        }
+        let config = &self.inner.config;
+        let permit = self
+            .inner
+            .slots
+            .pending(admission::pending_ip(config, remote_ip), config)?;
+        Ok(PendingRequest { _permit: permit })
+    }
+
+    /// Decides on a WebSocket upgrade request before the upgrade: refuses it while shutting
+    /// down (503), when its `Origin` is not in [`Config::allowed_origins`] (403), when the
+    /// connection caps are full (503 in all, 429 for its address), or when the
+    /// [`Config::authenticator`] says so (401/403). Otherwise it takes a connection slot and
+    /// returns it with what is known of the client, for
+    /// [`serve_admitted`](Self::serve_admitted) once the socket is upgraded.
+    ///
+    /// Adapters call it with the request in hand and answer a [`Refusal`] with its HTTP
+    /// status; if you upgrade sockets yourself, call it the same way.
+    pub async fn admit(&self, request: &UpgradeRequest) -> Result<Admission, Refusal> {
+        let decided = self.decide(request).await;
+        if let Err(refusal) = &decided {
+            tracing::debug!(addr = ?request.remote_addr, status = refusal.status(), %refusal, "upgrade refused");
+        }
+        decided
+    }
+
+    async fn decide(&self, request: &UpgradeRequest) -> Result<Admission, Refusal> {
+        let config = &self.inner.config;
+        if self.is_shutting_down() {
+            return Err(Refusal::ShuttingDown);
+        }
+        if let Some(allowed) = &config.allowed_origins {
+            let origin = request.origin().ok_or(Refusal::MissingOrigin)?;
+            if !admission::origin_allowed(allowed, origin) {
+                return Err(Refusal::OriginNotAllowed);
+            }
+        }
+        let ip = admission::client_ip(config, request);
+        // Taken before the authenticator runs: a slow one holds a slot meanwhile, and a
+        // panicking one gives it back as it unwinds.
+        let mut permits = self.inner.slots.connection(ip, config)?;
+        let mut info = ConnectionInfo::new();
+        info.remote_addr = request.remote_addr;
+        if let Some(authenticator) = &config.authenticator {
+            match authenticator.authenticate(request).await {
+                auth::AuthDecision::Accept => {}
+                auth::AuthDecision::AcceptAs(name) => {
+                    permits.user = Some(self.inner.slots.user(&name, config)?);
+                    info.verified_username = Some(name);
+                }
+                auth::AuthDecision::Unauthorized(reason) => {
+                    return Err(Refusal::Unauthorized(reason));
+                }
+                auth::AuthDecision::Forbidden(reason) => return Err(Refusal::Forbidden(reason)),
+            }
+        }
+        Ok(Admission { info, permits })
+    }
+
+    /// Runs a WebSocket upgraded after [`admit`](Self::admit) accepted its request to its
+    /// end, as [`serve_connection`](Self::serve_connection) does, and gives the connection
+    /// slot back when it ends (however it ends).
+    pub async fn serve_admitted<T, S>(&self, socket: S, admission: Admission)
+    where
+        T: Transport,
+        S: Stream<Item = Result<T::Message, T::Error>> + Sink<T::Message, Error = T::Error> + Send,
+        T::Message: Send,
+    {
+        let Admission { info, permits } = admission;
+        self.run_connection::<T, S>(socket, info, permits).await;
+    }
+
+    /// Runs one upgraded WebSocket connection to its end: registers it with the router, reads,
+    /// writes, pings and enforces the deadlines, then tears it down. It never returns an
+    /// error, a transport failure just ends the connection.
+    ///
+    /// For a socket upgraded without [`admit`](Self::admit): it takes a connection slot for
+    /// `info.remote_addr` itself, and when the caps are full closes the WebSocket at once with
+    /// 1013 ([`CloseFrame::TRY_AGAIN_LATER`]). The origin allowlist and the authenticator are not
+    /// consulted (there is no request); adapters use `admit` and
+    /// [`serve_admitted`](Self::serve_admitted) instead.
+    ///
+    /// `T` says how the socket's messages map to frames; see [`Transport`].
+    pub async fn serve_connection<T, S>(&self, socket: S, info: ConnectionInfo)
+    where
+        T: Transport,
+        S: Stream<Item = Result<T::Message, T::Error>> + Sink<T::Message, Error = T::Error> + Send,
+        T::Message: Send,
+    {
+        let ip = info.remote_addr.map(|a| a.ip());
+        match self.inner.slots.connection(ip, &self.inner.config) {
+            Ok(permits) => self.run_connection::<T, S>(socket, info, permits).await,
+            Err(refusal) => {
+                tracing::debug!(addr = ?info.remote_addr, %refusal, "connection refused");
+                let mut socket = std::pin::pin!(socket);
+                let close = socket.send(T::outbound(Outbound::Close(CloseFrame::TRY_AGAIN_LATER)));
+                let _ = tokio::time::timeout(self.inner.config.close_timeout, close).await;
+            }
+        }
+    }
+
+    /// Runs the connection holding `permits` (given back when it ends, however it ends).
+    async fn run_connection<T, S>(
+        &self,
+        socket: S,
+        info: ConnectionInfo,
+        permits: ConnectionPermits,
+    ) where
+        T: Transport,
+        S: Stream<Item = Result<T::Message, T::Error>> + Sink<T::Message, Error = T::Error> + Send,
+        T::Message: Send,
+    {
+        let active = ActiveGuard::new(self);
+        let mut killed = self.inner.phase.subscribe();
+        let Some(registration) = self.register(&info) else {
+            // Shutting down: refuse politely.
+            let mut socket = std::pin::pin!(socket);
+            let close = socket.send(T::outbound(Outbound::Close(CloseFrame::GOING_AWAY)));
+            let _ = tokio::time::timeout(self.inner.config.close_timeout, close).await;
+            return;
+        };
+        tracing::debug!(conn = %registration.id, addr = ?info.remote_addr, "connected");
+        let ConnectionPermits {
+            connection,
+            not_logged_in,
+            user,
+        } = permits;
+        let body = self.run::<T, S>(socket, &registration, not_logged_in);
+        tokio::select! {
+            () = body => {}
+            _ = killed.wait_for(|p| *p == Phase::Killed) => {}
+        }
+        drop(registration);
+        drop((connection, user));
+        drop(active);
+    }
+
+    /// Registers a connection with the router; `None` while shutting down.
+    fn register(&self, info: &ConnectionInfo) -> Option<Registration> {
+        let mut state = self.lock();
+        if state.shutting_down {
+            return None;
+        }
+        let id = ConnectionId(state.next_id);
+        state.next_id += 1;
+        let connected = match &info.verified_username {
+            Some(name) => state.router.handle_connect_verified(id, name.clone()),
+            None => state.router.handle_connect(id),
+        };
+        if let Err(e) = connected {
+            // Ids are never reused, so this cannot happen; refuse rather than panic.
+            tracing::error!(error = %e, "router refused a fresh connection id");
+            return None;
+        }
+        let outbox = Arc::new(Outbox::new(Arc::clone(&self.inner.queued)));
+        state.connections.insert(id, Arc::clone(&outbox));
+        drop(state);
+        self.start_timer();
+        Some(Registration {
+            hub: self.clone(),
+            id,
+            outbox,
+        })
+    }
+
+    /// Feeds one input from `from` to the router under the lock and dispatches what comes
+    /// out. `false` when the router no longer knows the connection (it was disconnected
+    /// meanwhile).
+    pub(super) fn input(
+        &self,
+        now: Instant,
+        from: ConnectionId,
+        f: impl FnOnce(&mut Router, std::time::Instant) -> Result<(), crate::RouterError>,
+    ) -> bool {
+        let now = now.into_std();
+        let mut state = self.lock();
+        self.refresh_overload(&mut state);
+        let ok = f(&mut state.router, now).is_ok();
+        self.dispatch(&mut state, Some(from));
+        ok
+    }
+
+    /// Tells the router when the queued total crosses the budget's marks: relays are refused
+    /// from 90 % of [`Config::max_total_queued_bytes`] until it is back under 70 %.
+    fn refresh_overload(&self, state: &mut State) {
+        let Some(budget) = self.inner.config.max_total_queued_bytes else {
+            return;
+        };
+        // What the sessions keep for resumes counts too.
+        let total = self.queued_bytes() + state.router.retained_bytes();
+        let overloaded = if state.overloaded {
+            total >= budget / 10 * 7
+        } else {
+            total >= budget / 10 * 9
+        };
+        if overloaded != state.overloaded {
+            state.overloaded = overloaded;
+            state.router.handle_overload(overloaded);
+            if overloaded {
+                tracing::warn!(
+                    total,
+                    budget,
+                    "queued bytes near the budget: refusing relays"
+                );
+            } else {
+                tracing::info!(total, budget, "queued bytes back under the budget");
+            }
+        }
+    }
+
+    /// The writer of `conn` drained its congested queue: relays to it are accepted again.
+    pub(super) fn relieve(&self, conn: ConnectionId) {
+        let _ = self.lock().router.handle_backpressure(conn, false);
+    }
+
+    /// Drains the router's outputs into the connections' queues, without blocking, while
+    /// handling input from `sender` (if any).
+    ///
+    /// A queue that reaches three quarters of its bounds is reported to the router, which then
+    /// refuses relays to it to their senders. A message that still does not fit (a relay
+    /// racing that report, or traffic the router does not refuse) is answered to its sender
+    /// with `recipient_overloaded` if it is a relay; anything else that does not fit means the
+    /// client has not read for a long time, and it is disconnected (which may produce more
+    /// outputs: its partner's `close`). Over the global budget the connections holding the
+    /// most queued bytes are disconnected, largest first.
+    pub(super) fn dispatch(&self, state: &mut State, sender: Option<ConnectionId>) {
+        let config = &self.inner.config;
+        loop {
+            let mut dropped = Vec::new();
+            while let Some(output) = state.router.poll_output() {
+                match output {
+                    Output::Transmit(t) => {
+                        let Some(outbox) = state.connections.get(&t.to) else {
+                            continue;
+                        };
+                        let relay = matches!(t.message, ServerMessage::Relay { .. });
+                        let to = t.to;
+                        match outbox.push(t, config) {
+                            Ok(Pushed::Queued) => {}
+                            Ok(Pushed::Congested) => {
+                                tracing::debug!(conn = %to, "outbound queue congested: refusing relays to it");
+                                let _ = state.router.handle_backpressure(to, true);
+                            }
+                            Err(Full) => match sender.filter(|&s| relay && s != to) {
+                                // The router tells the sender (in its session's numbering).
+                                Some(sender) => {
+                                    let _ = state.router.handle_undeliverable(sender, to);
+                                }
+                                None => dropped.push(to),
+                            },
+                        }
+                    }
+                    Output::Disconnect { conn, reason } => {
+                        if let Some(outbox) = state.connections.get(&conn) {
+                            let close = CloseFrame {
+                                code: reason.code(),
+                                reason: reason.reason(),
+                            };
+                            if reason == DisconnectReason::ResumedElsewhere {
+                                // Its messages are replayed on the connection that resumed.
+                                outbox.close_discarding(close);
+                            } else {
+                                outbox.close(close);
+                            }
+                        }
+                    }
+                    Output::Event(event) => tracing::debug!(?event, "router event"),
+                }
+            }
+            if let Some(budget) = config.max_total_queued_bytes {
+                if self.queued_bytes() > budget {
+                    self.shed(state, budget, &mut dropped);
+                }
+                self.refresh_overload(state);
+            }
+            if dropped.is_empty() {
+                break;
+            }
+            let now = Instant::now().into_std();
+            for conn in dropped {
+                if let Some(outbox) = state.connections.remove(&conn) {
+                    tracing::info!(%conn, "outbound queue full (client not reading): disconnecting");
+                    outbox.abort();
+                    // Lost, not closed: a resumable session waits for a resume meanwhile.
+                    let _ = state.router.handle_connection_lost(conn, now);
+                }
+            }
+        }
+        // A sooner deadline than the timer task sleeps until: wake it.
+        if let Some(next) = state.router.poll_timeout() {
+            if state.timer_armed.is_none_or(|armed| next < armed) {
+                state.timer_armed = Some(next);
+                self.inner.timer_wake.notify_one();
+            }
+        }
+    }
+
+    /// Over the global budget: picks the connections with the largest queues (clients that
+    /// do not read), largest first, until what they hold brings the total under 80 %.
+    fn shed(&self, state: &State, budget: usize, dropped: &mut Vec<ConnectionId>) {
+        let mut excess = self.queued_bytes().saturating_sub(budget / 10 * 8);
+        let mut sizes: Vec<(usize, ConnectionId)> = state
+            .connections
+            .iter()
+            .map(|(&conn, outbox)| (outbox.bytes(), conn))
+            .filter(|&(bytes, conn)| bytes > 0 && !dropped.contains(&conn))
+            .collect();
+        sizes.sort_unstable_by(|a, b| b.cmp(a));
+        for (bytes, conn) in sizes {
+            if excess == 0 {
+                break;
+            }
+            tracing::warn!(%conn, bytes, budget, "over the queued-bytes budget: dropping the largest queue");
+            dropped.push(conn);
+            excess = excess.saturating_sub(bytes);
+        }
+    }
+
+    pub(super) fn is_logged_in(&self, conn: ConnectionId) -> bool {
+        self.lock().router.username(conn).is_some()
+    }
+
+    pub(super) fn millis(&self) -> u64 {
+        self.millis_at(Instant::now())
+    }
+
+    /// `at` on the hub's millisecond clock (what `last_seen` is kept on).
+    pub(super) fn millis_at(&self, at: Instant) -> u64 {
+        let elapsed = at.saturating_duration_since(self.inner.epoch);
+        u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// The hub's timer task: holds the hub only while it fires timers, so it ends once the hub is
+/// dropped.
+async fn run_timer(hub: Weak<Inner>, wake: Arc<Notify>) {
+    loop {
+        let notified = wake.notified();
+        let mut notified = std::pin::pin!(notified);
+        notified.as_mut().enable();
+        let next = match hub.upgrade() {
+            Some(inner) => Hub { inner }.fire_timers(),
+            None => return,
+        };
+        match next {
+            Some(at) => {
+                tokio::select! {
+                    () = tokio::time::sleep_until(Instant::from_std(at)) => {}
+                    () = notified => {}
+                }
+            }
+            None => notified.await,
+        }
+    }
+}

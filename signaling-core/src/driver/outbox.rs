@@ -1,0 +1,245 @@
+//! The per-connection outbound queue: bounded in messages and bytes, counted against the hub's
+//! global budget, drained by the connection's writer.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use tokio::sync::Notify;
+
+use super::{CloseFrame, Config};
+use crate::router::Transmit;
+
+/// What the hub asks of a connection's writer besides sending messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum End {
+    /// Send what is queued, then this close frame.
+    Close(CloseFrame),
+    /// Drop the connection now, without flushing anything (the client does not read).
+    Abort,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    messages: VecDeque<Transmit>,
+    /// Encoded size of `messages`.
+    queued_bytes: usize,
+    /// Messages (and their bytes) the writer took and has not finished writing: they still
+    /// count against the bounds.
+    in_flight: usize,
+    in_flight_bytes: usize,
+    end: Option<End>,
+    /// The watchdog asks for a heartbeat ping with this payload.
+    ping: Option<[u8; 8]>,
+    /// The router was told this queue is full (relays to it are refused); cleared once the
+    /// queue drains to a quarter.
+    congested: bool,
+}
+
+impl Queue {
+    fn len(&self) -> usize {
+        self.messages.len() + self.in_flight
+    }
+
+    fn bytes(&self) -> usize {
+        self.queued_bytes + self.in_flight_bytes
+    }
+
+    /// At most `numerator/4` of both bounds is taken.
+    fn within(&self, quarters: usize, config: &Config) -> bool {
+        self.len() <= config.max_queued_messages / 4 * quarters
+            && self.bytes() <= config.max_queued_bytes / 4 * quarters
+    }
+}
+
+/// A bounded queue of messages for one connection. Holds no allocation while empty.
+#[derive(Debug)]
+pub(super) struct Outbox {
+    queue: Mutex<Queue>,
+    /// Wakes the writer: a message or an end request arrived.
+    pub(super) wake: Notify,
+    /// Wakes the connection task to drop everything (`End::Abort`).
+    pub(super) abort: Notify,
+    /// Wakes a reader waiting for its own queue to drain.
+    drained: Notify,
+    /// The hub's count of bytes queued for all connections (the global budget).
+    total: Arc<AtomicUsize>,
+}
+
+/// The queue is full.
+pub(super) struct Full;
+
+/// What a push changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Pushed {
+    Queued,
+    /// Queued, and the queue is now three quarters full: tell the router.
+    Congested,
+}
+
+impl Outbox {
+    pub(super) fn new(total: Arc<AtomicUsize>) -> Self {
+        Outbox {
+            queue: Mutex::default(),
+            wake: Notify::new(),
+            abort: Notify::new(),
+            drained: Notify::new(),
+            total,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Bytes queued or being written.
+    pub(super) fn bytes(&self) -> usize {
+        self.lock().bytes()
+    }
+
+    pub(super) fn push(&self, message: Transmit, config: &Config) -> Result<Pushed, Full> {
+        let len = message.message.size_hint();
+        let mut q = self.lock();
+        if q.end.is_some() {
+            return Ok(Pushed::Queued); // closing: late messages are dropped
+        }
+        if q.len() >= config.max_queued_messages
+            || q.bytes().saturating_add(len) > config.max_queued_bytes
+        {
+            return Err(Full);
+        }
+        let was_empty = q.messages.is_empty();
+        q.messages.push_back(message);
+        q.queued_bytes += len;
+        self.total.fetch_add(len, Ordering::Relaxed);
+        let congested = !q.congested && !q.within(3, config);
+        q.congested |= congested;
+        drop(q);
+        if was_empty {
+            self.wake.notify_one();
+        }
+        Ok(if congested {
+            Pushed::Congested
+        } else {
+            Pushed::Queued
+        })
+    }
+
+    /// Asks the writer to drain and close. The first request wins.
+    pub(super) fn close(&self, close: CloseFrame) {
+        let mut q = self.lock();
+        if q.end.is_none() {
+            q.end = Some(End::Close(close));
+            drop(q);
+            self.wake.notify_one();
+        }
+    }
+
+    /// Drops what is queued and not yet taken by the writer (it is replayed on the
+    /// connection that resumed the session) and asks the writer to close. The first request
+    /// wins.
+    pub(super) fn close_discarding(&self, close: CloseFrame) {
+        let mut q = self.lock();
+        if q.end.is_none() {
+            let dropped = std::mem::take(&mut q.queued_bytes);
+            self.total.fetch_sub(dropped, Ordering::Relaxed);
+            q.messages = VecDeque::new();
+            q.end = Some(End::Close(close));
+            drop(q);
+            self.wake.notify_one();
+        }
+    }
+
+    pub(super) fn abort(&self) {
+        let mut q = self.lock();
+        q.end = Some(End::Abort);
+        q.messages = VecDeque::new();
+        self.release(&mut q);
+        drop(q);
+        self.abort.notify_one();
+        self.wake.notify_one();
+    }
+
+    /// Gives every byte the queue holds back to the hub's budget.
+    fn release(&self, q: &mut Queue) {
+        self.total.fetch_sub(q.bytes(), Ordering::Relaxed);
+        q.queued_bytes = 0;
+        q.in_flight = 0;
+        q.in_flight_bytes = 0;
+    }
+
+    /// Waits until the queue is at most half full; returns whether a close was requested
+    /// meanwhile (input is then no longer routed) and whether it had to wait. The reader calls
+    /// it before routing each frame, so a client that pipelines many requests waits for its
+    /// own replies to go out (TCP backpressure) instead of overflowing its queue.
+    pub(super) async fn wait_for_room(&self, config: &Config) -> (bool, bool) {
+        {
+            // Fast path: one lock, no waiter registration.
+            let q = self.lock();
+            if q.end.is_some() || q.within(2, config) {
+                return (q.end.is_some(), false);
+            }
+        }
+        loop {
+            let drained = self.drained.notified();
+            let mut drained = std::pin::pin!(drained);
+            drained.as_mut().enable();
+            {
+                let q = self.lock();
+                if q.end.is_some() || q.within(2, config) {
+                    return (q.end.is_some(), true);
+                }
+            }
+            drained.await;
+        }
+    }
+
+    pub(super) fn request_ping(&self, payload: [u8; 8]) {
+        self.lock().ping = Some(payload);
+        self.wake.notify_one();
+    }
+
+    /// Called by the writer when everything it took before is written (one lock per batch):
+    /// gives that back, then moves every queued message into `batch` (which must be empty;
+    /// they count as in flight until the next call).
+    pub(super) fn take(&self, batch: &mut VecDeque<Transmit>, config: &Config) -> Taken {
+        let mut q = self.lock();
+        let written = std::mem::take(&mut q.in_flight_bytes);
+        q.in_flight = 0;
+        if written > 0 {
+            self.total.fetch_sub(written, Ordering::Relaxed);
+        }
+        let relieved = q.congested && q.within(1, config);
+        q.congested &= !relieved;
+        std::mem::swap(&mut q.messages, batch);
+        q.in_flight = batch.len();
+        q.in_flight_bytes = std::mem::take(&mut q.queued_bytes);
+        let taken = Taken {
+            end: q.end,
+            ping: q.ping.take(),
+            relieved,
+        };
+        drop(q);
+        if written > 0 {
+            self.drained.notify_waiters();
+        }
+        taken
+    }
+}
+
+/// What [`Outbox::take`] hands the writer besides the batch.
+pub(super) struct Taken {
+    /// The pending end request.
+    pub(super) end: Option<End>,
+    /// The ping due, with its payload.
+    pub(super) ping: Option<[u8; 8]>,
+    /// The queue was congested and has drained to a quarter: the router must be told.
+    pub(super) relieved: bool,
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        let mut q = self.lock();
+        self.release(&mut q);
+    }
+}

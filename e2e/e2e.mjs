@@ -118,38 +118,43 @@ class Server {
 
 /**
  * A TCP proxy in front of the server, so that a test can cut one page's connections abruptly
- * (an RST each way, no WebSocket close frame: a network drop, not a goodbye) and keep it from
- * reconnecting for a while. A page loaded from `proxy.base` derives its WebSocket URL from it.
+ * (an RST each way, no WebSocket close frame: a network drop, not a goodbye) and keep its
+ * signaling from reconnecting for a while (`blocked`: WebSocket upgrades get an RST; the page
+ * itself still loads). A page loaded from `proxy.base` derives its WebSocket URL from it.
  */
 class TcpProxy {
   constructor(targetPort) {
     this.targetPort = targetPort;
     this.pairs = new Set();
     this.blocked = false;
-    this.accepted = 0;  // connections let through, all time
+    this.upgrades = 0;  // WebSocket connections let through, all time
   }
 
   async start() {
     this.server = net.createServer((client) => {
-      if (this.blocked) {
-        client.on('error', () => {});
-        client.resetAndDestroy();
-        return;
-      }
-      this.accepted += 1;
-      const upstream = net.connect(this.targetPort, '127.0.0.1');
-      const pair = { client, upstream };
-      this.pairs.add(pair);
-      const fail = () => {
-        client.destroy();
-        upstream.destroy();
-      };
-      client.on('error', fail);
-      upstream.on('error', fail);
-      client.on('close', () => this.pairs.delete(pair));
-      upstream.on('close', () => this.pairs.delete(pair));
-      client.pipe(upstream);
-      upstream.pipe(client);
+      client.on('error', () => client.destroy());
+      client.once('data', (first) => {
+        const websocket = first.toString('latin1').startsWith('GET /ws');
+        if (websocket && this.blocked) {
+          client.resetAndDestroy();
+          return;
+        }
+        if (websocket) this.upgrades += 1;
+        const upstream = net.connect(this.targetPort, '127.0.0.1');
+        const pair = { client, upstream };
+        this.pairs.add(pair);
+        const fail = () => {
+          client.destroy();
+          upstream.destroy();
+        };
+        client.on('error', fail);
+        upstream.on('error', fail);
+        client.on('close', () => this.pairs.delete(pair));
+        upstream.on('close', () => this.pairs.delete(pair));
+        upstream.write(first);
+        client.pipe(upstream);
+        upstream.pipe(client);
+      });
     });
     await new Promise((resolve, reject) => {
       this.server.once('error', reject);
@@ -515,7 +520,7 @@ test('11. signaling cut mid-call (TCP reset): the call goes on, the page resumes
   await Promise.all([waitRemoteVideoPlays(alice), waitRemoteVideoPlays(bob)]);
   const before = await stored(alice);
   assert(before.lastSeq > 0, `alice: lastSeq not kept: ${JSON.stringify(before)}`);
-  const accepted = proxy.accepted;
+  const upgrades = proxy.upgrades;
 
   proxy.blocked = true;  // no reconnect for now
   assert(proxy.cut() > 0, 'nothing to cut: alice has no connection through the proxy');
@@ -533,7 +538,7 @@ test('11. signaling cut mid-call (TCP reset): the call goes on, the page resumes
   proxy.blocked = false;
   await waitBody(alice, { signaling: 'open', user: 'alice', state: 'in-call', peer: 'bob' }, 10_000);
   await waitNotice(alice, 'resumed', 'goes on');
-  assert(proxy.accepted > accepted, 'alice resumed without a new connection through the proxy');
+  assert(proxy.upgrades > upgrades, 'alice resumed without a new connection through the proxy');
   const after = await stored(alice);
   assert(after.token !== before.token && after.token.length === 22, `alice: the token did not rotate: ${before.token} -> ${after.token}`);
   assert(after.lastSeq >= before.lastSeq, `alice: lastSeq went back: ${before.lastSeq} -> ${after.lastSeq}`);
@@ -559,6 +564,7 @@ test('12. a call placed while the callee has no signaling connection rings once 
   await carol.page.fill('#callee', 'alice');
   await carol.page.click('#call-btn');
   await carol.page.waitForFunction(() => [...document.querySelectorAll('#log li')].some((li) => li.textContent.includes('offer sent to alice')));
+  await sleep(300);  // the offer reaches the server while alice has no connection
   assert(await body(alice, 'signaling') === 'reconnecting', 'alice reconnected while the proxy refused connections');
   proxy.blocked = false;
   // The offer waited for alice's session and is replayed after the resume: it rings.
@@ -569,10 +575,47 @@ test('12. a call placed while the callee has no signaling connection rings once 
   await waitBody(carol, { state: 'in-call', peer: 'alice' });
   await Promise.all([waitConnected(alice), waitConnected(carol)]);
   await waitRemoteVideoPlays(alice);
-  await hangUpAndCheck(carol, alice);
 });
 
-test(`13. an unanswered call ends on both pages with a no-answer notice after the ring timeout (${RING_TIMEOUT_S} s); calling again at once is refused readably`, async () => {
+test('13. a page reloaded while reconnecting takes its session back and ends the call the reload lost', async () => {
+  proxy.blocked = true;
+  assert(proxy.cut() > 0, 'nothing to cut');
+  await waitBody(alice, { signaling: 'reconnecting', state: 'in-call', peer: 'carol' });
+  await alice.page.reload();  // the page loads; its signaling stays blocked for now
+  await waitBody(alice, { state: 'logging-in', signaling: 'reconnecting' });
+  proxy.blocked = false;
+  await waitBody(alice, { state: 'idle', user: 'alice', signaling: 'open' }, 10_000);
+  await waitNotice(alice, 'resumed', 'Welcome back');
+  // The reload ended alice's side of the call: the resumed session tells carol.
+  await waitBody(carol, { state: 'idle', connection: 'none' });
+  await waitNotice(carol, 'peer_hung_up', 'alice');
+  await waitBody(alice, { media: 'camera' });
+  await call(carol, alice, 'alice');  // and the resumed session takes calls
+  await Promise.all([waitConnected(alice), waitConnected(carol)]);
+  await hangUpAndCheck(alice, carol);
+});
+
+test('14. another tab resuming the session takes it over: the first page says so and does not reconnect', async () => {
+  const session = await stored(alice);
+  const tab = await alice.context.newPage();  // same profile, its own sessionStorage: given the token
+  const other = { label: 'alice-tab2', page: tab };
+  tab.on('pageerror', (error) => alice.errors.push(`second tab: ${error}`));
+  await tab.addInitScript((value) => {
+    if (!sessionStorage.getItem('signaling-session')) sessionStorage.setItem('signaling-session', value);
+  }, JSON.stringify(session));
+  await tab.goto(alice.page.url());
+  await waitBody(other, { state: 'idle', user: 'alice', signaling: 'open' });
+  await waitBody(alice, { signaling: 'closed', state: 'logged-out' });
+  await waitNotice(alice, 'session_taken_over', 'another connection');
+  await screenshot(alice, '14-taken-over');
+  const upgrades = proxy.upgrades;
+  await sleep(1500);
+  assert(proxy.upgrades === upgrades && await body(alice, 'signaling') === 'closed', 'the page that lost its session reconnected');
+  await tab.close({ runBeforeUnload: true });  // a goodbye: the session ends, the name is free
+  await login(alice, 'alice');  // the first page can log in again
+});
+
+test(`15. an unanswered call ends on both pages with a no-answer notice after the ring timeout (${RING_TIMEOUT_S} s); calling again at once is refused readably`, async () => {
   const started = Date.now();
   await dial(alice, bob, 'bob');
   await waitBody(alice, { state: 'idle', connection: 'none' }, (RING_TIMEOUT_S + 5) * 1000);
@@ -581,7 +624,7 @@ test(`13. an unanswered call ends on both pages with a no-answer notice after th
   assert(elapsed >= RING_TIMEOUT_S - 1, `the call ended after ${elapsed} s, before the ring timeout`);
   const [aliceText, bobText] = await Promise.all([waitNotice(alice, 'no_answer', 'bob'), waitNotice(bob, 'no_answer', 'alice')]);
   assert(/no answer/i.test(aliceText) && /no answer/i.test(bobText), `no-answer notices read ${JSON.stringify([aliceText, bobText])}`);
-  await Promise.all([screenshot(alice, '13-no-answer'), screenshot(bob, '13-no-answer')]);
+  await Promise.all([screenshot(alice, '15-no-answer'), screenshot(bob, '15-no-answer')]);
   for (const p of [alice, bob]) assert(await p.page.evaluate(() => window.pc === null), `${p.label}: peer connection still set after the ring-out`);
   // The server's redial back-off: alice may not ring bob again right away.
   await alice.page.fill('#callee', 'bob');
@@ -593,7 +636,7 @@ test(`13. an unanswered call ends on both pages with a no-answer notice after th
   assert(await body(bob, 'state') === 'idle', 'bob rang although the server refused the offer');
 });
 
-test('14. no uncaught errors in any page', async () => {
+test('16. no uncaught errors in any page', async () => {
   const errors = peers.flatMap((p) => p.errors.map((e) => `${p.label}: ${e}`));
   assert(errors.length === 0, `uncaught page errors:\n${errors.join('\n')}`);
 });

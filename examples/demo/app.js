@@ -86,7 +86,8 @@ let session = null;
 let resuming = null;      // while the session is being resumed: { deadline, attempt, afterReload, lostPeer }
 let connectTimer = null;  // the current resume attempt's socket has not opened yet
 let outbox = [];          // messages sent while resuming; sent once the session is back
-let stalePeer = null;     // after a reload resumed the session: the partner of the call the reload ended
+let stalePeer = null;     // after a reload resumed the session: the partner of the call the reload ended,
+                          // until the server has answered the marker close (see onResume)
 
 let myName = null;        // the name we are logged in with (kept across reconnects)
 let pendingName = null;   // the name a login is in flight for
@@ -461,8 +462,13 @@ function onResume(message) {
       stalePeer = lostPeer ?? null;
       setState('idle');
       if (stalePeer) {
+        // The first close ends the call on the server (if it is still up). The replay may still
+        // hold messages of that call (a renegotiation offer would ring): they are ignored until
+        // the server's not_in_call answer to the second close, which comes after all of them.
         send({ type: 'close', otherUsername: stalePeer });
-        setTimeout(() => { stalePeer = null; }, 5000);  // what the resume replays about it is stale
+        send({ type: 'close', otherUsername: stalePeer });
+        const marker = stalePeer;
+        setTimeout(() => { if (stalePeer === marker) stalePeer = null; }, 10_000);  // a server that does not answer
       }
       media ??= startMedia();
       notify('resumed', `Welcome back, ${myName}: your session was resumed${stalePeer ? ` (the call with ${stalePeer} ended with the reload)` : ''}.`, 'info', { timeout: 5000 });
@@ -499,6 +505,7 @@ function onResume(message) {
 
 /** Close code 4000: the session was resumed on another connection (e.g. another tab). */
 function onTakenOver(event) {
+  const name = session?.username ?? myName;
   resuming = null;
   outbox = [];
   forgetSession();  // the token is spent; the session lives on elsewhere
@@ -509,6 +516,7 @@ function onTakenOver(event) {
   setBody('user', null);
   setBody('signaling', 'closed');
   setState('logged-out');
+  if (name) ui.username.value = name;
   notify('session_taken_over',
     'Your session was resumed on another connection (another tab or window took it over). This page has disconnected; log in again to use it here.',
     'warn', { timeout: 0 });
@@ -779,7 +787,7 @@ async function onOffer(message) {
   }
   if (!myName) return;
   if (from && from === stalePeer) {
-    log(`ignored a replayed offer from ${from}: that call ended with the reload`);
+    log(`ignored an offer from ${from} replayed from the call the reload ended`);
     return;
   }
   // A new call rings: the offer is applied now (so that trickled candidates find it), the answer
@@ -910,6 +918,11 @@ function onError(message) {
       }[code], 'warn', { timeout: 0 });
       return;
     case 'not_in_call':
+      if (stalePeer) {
+        log(`the call with ${stalePeer} from before the reload is over on the server`);
+        stalePeer = null;
+        return;
+      }
       log(`not_in_call (ignored): ${message.message}`);  // a close crossed the partner's close
       return;
     case 'in_call':

@@ -3,8 +3,10 @@
 //
 //   node e2e.mjs -- <server command...>
 //
-// The server command gets `--ice-server stun:127.0.0.1:3478 --addr 127.0.0.1:PORT` appended, must
-// serve the page at `/`, that ICE server at `/config.json` and the WebSocket at `/ws`. scripts/e2e.sh passes the built basic_server binary.
+// The server command gets `--ice-server stun:127.0.0.1:3478 --ring-timeout 5 --addr 127.0.0.1:PORT`
+// appended, must serve the page at `/`, that ICE server at `/config.json` and the WebSocket at
+// `/ws`, and speak issue 10's sessions and ringing (docs/protocol.md). scripts/e2e.sh passes the
+// built basic_server binary.
 // Environment: CHROMIUM (browser path, default /usr/bin/chromium), E2E_ARTIFACTS (screenshot
 // directory, default ./artifacts).
 // The tests run in order and build on each other; after the first failure the rest are skipped.
@@ -27,6 +29,10 @@ const TEST_TIMEOUT = 60_000;   // one whole test
 const RUN_TIMEOUT = 240_000;   // everything, browsers included
 // Handed to the page through /config.json. Loopback, where nothing answers: host candidates still connect.
 const ICE_SERVER = 'stun:127.0.0.1:3478';
+// --ring-timeout: an unanswered call ends this many seconds after the offer. Short, so that the
+// no-answer test is quick; long enough for a call placed while the callee's signaling is down to
+// still ring after its resume (up to 2 s of reconnect back-off).
+const RING_TIMEOUT_S = 5;
 const LAUNCH_FLAGS = [
   '--headless=new', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
   '--disable-background-networking', '--disable-component-update', '--disable-sync',
@@ -110,6 +116,71 @@ class Server {
   }
 }
 
+/**
+ * A TCP proxy in front of the server, so that a test can cut one page's connections abruptly
+ * (an RST each way, no WebSocket close frame: a network drop, not a goodbye) and keep its
+ * signaling from reconnecting for a while (`blocked`: WebSocket upgrades get an RST; the page
+ * itself still loads). A page loaded from `proxy.base` derives its WebSocket URL from it.
+ */
+class TcpProxy {
+  constructor(targetPort) {
+    this.targetPort = targetPort;
+    this.pairs = new Set();
+    this.blocked = false;
+    this.upgrades = 0;  // WebSocket connections let through, all time
+  }
+
+  async start() {
+    this.server = net.createServer((client) => {
+      client.on('error', () => client.destroy());
+      client.once('data', (first) => {
+        const websocket = first.toString('latin1').startsWith('GET /ws');
+        if (websocket && this.blocked) {
+          client.resetAndDestroy();
+          return;
+        }
+        if (websocket) this.upgrades += 1;
+        const upstream = net.connect(this.targetPort, '127.0.0.1');
+        const pair = { client, upstream };
+        this.pairs.add(pair);
+        const fail = () => {
+          client.destroy();
+          upstream.destroy();
+        };
+        client.on('error', fail);
+        upstream.on('error', fail);
+        client.on('close', () => this.pairs.delete(pair));
+        upstream.on('close', () => this.pairs.delete(pair));
+        upstream.write(first);
+        client.pipe(upstream);
+        upstream.pipe(client);
+      });
+    });
+    await new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(0, '127.0.0.1', resolve);
+    });
+    this.base = `http://127.0.0.1:${this.server.address().port}/`;
+  }
+
+  /** Resets every connection through the proxy, both sides. */
+  cut() {
+    const n = this.pairs.size;
+    for (const { client, upstream } of this.pairs) {
+      client.resetAndDestroy();
+      upstream.resetAndDestroy();
+    }
+    this.pairs.clear();
+    return n;
+  }
+
+  async stop() {
+    this.blocked = true;
+    this.cut();
+    await new Promise((resolve) => (this.server ? this.server.close(resolve) : resolve()));
+  }
+}
+
 const peers = [];
 
 /** One person: a separate Chromium with a fresh profile, one page. */
@@ -179,15 +250,31 @@ function assert(condition, message) {
 let base;
 
 async function login(peer, name) {
-  if (!peer.page.url().startsWith(base)) await peer.page.goto(base);
+  if (!peer.page.url().startsWith('http')) await peer.page.goto(base);  // (a page may be on the proxy)
   await peer.page.fill('#username', name);
   await peer.page.click('#login-btn');
   await waitBody(peer, { state: 'idle', user: name, signaling: 'open' });
 }
 
-async function call(caller, callee, calleeName) {
+/** The caller dials; the call rings on the callee's page until someone clicks there. */
+async function dial(caller, callee, calleeName) {
+  const callerName = await body(caller, 'user');
   await caller.page.fill('#callee', calleeName);
   await caller.page.click('#call-btn');
+  await waitBody(caller, { state: 'calling', peer: calleeName });
+  await waitRinging(callee, callerName);
+}
+
+async function waitRinging(callee, callerName) {
+  await waitBody(callee, { state: 'ringing', peer: callerName });
+  const text = await callee.page.locator('#incoming').textContent();
+  assert(text.includes(`${callerName} is calling you`), `${callee.label}: the incoming call reads ${JSON.stringify(text)}`);
+}
+
+/** A call the callee accepts. */
+async function call(caller, callee, calleeName) {
+  await dial(caller, callee, calleeName);
+  await callee.page.click('#accept-btn');
   await waitBody(caller, { state: 'in-call', peer: calleeName });
   await waitBody(callee, { state: 'in-call', peer: await body(caller, 'user') });
 }
@@ -218,6 +305,25 @@ async function waitRemoteVideoPlays(peer) {
   const width = await peer.page.evaluate(() => document.querySelector('#remote-video').videoWidth);
   return width;
 }
+
+/** Frames keep arriving: the remote video decodes more frames and its currentTime advances. */
+async function waitRemoteVideoAdvances(peer, what) {
+  const sample = () => peer.page.evaluate(() => {
+    const v = document.querySelector('#remote-video');
+    return { t: v.currentTime, frames: v.getVideoPlaybackQuality().totalVideoFrames };
+  });
+  const before = await sample();
+  try {
+    await peer.page.waitForFunction(({ t, frames }) => {
+      const v = document.querySelector('#remote-video');
+      return v.currentTime > t + 0.5 && v.getVideoPlaybackQuality().totalVideoFrames > frames + 5;
+    }, before, { timeout: 5000 });
+  } catch {
+    throw new Error(`${peer.label}: remote video stalled ${what}: ${JSON.stringify(before)} -> ${JSON.stringify(await sample())}`);
+  }
+}
+
+const stored = (peer) => peer.page.evaluate(() => JSON.parse(sessionStorage.getItem('signaling-session')));
 
 async function chat(from, to, text) {
   await from.page.fill('#chat-input', text);
@@ -252,13 +358,22 @@ const tests = [];
 const test = (name, fn) => tests.push({ name, fn });
 let alice, bob, carol, dave;
 let server;
+let proxy;
 
-test('1. two pages log in as different users; alice calls bob', async () => {
+test('1. two pages log in as different users; alice calls bob, it rings until bob accepts', async () => {
   [alice, bob] = await Promise.all([newPeer('alice'), newPeer('bob')]);
   await Promise.all([login(alice, 'alice'), login(bob, 'bob')]);
   await waitBody(alice, { media: 'camera' });  // Chromium's fake camera
   await waitBody(bob, { media: 'camera' });
-  await call(alice, bob, 'bob');
+  await dial(alice, bob, 'bob');
+  // Ringing: bob's page holds the offer and has not answered it.
+  await sleep(500);
+  assert(await bob.page.evaluate(() => window.pc?.signalingState) === 'have-remote-offer', 'bob answered before Accept');
+  await waitBody(alice, { state: 'calling' });
+  await screenshot(bob, '01-ringing');
+  await bob.page.click('#accept-btn');
+  await waitBody(alice, { state: 'in-call', peer: 'bob' });
+  await waitBody(bob, { state: 'in-call', peer: 'alice' });
 });
 
 test('2. both peer connections connect (with /config.json ICE servers); each remote video has frames and advances', async () => {
@@ -363,20 +478,165 @@ test('8. camera denied: a readable message, and a receive-only call with chat st
   await hangUpAndCheck(carol, dave);
 });
 
-test('9. signaling connection lost: the page says so, reconnects and logs in again', async () => {
+test('9. server restart: the page says so, reconnects, its session is gone: it asks to log in again', async () => {
   await server.stop();
   await waitBody(alice, { signaling: 'reconnecting' });
   await waitNotice(alice, 'signaling_lost', 'Reconnecting');
   await screenshot(alice, '09-signaling-lost');
   await server.start();
-  await waitBody(alice, { signaling: 'open', user: 'alice', state: 'idle' }, 30_000);
-  await waitBody(bob, { signaling: 'open', user: 'bob', state: 'idle' }, 30_000);
+  // The new server process does not know the token: the resume is refused (invalid_token).
+  for (const p of [alice, bob]) {
+    await waitBody(p, { signaling: 'open', state: 'logged-out' }, 30_000);
+    await waitNotice(p, 'invalid_token', 'Log in again');
+    assert(await stored(p) === null, `${p.label}: the spent session is still stored`);
+    assert(await p.page.inputValue('#username') === p.label, `${p.label}: the login form lost the name`);
+  }
+  await Promise.all([login(alice, 'alice'), login(bob, 'bob')]);
   await call(bob, alice, 'alice');
   await Promise.all([waitConnected(alice), waitConnected(bob)]);
   await hangUpAndCheck(bob, alice);
 });
 
-test('10. no uncaught errors in any page', async () => {
+test('10. Decline: the callee goes back to idle and the caller sees the call end, with a notice on each page', async () => {
+  await dial(bob, alice, 'alice');
+  await alice.page.click('#decline-btn');
+  await waitBody(alice, { state: 'idle', connection: 'none' });
+  await waitNotice(alice, 'declined', 'bob');
+  await waitBody(bob, { state: 'idle', connection: 'none' });
+  await waitNotice(bob, 'declined', 'alice');
+  await screenshot(bob, '10-declined');
+  for (const p of [alice, bob]) assert(await p.page.evaluate(() => window.pc === null), `${p.label}: peer connection still set after the decline`);
+});
+
+test('11. signaling cut mid-call (TCP reset): the call goes on, the page resumes the session, then chat, renegotiation and hang-up work', async () => {
+  proxy = new TcpProxy(server.port);
+  await proxy.start();
+  await alice.page.goto(proxy.base);  // alice's page and its WebSocket now go through the proxy
+  await login(alice, 'alice');
+  const session0 = await stored(alice);
+  assert(session0?.token?.length === 22 && session0.graceMs > 0, `alice: no resumable session stored: ${JSON.stringify(session0)}`);
+  await call(alice, bob, 'bob');
+  await Promise.all([waitConnected(alice), waitConnected(bob)]);
+  await Promise.all([waitRemoteVideoPlays(alice), waitRemoteVideoPlays(bob)]);
+  const before = await stored(alice);
+  assert(before.lastSeq > 0, `alice: lastSeq not kept: ${JSON.stringify(before)}`);
+  const upgrades = proxy.upgrades;
+
+  proxy.blocked = true;  // no reconnect for now
+  assert(proxy.cut() > 0, 'nothing to cut: alice has no connection through the proxy');
+  await waitBody(alice, { signaling: 'reconnecting', state: 'in-call', connection: 'connected' });
+  await waitNotice(alice, 'signaling_lost', 'Reconnecting');
+  const status = await alice.page.textContent('#status');
+  assert(/reconnecting/i.test(status), `alice: the status reads ${JSON.stringify(status)}`);
+  await screenshot(alice, '11-reconnecting');
+  // While the signaling is down the media goes on, both ways; bob is told nothing.
+  await Promise.all([waitRemoteVideoAdvances(alice, 'during the outage'), waitRemoteVideoAdvances(bob, 'during the outage')]);
+  assert(await body(alice, 'signaling') === 'reconnecting', 'alice reconnected while the proxy refused connections');
+  await waitBody(bob, { state: 'in-call', peer: 'alice', connection: 'connected' });
+  assert(await bob.page.locator('#notices .notice[data-code="peer_hung_up"]').count() === 0, 'bob was told alice hung up');
+
+  proxy.blocked = false;
+  await waitBody(alice, { signaling: 'open', user: 'alice', state: 'in-call', peer: 'bob' }, 10_000);
+  await waitNotice(alice, 'resumed', 'goes on');
+  assert(proxy.upgrades > upgrades, 'alice resumed without a new connection through the proxy');
+  const after = await stored(alice);
+  assert(after.token !== before.token && after.token.length === 22, `alice: the token did not rotate: ${before.token} -> ${after.token}`);
+  assert(after.lastSeq >= before.lastSeq, `alice: lastSeq went back: ${before.lastSeq} -> ${after.lastSeq}`);
+  await Promise.all([waitRemoteVideoAdvances(alice, 'after the resume'), waitRemoteVideoAdvances(bob, 'after the resume')]);
+  await chat(alice, bob, 'Still there after the drop?');
+  await chat(bob, alice, 'Never left.');
+  // A renegotiation (ICE restart offer) through the resumed session is answered without ringing.
+  await alice.page.evaluate(() => window.demo.restartIce());
+  await alice.page.waitForFunction(() => window.pc?.signalingState === 'stable' && [...document.querySelectorAll('#log li')].some((li) => li.textContent.includes('ICE restart offer sent')));
+  await bob.page.waitForFunction(() => [...document.querySelectorAll('#log li')].some((li) => li.textContent.includes('(renegotiation)')));
+  await waitBody(bob, { state: 'in-call', peer: 'alice' });
+  await Promise.all([waitConnected(alice), waitConnected(bob)]);
+  // bob's hang-up reaches alice over her new connection.
+  await hangUpAndCheck(bob, alice);
+  assert((await stored(alice)).lastSeq > after.lastSeq, 'alice: lastSeq did not move after the resume');
+});
+
+test('12. a call placed while the callee has no signaling connection rings once the callee resumes', async () => {
+  await login(carol, 'carol');  // carol's page asks for a login since the server restart
+  proxy.blocked = true;
+  assert(proxy.cut() > 0, 'nothing to cut');
+  await waitBody(alice, { signaling: 'reconnecting', state: 'idle' });
+  await carol.page.fill('#callee', 'alice');
+  await carol.page.click('#call-btn');
+  await carol.page.waitForFunction(() => [...document.querySelectorAll('#log li')].some((li) => li.textContent.includes('offer sent to alice')));
+  await sleep(300);  // the offer reaches the server while alice has no connection
+  assert(await body(alice, 'signaling') === 'reconnecting', 'alice reconnected while the proxy refused connections');
+  proxy.blocked = false;
+  // The offer waited for alice's session and is replayed after the resume: it rings.
+  await waitRinging(alice, 'carol');
+  await waitBody(alice, { signaling: 'open' });
+  await alice.page.click('#accept-btn');
+  await waitBody(alice, { state: 'in-call', peer: 'carol' });
+  await waitBody(carol, { state: 'in-call', peer: 'alice' });
+  await Promise.all([waitConnected(alice), waitConnected(carol)]);
+  await waitRemoteVideoPlays(alice);
+});
+
+test('13. a page reloaded while reconnecting takes its session back and ends the call the reload lost', async () => {
+  proxy.blocked = true;
+  assert(proxy.cut() > 0, 'nothing to cut');
+  await waitBody(alice, { signaling: 'reconnecting', state: 'in-call', peer: 'carol' });
+  await alice.page.reload();  // the page loads; its signaling stays blocked for now
+  await waitBody(alice, { state: 'logging-in', signaling: 'reconnecting' });
+  proxy.blocked = false;
+  await waitBody(alice, { state: 'idle', user: 'alice', signaling: 'open' }, 10_000);
+  await waitNotice(alice, 'resumed', 'Welcome back');
+  // The reload ended alice's side of the call: the resumed session tells carol.
+  await waitBody(carol, { state: 'idle', connection: 'none' });
+  await waitNotice(carol, 'peer_hung_up', 'alice');
+  await waitBody(alice, { media: 'camera' });
+  await call(carol, alice, 'alice');  // and the resumed session takes calls
+  await Promise.all([waitConnected(alice), waitConnected(carol)]);
+  await hangUpAndCheck(alice, carol);
+});
+
+test('14. another tab resuming the session takes it over: the first page says so and does not reconnect', async () => {
+  const session = await stored(alice);
+  const tab = await alice.context.newPage();  // same profile, its own sessionStorage: given the token
+  const other = { label: 'alice-tab2', page: tab };
+  tab.on('pageerror', (error) => alice.errors.push(`second tab: ${error}`));
+  await tab.addInitScript((value) => {
+    if (!sessionStorage.getItem('signaling-session')) sessionStorage.setItem('signaling-session', value);
+  }, JSON.stringify(session));
+  await tab.goto(alice.page.url());
+  await waitBody(other, { state: 'idle', user: 'alice', signaling: 'open' });
+  await waitBody(alice, { signaling: 'closed', state: 'logged-out' });
+  await waitNotice(alice, 'session_taken_over', 'another connection');
+  await screenshot(alice, '14-taken-over');
+  const upgrades = proxy.upgrades;
+  await sleep(1500);
+  assert(proxy.upgrades === upgrades && await body(alice, 'signaling') === 'closed', 'the page that lost its session reconnected');
+  await tab.close({ runBeforeUnload: true });  // a goodbye: the session ends, the name is free
+  await login(alice, 'alice');  // the first page can log in again
+});
+
+test(`15. an unanswered call ends on both pages with a no-answer notice after the ring timeout (${RING_TIMEOUT_S} s); calling again at once is refused readably`, async () => {
+  const started = Date.now();
+  await dial(alice, bob, 'bob');
+  await waitBody(alice, { state: 'idle', connection: 'none' }, (RING_TIMEOUT_S + 5) * 1000);
+  await waitBody(bob, { state: 'idle', connection: 'none' });
+  const elapsed = (Date.now() - started) / 1000;
+  assert(elapsed >= RING_TIMEOUT_S - 1, `the call ended after ${elapsed} s, before the ring timeout`);
+  const [aliceText, bobText] = await Promise.all([waitNotice(alice, 'no_answer', 'bob'), waitNotice(bob, 'no_answer', 'alice')]);
+  assert(/no answer/i.test(aliceText) && /no answer/i.test(bobText), `no-answer notices read ${JSON.stringify([aliceText, bobText])}`);
+  await Promise.all([screenshot(alice, '15-no-answer'), screenshot(bob, '15-no-answer')]);
+  for (const p of [alice, bob]) assert(await p.page.evaluate(() => window.pc === null), `${p.label}: peer connection still set after the ring-out`);
+  // The server's redial back-off: alice may not ring bob again right away.
+  await alice.page.fill('#callee', 'bob');
+  await alice.page.click('#call-btn');
+  const text = await waitNotice(alice, 'redial_too_soon', 'bob');
+  assert(/call again in \d+ s/.test(text), `redial_too_soon notice reads ${JSON.stringify(text)}`);
+  await waitBody(alice, { state: 'idle', connection: 'none' });
+  await sleep(300);
+  assert(await body(bob, 'state') === 'idle', 'bob rang although the server refused the offer');
+});
+
+test('16. no uncaught errors in any page', async () => {
   const errors = peers.flatMap((p) => p.errors.map((e) => `${p.label}: ${e}`));
   assert(errors.length === 0, `uncaught page errors:\n${errors.join('\n')}`);
 });
@@ -391,7 +651,7 @@ async function main() {
   }
   const port = await freePort();
   base = `http://127.0.0.1:${port}/`;
-  server = new Server([...serverCommand, '--ice-server', ICE_SERVER], port);
+  server = new Server([...serverCommand, '--ice-server', ICE_SERVER, '--ring-timeout', String(RING_TIMEOUT_S)], port);
   console.log(`e2e: server ${server.command.join(' ')} --addr 127.0.0.1:${port}; browser ${CHROMIUM}`);
   let passed = 0;
   let failed = 0;
@@ -421,6 +681,7 @@ async function main() {
     console.log(`FAIL setup: ${brief(error)}`);
   } finally {
     await closePeers();
+    await proxy?.stop();
     await server.stop();
   }
   console.log(`screenshots: ${ARTIFACTS}`);

@@ -490,17 +490,16 @@ struct Redial {
 /// Back-offs kept per caller; the oldest goes first.
 const MAX_REDIALS: usize = 16;
 
-/// A logged-in name: the state that outlives a connection.
+/// A logged-in name: the state that outlives a connection. Kept small (32 bytes): every
+/// idle user holds one.
 #[derive(Debug)]
 struct Session {
     /// `None` while suspended.
     conn: Option<ConnectionId>,
-    /// The confusable skeleton of the name: its key in [`Router::skeletons`].
-    skeleton: Arc<str>,
-    call: Option<CallSide>,
+    /// Boxed: an idle user has no call.
+    call: Option<Box<CallSide>>,
     /// Boxed: a plain session stays small.
     resume: Option<Box<Resumable>>,
-    redials: Vec<Redial>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -575,6 +574,8 @@ pub struct Router {
     skeletons: HashMap<Arc<str>, Username, RandomState>,
     /// The live token of every resumable session.
     tokens: HashMap<SessionToken, Username, RandomState>,
+    /// The back-offs of callers who were declined or not answered, by caller.
+    redials: HashMap<Username, Vec<Redial>, RandomState>,
     token_source: Tokens,
     /// Grace periods and ring timeouts, soonest first.
     timers: BTreeMap<TimerKey, Timer>,
@@ -608,6 +609,7 @@ impl Router {
             sessions: HashMap::default(),
             skeletons: HashMap::default(),
             tokens: HashMap::default(),
+            redials: HashMap::default(),
             token_source: Tokens(None),
             timers: BTreeMap::new(),
             next_timer: 0,
@@ -1185,7 +1187,8 @@ impl Router {
         let Some(s) = self.sessions.remove(name) else {
             return;
         };
-        self.skeletons.remove(&s.skeleton);
+        self.forget_skeleton(name);
+        self.redials.remove(name);
         if let Some(r) = s.resume {
             self.tokens.remove(&r.token);
             self.cancel(r.grace);
@@ -1215,6 +1218,18 @@ impl Router {
             username: name.clone(),
             reason,
         });
+    }
+
+    /// Removes `name`'s confusable skeleton from the registry (computed again rather than kept
+    /// in every session: a logout is rare, a session's bytes are held by every idle user).
+    fn forget_skeleton(&mut self, name: &Username) {
+        let mut skeleton = std::mem::take(&mut self.skeleton_buf);
+        self.ascii_skeletons
+            .skeleton_into(name.as_str(), &mut skeleton);
+        if self.skeletons.get(skeleton.as_str()) == Some(name) {
+            self.skeletons.remove(skeleton.as_str());
+        }
+        self.skeleton_buf = skeleton;
     }
 
     /// Clears `name`'s call if it is with `peer`.
@@ -1309,15 +1324,13 @@ impl Router {
         if let Some(token) = &token {
             self.tokens.insert(token.clone(), username.clone());
         }
-        self.skeletons.insert(key.clone(), username.clone());
+        self.skeletons.insert(key, username.clone());
         self.sessions.insert(
             username.clone(),
             Session {
                 conn: Some(conn),
-                skeleton: key,
                 call: None,
                 resume,
-                redials: Vec::new(),
             },
         );
         if let Some(c) = self.connections.get_mut(&conn) {
@@ -1461,7 +1474,10 @@ impl Router {
         let c = self.connections.get(&conn)?;
         match &c.session {
             Some(name) => {
-                let call = self.sessions.get(name).and_then(|s| s.call.clone());
+                let call = self
+                    .sessions
+                    .get(name)
+                    .and_then(|s| s.call.as_deref().cloned());
                 Some((name.clone(), call))
             }
             None => {
@@ -1619,14 +1635,14 @@ impl Router {
 
     fn set_call(&mut self, name: &Username, peer: &Username, caller: bool, ring: Option<TimerKey>) {
         if let Some(s) = self.sessions.get_mut(name) {
-            s.call = Some(CallSide {
+            s.call = Some(Box::new(CallSide {
                 peer: peer.clone(),
                 caller,
                 answered: false,
                 offers: 0,
                 candidates: 0,
                 ring,
-            });
+            }));
         }
     }
 
@@ -1683,9 +1699,8 @@ impl Router {
 
     /// How long `caller` must still wait before offering `callee` again, if at all.
     fn redial_wait(&self, caller: &Username, callee: &Username, now: Instant) -> Option<Duration> {
-        self.sessions
+        self.redials
             .get(caller)?
-            .redials
             .iter()
             .find(|r| r.callee == *callee && r.until > now)
             .map(|r| r.until.saturating_duration_since(now))
@@ -1696,30 +1711,29 @@ impl Router {
         let Some(backoff) = self.config.redial_backoff else {
             return;
         };
-        let Some(s) = self.sessions.get_mut(caller) else {
+        if !self.sessions.contains_key(caller) {
             return;
-        };
+        }
+        let redials = self.redials.entry(caller.clone()).or_default();
         // Forget back-offs that ended more than `max` ago.
-        s.redials
-            .retain(|r| r.until.checked_add(backoff.max).is_none_or(|end| now < end));
-        let strikes = match s.redials.iter().position(|r| r.callee == *callee) {
-            Some(i) => s.redials.swap_remove(i).strikes.saturating_add(1),
+        redials.retain(|r| r.until.checked_add(backoff.max).is_none_or(|end| now < end));
+        let strikes = match redials.iter().position(|r| r.callee == *callee) {
+            Some(i) => redials.swap_remove(i).strikes.saturating_add(1),
             None => 1,
         };
         let factor = 1u32.checked_shl(strikes - 1).unwrap_or(u32::MAX);
         let wait = backoff.initial.saturating_mul(factor).min(backoff.max);
-        if s.redials.len() >= MAX_REDIALS {
-            if let Some(oldest) = s
-                .redials
+        if redials.len() >= MAX_REDIALS {
+            if let Some(oldest) = redials
                 .iter()
                 .enumerate()
                 .min_by_key(|(_, r)| r.until)
                 .map(|(i, _)| i)
             {
-                s.redials.swap_remove(oldest);
+                redials.swap_remove(oldest);
             }
         }
-        s.redials.push(Redial {
+        redials.push(Redial {
             callee: callee.clone(),
             until: now.checked_add(wait).unwrap_or(now),
             strikes,
@@ -1817,4 +1831,17 @@ fn caller_callee(name: &Username, side: &CallSide) -> (Username, Username) {
 
 fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every idle user holds a `Session` and a `Connection`: their size is the router's share
+    /// of the RSS per idle connection (`docs/performance.md`).
+    #[test]
+    fn per_user_state_stays_small() {
+        assert!(size_of::<Session>() <= 32, "{}", size_of::<Session>());
+        assert!(size_of::<Connection>() <= 72, "{}", size_of::<Connection>());
+    }
 }

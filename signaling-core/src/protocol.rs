@@ -253,9 +253,10 @@ impl TryFrom<&str> for Username {
 /// An opaque JSON value (an SDP description or an ICE candidate), kept as the exact text the
 /// sender wrote so that it is relayed byte-for-byte.
 ///
-/// Two payloads are equal when their texts are identical byte for byte.
+/// Two payloads are equal when their texts are identical byte for byte. Cheap to clone
+/// (reference counted): a resumable session keeps what it relays without copying it.
 #[derive(Clone)]
-pub struct Payload(Box<RawValue>);
+pub struct Payload(Arc<str>);
 
 impl PartialEq for Payload {
     fn eq(&self, other: &Self) -> bool {
@@ -268,21 +269,18 @@ impl Eq for Payload {}
 impl Payload {
     /// Copies a raw JSON value.
     pub fn from_raw(raw: &RawValue) -> Self {
-        Payload(raw.to_owned())
-    }
-
-    pub(crate) fn from_cow(raw: Cow<'_, RawValue>) -> Self {
-        Payload(raw.into_owned())
+        Payload(Arc::from(raw.get()))
     }
 
     /// Parses `json` as one JSON value and keeps its text unchanged.
     pub fn from_json(json: &str) -> Result<Self, serde_json::Error> {
-        RawValue::from_string(json.to_owned()).map(Payload)
+        let raw = RawValue::from_string(json.to_owned())?;
+        Ok(Payload::from_raw(&raw))
     }
 
     /// The JSON text exactly as received.
     pub fn get(&self) -> &str {
-        self.0.get()
+        &self.0
     }
 }
 
@@ -542,6 +540,31 @@ fn resume_fields<'a>(frame: &RawFrame<'a>) -> Result<(Cow<'a, str>, u64), Decode
     Ok((token, last_seq))
 }
 
+/// A relayed payload as decoded: borrowed from the frame, or already shared.
+#[derive(Debug)]
+pub(crate) enum RawPayload<'a> {
+    Frame(&'a RawValue),
+    Shared(Payload),
+}
+
+impl RawPayload<'_> {
+    /// The JSON text.
+    pub(crate) fn get(&self) -> &str {
+        match self {
+            RawPayload::Frame(raw) => raw.get(),
+            RawPayload::Shared(payload) => payload.get(),
+        }
+    }
+
+    /// The payload to relay: one copy of a borrowed one.
+    pub(crate) fn into_payload(self) -> Payload {
+        match self {
+            RawPayload::Frame(raw) => Payload::from_raw(raw),
+            RawPayload::Shared(payload) => payload,
+        }
+    }
+}
+
 /// A decoded client message that borrows from the frame text: the router's fast path, which
 /// copies nothing but the payload it relays.
 #[derive(Debug)]
@@ -556,7 +579,7 @@ pub(crate) enum Decoded<'a> {
     },
     Relay {
         kind: RelayKind,
-        payload: Cow<'a, RawValue>,
+        payload: RawPayload<'a>,
         to: Option<Cow<'a, str>>,
     },
     HangUp {
@@ -600,7 +623,7 @@ impl<'a> Decoded<'a> {
             })?;
             Ok(Decoded::Relay {
                 kind,
-                payload: Cow::Borrowed(payload),
+                payload: RawPayload::Frame(payload),
                 to: target_field(frame.other_username)?,
             })
         };
@@ -681,7 +704,7 @@ impl From<ClientMessage> for Decoded<'static> {
             },
             ClientMessage::Relay { kind, payload, to } => Decoded::Relay {
                 kind,
-                payload: Cow::Owned(payload.0),
+                payload: RawPayload::Shared(payload),
                 to: to.map(|n| Cow::Owned(n.as_str().to_owned())),
             },
             ClientMessage::HangUp { to } => Decoded::HangUp {
@@ -708,7 +731,7 @@ impl ClientMessage {
             },
             Decoded::Relay { kind, payload, to } => ClientMessage::Relay {
                 kind,
-                payload: Payload(payload.into_owned()),
+                payload: payload.into_payload(),
                 to: to.map(validated),
             },
             Decoded::HangUp { to } => ClientMessage::HangUp {

@@ -9,10 +9,9 @@ use crate::error::{ErrorCode, RouterError};
 use std::borrow::Cow;
 
 use foldhash::fast::RandomState;
-use serde_json::value::RawValue;
 
 use crate::protocol::{
-    AsciiSkeletons, ClientMessage, Decoded, HangUpReason, Payload, RelayKind, ReplyType,
+    AsciiSkeletons, ClientMessage, Decoded, HangUpReason, RawPayload, RelayKind, ReplyType,
     ServerMessage, SessionToken, Username, nfc,
 };
 
@@ -1491,7 +1490,7 @@ impl Router {
         &mut self,
         conn: ConnectionId,
         kind: RelayKind,
-        payload: Cow<'_, RawValue>,
+        payload: RawPayload<'_>,
         to: Option<&str>,
         now: Instant,
     ) {
@@ -1618,7 +1617,7 @@ impl Router {
             &target,
             ServerMessage::Relay {
                 kind,
-                payload: Payload::from_cow(payload),
+                payload: payload.into_payload(),
                 from: me,
             },
         );

@@ -1367,19 +1367,19 @@ impl Router {
             return self.resume_failed(conn, ErrorCode::AlreadyLoggedIn, message);
         }
         let bound = c.bound.clone();
+        const INVALID: &str = "unknown, spent or expired session token; log in afresh";
         let Some(name) = self.tokens.get(token).cloned() else {
-            let message = "unknown, spent or expired session token; log in afresh".to_string();
-            return self.resume_failed(conn, ErrorCode::InvalidToken, message);
+            return self.resume_failed(conn, ErrorCode::InvalidToken, INVALID.to_string());
         };
         if bound.as_ref().is_some_and(|b| *b != name) {
             let message = "this connection may not resume another user's session".to_string();
             return self.resume_failed(conn, ErrorCode::Unauthorized, message);
         }
         let Some(s) = self.sessions.get(&name) else {
-            return self.resume_failed(conn, ErrorCode::InvalidToken, String::new());
+            return self.resume_failed(conn, ErrorCode::InvalidToken, INVALID.to_string());
         };
         let Some(r) = s.resume.as_deref() else {
-            return self.resume_failed(conn, ErrorCode::InvalidToken, String::new());
+            return self.resume_failed(conn, ErrorCode::InvalidToken, INVALID.to_string());
         };
         let closing = s
             .conn
@@ -1408,7 +1408,7 @@ impl Router {
             return self.end_session(&name, SessionEnd::HistoryLost);
         }
         let Some(source) = self.token_source.0.as_mut() else {
-            return self.resume_failed(conn, ErrorCode::InvalidToken, String::new());
+            return self.resume_failed(conn, ErrorCode::InvalidToken, INVALID.to_string());
         };
         let new_token = source.next_token();
         let grace_ms = duration_ms(self.config.sessions.grace);

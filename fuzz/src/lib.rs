@@ -978,6 +978,14 @@ impl World {
                             assert_eq!(reason.code(), 4000);
                             self.next_seq.remove(&conn);
                         }
+                        DisconnectReason::SessionEnded => {
+                            let (to, _) = self
+                                .resuming
+                                .unwrap_or_else(|| panic!("4001 without a resume: {conn}"));
+                            assert_ne!(to, conn, "a history_lost of itself");
+                            assert_eq!(reason.code(), 4001);
+                            self.next_seq.remove(&conn);
+                        }
                         other => panic!("unknown disconnect reason {other:?}"),
                     }
                     assert!(self.closed.insert(conn), "second Close for {conn}");

@@ -50,7 +50,8 @@
 //!
 //! Close codes the driver sends: 1001 on shutdown and on a heartbeat timeout, 1008 on the login
 //! deadline and when the router asks (rate limit), 1009 for an oversize message, 4000 when a
-//! `resume` took the connection's session elsewhere, 1013 for a socket handed to
+//! `resume` took the connection's session elsewhere, 4001 when a `resume` elsewhere ended it
+//! (`history_lost`), 1013 for a socket handed to
 //! [`Hub::serve_connection`] over the caps (see [`CloseFrame`]). A client dropped for a
 //! stalled write or over the budget gets no close frame: it is not reading.
 //!

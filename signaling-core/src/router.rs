@@ -214,6 +214,9 @@ pub enum DisconnectReason {
     RateLimited,
     /// Its session was resumed on another connection (close code 4000).
     ResumedElsewhere,
+    /// Its session ended while it was open: a resume from another connection asked for
+    /// messages no longer kept (`history_lost`), which ends the session (close code 4001).
+    SessionEnded,
 }
 
 impl DisconnectReason {
@@ -222,6 +225,7 @@ impl DisconnectReason {
         match self {
             DisconnectReason::RateLimited => 1008,
             DisconnectReason::ResumedElsewhere => 4000,
+            DisconnectReason::SessionEnded => 4001,
         }
     }
 
@@ -230,6 +234,7 @@ impl DisconnectReason {
         match self {
             DisconnectReason::RateLimited => "rate limit exceeded",
             DisconnectReason::ResumedElsewhere => "session resumed on another connection",
+            DisconnectReason::SessionEnded => "session ended: its messages could not be repaired",
         }
     }
 }
@@ -1404,7 +1409,19 @@ impl Router {
                 "the messages after {last_seq} are no longer kept (the oldest kept is {first_kept}); \
                  the session has ended, log in afresh"
             );
+            let still_open = s.conn;
             self.resume_failed(conn, ErrorCode::HistoryLost, message);
+            if let Some(old) = still_open {
+                // Still open (another tab): tell it its session is over rather than leave it
+                // logged out without a word.
+                if let Some(c) = self.connections.get_mut(&old) {
+                    c.closing = true;
+                }
+                self.outputs.push_back(Output::Disconnect {
+                    conn: old,
+                    reason: DisconnectReason::SessionEnded,
+                });
+            }
             return self.end_session(&name, SessionEnd::HistoryLost);
         }
         let Some(source) = self.token_source.0.as_mut() else {

@@ -754,3 +754,36 @@ fn a_session_closed_for_its_rate_limit_cannot_be_resumed_elsewhere() {
     h.drain();
     assert!(!h.router.is_logged_in("alice"));
 }
+
+/// A resume with a `lastSeq` whose successors are gone, while the session's connection is still
+/// open (a second tab with a stale `lastSeq`): the session ends, and the open connection is told
+/// so with 4001 rather than left logged out without a word.
+#[test]
+fn history_lost_closes_a_still_open_connection_with_4001() {
+    let mut h = Harness::with_tokens(
+        config().with_sessions(SessionConfig::default().with_history(2, 1 << 20)),
+    );
+    let (a, token, b) = resumable_call(&mut h);
+    for n in 1..=3 {
+        h.send(b, &candidate("alice", n));
+    }
+    assert_eq!(h.drain().len(), 3);
+    let tab = h.connect();
+    h.resume(tab, &token, 1);
+    let out = h.drain_raw();
+    assert_eq!(out.len(), 3, "{out:?}");
+    assert_eq!(out[0].0, tab);
+    assert!(out[0].1.contains(r#""code":"history_lost""#), "{out:?}");
+    assert_eq!(out[1], (a, "CLOSE 4001".to_string()));
+    assert_eq!(out[2].0, b);
+    assert!(
+        out[2]
+            .1
+            .starts_with(r#"{"type":"close","username":"alice""#)
+    );
+    assert!(!h.router.is_logged_in("alice"));
+    // The closed connection's input is ignored until the driver reports it gone.
+    h.send(a, &candidate("bob", 9));
+    assert!(h.drain().is_empty());
+    h.router.handle_disconnect(a).unwrap();
+}

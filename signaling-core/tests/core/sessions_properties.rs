@@ -670,6 +670,15 @@ impl Model {
         }
         if last_seq + 1 < r.first_kept() {
             refuse(self, "history_lost");
+            if let Some(old) = self.sessions[&name].conn {
+                // Still open: told its session ended (4001).
+                self.conn_mut(old).unwrap().closing = true;
+                self.push(
+                    old,
+                    Obs::Disconnect(DisconnectReason::SessionEnded.code()),
+                    None,
+                );
+            }
             return self.end(&name, SessionEnd::HistoryLost);
         }
         let new_token = self.token();
@@ -1124,7 +1133,15 @@ impl World {
                     actual.push((t.to.0, out));
                 }
                 Output::Disconnect { conn, reason } => {
-                    prop_assert_eq!(reason, DisconnectReason::ResumedElsewhere, "{:?}", op);
+                    prop_assert!(
+                        matches!(
+                            reason,
+                            DisconnectReason::ResumedElsewhere | DisconnectReason::SessionEnded
+                        ),
+                        "{:?}: {:?}",
+                        op,
+                        reason
+                    );
                     actual.push((
                         conn.0,
                         Out {

@@ -76,6 +76,9 @@ pub enum ErrorCode {
     /// `resume` refused: `lastSeq` is higher than any sequence number the session sent.
     /// Nothing changed.
     InvalidLastSeq,
+    /// A shared component the request needs cannot be reached (cluster mode: Redis): the
+    /// login or message was not handled; retry later. Nothing else changed.
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -108,6 +111,7 @@ impl ErrorCode {
         ErrorCode::InvalidToken,
         ErrorCode::HistoryLost,
         ErrorCode::InvalidLastSeq,
+        ErrorCode::Unavailable,
     ];
 
     /// The wire string, e.g. `"unknown_user"`.
@@ -140,6 +144,7 @@ impl ErrorCode {
             ErrorCode::InvalidToken => "invalid_token",
             ErrorCode::HistoryLost => "history_lost",
             ErrorCode::InvalidLastSeq => "invalid_last_seq",
+            ErrorCode::Unavailable => "unavailable",
         }
     }
 

@@ -76,6 +76,6 @@ pub use protocol::{
     ServerMessage, SessionToken, Username, UsernameError,
 };
 pub use router::{
-    CallEnd, ConnectionId, DisconnectReason, Event, Output, RateLimit, RedialBackoff, Router,
-    RouterConfig, SessionConfig, SessionEnd, TokenSource, Transmit, UnansweredLimits,
+    CallEnd, ClaimOutcome, ConnectionId, DisconnectReason, Event, Output, RateLimit, RedialBackoff,
+    Router, RouterConfig, SessionConfig, SessionEnd, TokenSource, Transmit, UnansweredLimits,
 };

@@ -160,6 +160,11 @@ pub struct RouterConfig {
     pub ring_timeout: Option<Duration>,
     /// The back-off after a declined or rung-out offer; `None` turns it off.
     pub redial_backoff: Option<RedialBackoff>,
+    /// Names are shared with other nodes (cluster mode, `docs/cluster.md`): a login that passes
+    /// the local checks is not granted at once but asked of the shared registry
+    /// ([`Output::Claim`], answered with [`Router::handle_claimed`]), and an ended session gives
+    /// its name back ([`Output::Release`]). Off by default: a single node's registry is its own.
+    pub claim_names: bool,
 }
 
 impl Default for RouterConfig {
@@ -170,6 +175,7 @@ impl Default for RouterConfig {
             sessions: SessionConfig::default(),
             ring_timeout: Some(Duration::from_secs(45)),
             redial_backoff: Some(RedialBackoff::default()),
+            claim_names: false,
         }
     }
 }
@@ -202,6 +208,12 @@ impl RouterConfig {
     /// Sets (or with `None`, turns off) the back-off after a declined or rung-out offer.
     pub fn with_redial_backoff(mut self, backoff: Option<RedialBackoff>) -> Self {
         self.redial_backoff = backoff;
+        self
+    }
+
+    /// Shares names with other nodes through claims ([`RouterConfig::claim_names`]).
+    pub fn with_claim_names(mut self, claim: bool) -> Self {
+        self.claim_names = claim;
         self
     }
 }
@@ -397,6 +409,38 @@ pub enum Output {
     },
     /// Something happened (nothing to send).
     Event(Event),
+    /// Cluster mode ([`RouterConfig::claim_names`]): ask the shared registry for `name` (and
+    /// its confusable `skeleton`) for the login on `conn`, then report with
+    /// [`Router::handle_claimed`]. Hold `conn`'s further input until then, so that its
+    /// messages keep their order.
+    Claim {
+        /// The connection logging in.
+        conn: ConnectionId,
+        /// The name it asks for (NFC).
+        name: Username,
+        /// The name's TR39 skeleton: one name per look, cluster-wide.
+        skeleton: Arc<str>,
+    },
+    /// Cluster mode: `name` (and its skeleton) is no longer held here; give it back to the
+    /// shared registry.
+    Release {
+        /// The name.
+        name: Username,
+        /// Its skeleton.
+        skeleton: Arc<str>,
+    },
+}
+
+/// What the shared registry said to an [`Output::Claim`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClaimOutcome {
+    /// The name (and its skeleton) is now this node's.
+    Won,
+    /// Another node holds the name or a name that looks like it: `name_taken`.
+    Taken,
+    /// The registry could not be asked (Redis unreachable): `unavailable`.
+    Unavailable,
 }
 
 impl Output {
@@ -404,8 +448,8 @@ impl Output {
     pub fn connection(&self) -> Option<ConnectionId> {
         match self {
             Output::Transmit(t) => Some(t.to),
-            Output::Disconnect { conn, .. } => Some(*conn),
-            Output::Event(_) => None,
+            Output::Disconnect { conn, .. } | Output::Claim { conn, .. } => Some(*conn),
+            Output::Event(_) | Output::Release { .. } => None,
         }
     }
 }
@@ -494,6 +538,14 @@ struct Redial {
 /// Back-offs kept per caller; the oldest goes first.
 const MAX_REDIALS: usize = 16;
 
+/// A login waiting for its claim in the shared registry (cluster mode).
+#[derive(Debug)]
+struct PendingClaim {
+    conn: ConnectionId,
+    skeleton: Arc<str>,
+    resumable: bool,
+}
+
 /// A logged-in name: the state that outlives a connection. Kept small (32 bytes): every
 /// idle user holds one.
 #[derive(Debug)]
@@ -551,6 +603,8 @@ struct Connection {
     closing: bool,
     /// The driver says its outbound queue is full: relays to it are refused to their senders.
     congested: bool,
+    /// Its login waits for a claim (cluster mode); the pending claim is in [`Router::claims`].
+    claiming: bool,
 }
 
 /// The pure routing state machine: sessions (logged-in names, which may outlive their
@@ -580,6 +634,9 @@ pub struct Router {
     tokens: HashMap<SessionToken, Username, RandomState>,
     /// The back-offs of callers who were declined or not answered, by caller.
     redials: HashMap<Username, Vec<Redial>, RandomState>,
+    /// Logins waiting for their claim (cluster mode), by name: the name and its skeleton are
+    /// reserved here meanwhile.
+    claims: HashMap<Username, PendingClaim, RandomState>,
     token_source: Tokens,
     /// Grace periods and ring timeouts, soonest first.
     timers: BTreeMap<TimerKey, Timer>,
@@ -614,6 +671,7 @@ impl Router {
             skeletons: HashMap::default(),
             tokens: HashMap::default(),
             redials: HashMap::default(),
+            claims: HashMap::default(),
             token_source: Tokens(None),
             timers: BTreeMap::new(),
             next_timer: 0,
@@ -665,6 +723,7 @@ impl Router {
                 bucket: None,
                 closing: false,
                 congested: false,
+                claiming: false,
             },
         );
         Ok(())
@@ -871,7 +930,70 @@ impl Router {
         if self.outputs.iter().any(|o| o.connection() == Some(conn)) {
             self.outputs.retain(|o| o.connection() != Some(conn));
         }
+        if gone.claiming {
+            // Its claim may be in flight: a late `Won` is given back (`handle_claimed`).
+            if let Some(name) = self
+                .claims
+                .iter()
+                .find(|(_, c)| c.conn == conn)
+                .map(|(name, _)| name.clone())
+            {
+                if let Some(claim) = self.claims.remove(&name) {
+                    self.skeletons.remove(&claim.skeleton);
+                }
+            }
+        }
         Ok(gone)
+    }
+
+    /// Cluster mode: the shared registry answered the [`Output::Claim`] of `name` for `conn`.
+    /// `Won` completes the login (the usual reply); `Taken` and `Unavailable` refuse it
+    /// (`name_taken`, `unavailable`). A claim won for a connection that is gone (or for a name
+    /// no longer pending here) is given back with [`Output::Release`].
+    pub fn handle_claimed(
+        &mut self,
+        conn: ConnectionId,
+        name: &Username,
+        outcome: ClaimOutcome,
+    ) -> Result<(), RouterError> {
+        let pending = self.claims.get(name).is_some_and(|c| c.conn == conn);
+        if !pending {
+            let unused = !self.claims.contains_key(name) && !self.sessions.contains_key(name);
+            if outcome == ClaimOutcome::Won && unused {
+                let skeleton = self.skeleton_of(name);
+                self.outputs.push_back(Output::Release {
+                    name: name.clone(),
+                    skeleton,
+                });
+            }
+            return Ok(());
+        }
+        let Some(claim) = self.claims.remove(name) else {
+            return Ok(());
+        };
+        if let Some(c) = self.connections.get_mut(&conn) {
+            c.claiming = false;
+        }
+        match outcome {
+            ClaimOutcome::Won => {
+                self.establish(conn, name.clone(), claim.skeleton, claim.resumable);
+            }
+            ClaimOutcome::Taken => {
+                self.skeletons.remove(&claim.skeleton);
+                let message = format!(
+                    "the name {:?} (or a name that looks like it) is taken",
+                    name.as_str()
+                );
+                self.login_failed(conn, ErrorCode::NameTaken, message);
+            }
+            ClaimOutcome::Unavailable => {
+                self.skeletons.remove(&claim.skeleton);
+                let message = "the shared name registry is unreachable; retry later".to_string();
+                self.login_failed(conn, ErrorCode::Unavailable, message);
+            }
+        }
+        self.settle();
+        Ok(())
     }
 
     /// When the router next needs [`handle_timeout`](Self::handle_timeout): the soonest grace
@@ -1191,8 +1313,14 @@ impl Router {
         let Some(s) = self.sessions.remove(name) else {
             return;
         };
-        self.forget_skeleton(name);
+        let skeleton = self.forget_skeleton(name);
         self.redials.remove(name);
+        if self.config.claim_names {
+            self.outputs.push_back(Output::Release {
+                name: name.clone(),
+                skeleton,
+            });
+        }
         if let Some(r) = s.resume {
             self.tokens.remove(&r.token);
             self.cancel(r.grace);
@@ -1226,14 +1354,32 @@ impl Router {
 
     /// Removes `name`'s confusable skeleton from the registry (computed again rather than kept
     /// in every session: a logout is rare, a session's bytes are held by every idle user).
-    fn forget_skeleton(&mut self, name: &Username) {
+    fn forget_skeleton(&mut self, name: &Username) -> Arc<str> {
         let mut skeleton = std::mem::take(&mut self.skeleton_buf);
         self.ascii_skeletons
             .skeleton_into(name.as_str(), &mut skeleton);
-        if self.skeletons.get(skeleton.as_str()) == Some(name) {
-            self.skeletons.remove(skeleton.as_str());
-        }
+        let key = match self.skeletons.remove_entry(skeleton.as_str()) {
+            Some((key, holder)) if holder == *name => key,
+            Some((key, holder)) => {
+                // Not this name's (cannot happen): put it back.
+                let shared = Arc::clone(&key);
+                self.skeletons.insert(key, holder);
+                shared
+            }
+            None => Arc::from(skeleton.as_str()),
+        };
         self.skeleton_buf = skeleton;
+        key
+    }
+
+    /// `name`'s confusable skeleton.
+    fn skeleton_of(&mut self, name: &Username) -> Arc<str> {
+        let mut skeleton = std::mem::take(&mut self.skeleton_buf);
+        self.ascii_skeletons
+            .skeleton_into(name.as_str(), &mut skeleton);
+        let key = Arc::from(skeleton.as_str());
+        self.skeleton_buf = skeleton;
+        key
     }
 
     /// Clears `name`'s call if it is with `peer`.
@@ -1265,13 +1411,17 @@ impl Router {
             let message = format!("already logged in as {current:?}");
             return self.login_failed(conn, ErrorCode::AlreadyLoggedIn, message);
         }
+        if c.claiming {
+            let message = "a login on this connection is in progress".to_string();
+            return self.login_failed(conn, ErrorCode::AlreadyLoggedIn, message);
+        }
         if let Some(bound) = &c.bound {
             if bound.as_str() != username {
                 let message = format!("this connection may only log in as {bound:?}");
                 return self.login_failed(conn, ErrorCode::Unauthorized, message);
             }
         }
-        if self.sessions.contains_key(username) {
+        if self.sessions.contains_key(username) || self.claims.contains_key(username) {
             let message = format!("the name {username:?} is taken");
             return self.login_failed(conn, ErrorCode::NameTaken, message);
         }
@@ -1311,6 +1461,39 @@ impl Router {
             Arc::from(skeleton.as_str())
         };
         self.skeleton_buf = skeleton;
+        if self.config.claim_names {
+            // Reserved here while the shared registry is asked.
+            self.skeletons.insert(Arc::clone(&key), username.clone());
+            self.claims.insert(
+                username.clone(),
+                PendingClaim {
+                    conn,
+                    skeleton: Arc::clone(&key),
+                    resumable,
+                },
+            );
+            if let Some(c) = self.connections.get_mut(&conn) {
+                c.claiming = true;
+            }
+            self.outputs.push_back(Output::Claim {
+                conn,
+                name: username,
+                skeleton: key,
+            });
+            return;
+        }
+        self.establish(conn, username, key, resumable);
+    }
+
+    /// Grants `username` (whose skeleton is `key`) to the connection `conn`: its session
+    /// starts and the login is answered.
+    fn establish(
+        &mut self,
+        conn: ConnectionId,
+        username: Username,
+        key: Arc<str>,
+        resumable: bool,
+    ) {
         let token = match (resumable, self.token_source.0.as_mut()) {
             (true, Some(source)) => Some(source.next_token()),
             _ => None,
@@ -1369,6 +1552,10 @@ impl Router {
         };
         if let Some(current) = &c.session {
             let message = format!("this connection already holds the session of {current:?}");
+            return self.resume_failed(conn, ErrorCode::AlreadyLoggedIn, message);
+        }
+        if c.claiming {
+            let message = "a login on this connection is in progress".to_string();
             return self.resume_failed(conn, ErrorCode::AlreadyLoggedIn, message);
         }
         let bound = c.bound.clone();

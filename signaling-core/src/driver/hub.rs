@@ -494,6 +494,7 @@ impl Hub {
         let config = &self.inner.config;
         loop {
             let mut dropped = Vec::new();
+            let mut claims = Vec::new();
             while let Some(output) = state.router.poll_output() {
                 match output {
                     Output::Transmit(t) => {
@@ -532,6 +533,11 @@ impl Hub {
                         }
                     }
                     Output::Event(event) => tracing::debug!(?event, "router event"),
+                    // This hub has no shared registry (no cluster backend): it is the only
+                    // node, its router already checked the name locally, so every claim wins
+                    // and a release has nobody to tell.
+                    Output::Claim { conn, name, .. } => claims.push((conn, name)),
+                    Output::Release { .. } => {}
                 }
             }
             if let Some(budget) = config.max_total_queued_bytes {
@@ -540,8 +546,16 @@ impl Hub {
                 }
                 self.refresh_overload(state);
             }
+            for (conn, name) in &claims {
+                let _ = state
+                    .router
+                    .handle_claimed(*conn, name, crate::router::ClaimOutcome::Won);
+            }
             if dropped.is_empty() {
-                break;
+                if claims.is_empty() {
+                    break;
+                }
+                continue;
             }
             let now = Instant::now().into_std();
             for conn in dropped {

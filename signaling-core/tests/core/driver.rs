@@ -526,3 +526,24 @@ async fn answer_pings(client: &MemoryClient) {
         }
     }
 }
+
+/// A hub without a cluster backend is the only node: with `claim_names` on, its router's
+/// claims all win at once (the name was already checked locally), so logins, duplicate names
+/// and calls behave as without it.
+#[tokio::test]
+async fn without_a_cluster_backend_every_claim_wins_at_once() {
+    let config = quiet().with_router(
+        RouterConfig::default()
+            .with_rate_limit(None)
+            .with_claim_names(true),
+    );
+    let hub = Hub::new(config);
+    let alice = login(&hub, "alice").await;
+    let bob = login(&hub, "bob").await;
+    let again = memory::connect(&hub);
+    again
+        .send_text(r#"{"type":"login","username":"alice"}"#)
+        .unwrap();
+    assert!(again.next_text().await.contains(r#""code":"name_taken""#));
+    offer(&alice, "alice", &bob, "bob").await;
+}

@@ -3,6 +3,7 @@
 //! over its in-memory transport (`driver::memory`: the crate's dev-dependency on itself turns
 //! the `memory` feature on for this binary).
 
+mod claims;
 mod common;
 mod driver;
 mod names;

@@ -205,11 +205,18 @@ impl Hub {
                     return end;
                 }
             }
-            for message in batch.drain(..) {
-                if let Some(seq) = message.seq {
-                    last_seq = seq;
-                }
-                let frame = T::outbound(Outbound::Text(message.to_json()));
+            loop {
+                // The message lives only inside this block, not across the write below: the
+                // connection's future (what every idle connection holds) stays smaller.
+                let frame = match batch.pop_front() {
+                    Some(message) => {
+                        if let Some(seq) = message.seq {
+                            last_seq = seq;
+                        }
+                        T::outbound(Outbound::Text(message.to_json()))
+                    }
+                    None => break,
+                };
                 if let Err(end) = progress(conn, stall, sink.feed(frame)).await {
                     return end;
                 }

@@ -205,18 +205,14 @@ impl Hub {
                     return end;
                 }
             }
-            loop {
-                // The message lives only inside this block, not across the write below: the
-                // connection's future (what every idle connection holds) stays smaller.
-                let frame = match batch.pop_front() {
-                    Some(message) => {
-                        if let Some(seq) = message.seq {
-                            last_seq = seq;
-                        }
-                        T::outbound(Outbound::Text(message.to_json()))
-                    }
-                    None => break,
-                };
+            // The message lives only inside the closure, not across the write below: the
+            // connection's future (what every idle connection holds) stays smaller.
+            while let Some(frame) = batch.pop_front().map(|message| {
+                if let Some(seq) = message.seq {
+                    last_seq = seq;
+                }
+                T::outbound(Outbound::Text(message.to_json()))
+            }) {
                 if let Err(end) = progress(conn, stall, sink.feed(frame)).await {
                     return end;
                 }

@@ -234,6 +234,10 @@ impl Hub {
                     Err(end) => end,
                 };
             }
+            if batch.capacity() > 0 {
+                // Idle: hold no buffer while waiting (most connections, most of the time).
+                batch = VecDeque::new();
+            }
             outbox.wake.notified().await;
         }
     }

@@ -211,7 +211,11 @@ impl Outbox {
         }
         let relieved = q.congested && q.within(1, config);
         q.congested &= !relieved;
-        std::mem::swap(&mut q.messages, batch);
+        if !q.messages.is_empty() {
+            // The two buffers trade places while messages flow; an empty queue keeps none
+            // (what an idle connection holds).
+            std::mem::swap(&mut q.messages, batch);
+        }
         q.in_flight = batch.len();
         q.in_flight_bytes = std::mem::take(&mut q.queued_bytes);
         let taken = Taken {

@@ -12,8 +12,10 @@
 //! What it does *not* do yet: it is not wired into the connection driver (there is no `--redis`
 //! flag), and messages between nodes (pub/sub) are the next step.
 //!
-//! Every command is bounded by [`LeaseConfig::command_timeout`]: a dead or unreachable Redis is
-//! [`LeaseError::Timeout`] or [`LeaseError::Unreachable`] within about that time, never a hang.
+//! Every command is bounded by [`LeaseConfig::command_timeout`](lease::LeaseConfig::command_timeout):
+//! a dead or unreachable Redis is [`LeaseError::Timeout`](lease::LeaseError::Timeout) or
+//! [`LeaseError::Unreachable`](lease::LeaseError::Unreachable) within about that time, never a
+//! hang.
 //!
 //! ```no_run
 //! use signaling_redis::lease::{Claim, LeaseConfig, Leases, NodeId};

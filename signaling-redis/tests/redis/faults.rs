@@ -38,12 +38,14 @@ async fn redis_killed_every_call_returns_unavailable() {
         let owner = tokio::time::timeout(HANG, a.owner("alice"))
             .await
             .expect("owner hung");
+        let mut seen = Vec::new();
         for e in [claim.err(), refresh.err(), release.err(), owner.err()] {
             let e = e.expect("a call succeeded without Redis");
             assert!(e.is_unavailable(), "round {round}: {e:?}");
+            seen.push(e.to_string());
         }
         eprintln!(
-            "round {round}: four calls failed in {:?}",
+            "round {round}: four calls failed in {:?}: {seen:?}",
             started.elapsed()
         );
     }

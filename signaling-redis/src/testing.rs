@@ -17,6 +17,8 @@
 //!
 //! let Some(mut redis) = RedisServer::start() else { return };
 //! let url = redis.url(); // redis://127.0.0.1:<port>/
+//! redis.freeze();  // Redis hangs: commands time out
+//! redis.thaw();
 //! redis.kill();    // Redis is gone: commands fail
 //! redis.restart(); // back on the same port, empty
 //! # }
@@ -97,6 +99,35 @@ impl RedisServer {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Stops the server without closing anything (`SIGSTOP`, through the `kill` command):
+    /// connections stay open and nothing answers, as with a hung Redis or a network partition.
+    /// [`thaw`](RedisServer::thaw) lets it go on.
+    ///
+    /// # Panics
+    ///
+    /// If it is not running, or the signal cannot be sent.
+    pub fn freeze(&mut self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a [frozen](RedisServer::freeze) server go on (`SIGCONT`).
+    ///
+    /// # Panics
+    ///
+    /// If it is not running, or the signal cannot be sent.
+    pub fn thaw(&mut self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("redis-server is not running");
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run kill {signal}: {e}"));
+        assert!(status.success(), "kill {signal} failed: {status}");
     }
 
     /// Kills the server if it is running and starts it again on the same port, empty (nothing

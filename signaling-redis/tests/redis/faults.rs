@@ -120,3 +120,34 @@ async fn leases_work_again_after_an_outage_without_reconnecting_by_hand() {
     assert!(lost.is_empty());
     assert_eq!(a.owner("alice").await.unwrap(), Some(NodeId::new("node-a")));
 }
+
+#[tokio::test]
+async fn redis_frozen_calls_time_out_and_work_again_after() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    let a = leases(&redis, "node-a", TTL).await;
+    assert_eq!(a.claim("alice").await.unwrap(), Claim::Won);
+    // The connection stays open but nothing answers: only the timeouts end the calls.
+    redis.freeze();
+    let started = Instant::now();
+    let claim = tokio::time::timeout(HANG, a.claim("bob"))
+        .await
+        .expect("claim hung");
+    let refresh = tokio::time::timeout(HANG, a.refresh(&["alice"]))
+        .await
+        .expect("refresh hung");
+    eprintln!(
+        "frozen: two calls failed in {:?}: {claim:?} / {refresh:?}",
+        started.elapsed()
+    );
+    assert!(claim.unwrap_err().is_unavailable());
+    assert!(refresh.unwrap_err().is_unavailable());
+    redis.thaw();
+
+    let lost = until_available(|| a.refresh(&["alice"])).await;
+    assert!(lost.is_empty());
+    // The claim of bob may have been carried out after all (its reply was lost): claiming again
+    // answers Won either way.
+    assert_eq!(a.claim("bob").await.unwrap(), Claim::Won);
+}

@@ -25,6 +25,14 @@ fn name(s: &str) -> Username {
 
 const GRACE: Duration = Duration::from_secs(30);
 
+/// The `seq` of every output since the last drain (`null` for none), in order.
+fn drain_seqs(h: &mut Harness) -> Vec<serde_json::Value> {
+    h.drain()
+        .into_iter()
+        .map(|(_, v)| v["seq"].clone())
+        .collect()
+}
+
 /// alice (resumable) in an answered call with bob (plain): alice has been sent seq 1 (bob's
 /// offer) and bob alice's answer.
 fn resumable_call(h: &mut Harness) -> (ConnectionId, String, ConnectionId) {
@@ -163,11 +171,7 @@ fn resume_replays_what_the_dropped_socket_lost() {
     h.lose(a); // …but the page only saw up to 2.
     let a2 = h.connect();
     h.resume(a2, &token, 2);
-    let seqs: Vec<_> = h
-        .drain()
-        .into_iter()
-        .map(|(_, v)| v["seq"].clone())
-        .collect();
+    let seqs = drain_seqs(&mut h);
     assert_eq!(seqs, vec![json!(null), json!(3), json!(4)]);
 }
 
@@ -398,11 +402,7 @@ fn history_lost_ends_the_session() {
     h.lose(c);
     let c2 = h.connect();
     h.resume(c2, &token, 2);
-    let seqs: Vec<_> = h
-        .drain()
-        .into_iter()
-        .map(|(_, v)| v["seq"].clone())
-        .collect();
+    let seqs = drain_seqs(&mut h);
     assert_eq!(seqs, vec![json!(null), json!(3), json!(4)]);
 }
 
@@ -424,11 +424,7 @@ fn acknowledged_messages_leave_the_history() {
     h.send(b, &candidate("alice", 4)); // seq 5, kept while suspended
     let a2 = h.connect();
     h.resume(a2, &token, 4);
-    let seqs: Vec<_> = h
-        .drain()
-        .into_iter()
-        .map(|(_, v)| v["seq"].clone())
-        .collect();
+    let seqs = drain_seqs(&mut h);
     assert_eq!(seqs, vec![json!(null), json!(5)]);
     // lastSeq 2 was acknowledged past: history_lost.
     h.router.handle_acknowledged(a2, 5).unwrap();
@@ -719,11 +715,7 @@ fn replayed_messages_count_as_sent() {
     assert!(h.router.is_suspended("alice"));
     let a3 = h.connect();
     h.resume(a3, "tok2", 4);
-    let seqs: Vec<_> = h
-        .drain()
-        .into_iter()
-        .map(|(_, v)| v["seq"].clone())
-        .collect();
+    let seqs = drain_seqs(&mut h);
     assert_eq!(seqs, vec![json!(null), json!(5), json!(6), json!(7)]);
 }
 

@@ -110,6 +110,7 @@
 
 mod admission;
 pub mod auth;
+pub mod cluster;
 mod config;
 mod connection;
 mod guards;

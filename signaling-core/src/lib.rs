@@ -64,6 +64,7 @@
     )
 )]
 
+pub mod cluster;
 #[cfg(feature = "driver")]
 pub mod driver;
 pub mod error;

@@ -139,6 +139,12 @@ impl Username {
         Ok(())
     }
 
+    /// The least value in the order of names (no valid name is empty): a lower bound for
+    /// range queries.
+    pub(crate) fn min() -> Self {
+        Username(Arc::from(""))
+    }
+
     /// The name as a string slice (in NFC).
     pub fn as_str(&self) -> &str {
         &self.0

@@ -1,18 +1,19 @@
 //! The routing state machine: sessions, the name registry, call state and timers, with no IO.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::cluster::{Envelope, Remote, Unroutable};
 use crate::error::{ErrorCode, RouterError};
 use std::borrow::Cow;
 
 use foldhash::fast::RandomState;
 
 use crate::protocol::{
-    AsciiSkeletons, ClientMessage, Decoded, HangUpReason, RawPayload, RelayKind, ReplyType,
-    ServerMessage, SessionToken, Username, nfc,
+    AsciiSkeletons, ClientMessage, Decoded, HangUpReason, Payload, RawPayload, RelayKind,
+    ReplyType, ServerMessage, SessionToken, Username, nfc,
 };
 
 /// Identifies one live connection. Allocated by the driver, never by the router; an id must not
@@ -229,6 +230,9 @@ pub enum DisconnectReason {
     /// Its session ended while it was open: a resume from another connection asked for
     /// messages no longer kept (`history_lost`), which ends the session (close code 4001).
     SessionEnded,
+    /// Cluster mode: the shared registry says another node holds its name now (this node was
+    /// cut off from it for longer than a lease): the session ended here (close code 4001).
+    NameLost,
 }
 
 impl DisconnectReason {
@@ -237,7 +241,7 @@ impl DisconnectReason {
         match self {
             DisconnectReason::RateLimited => 1008,
             DisconnectReason::ResumedElsewhere => 4000,
-            DisconnectReason::SessionEnded => 4001,
+            DisconnectReason::SessionEnded | DisconnectReason::NameLost => 4001,
         }
     }
 
@@ -247,6 +251,7 @@ impl DisconnectReason {
             DisconnectReason::RateLimited => "rate limit exceeded",
             DisconnectReason::ResumedElsewhere => "session resumed on another connection",
             DisconnectReason::SessionEnded => "session ended: its messages could not be repaired",
+            DisconnectReason::NameLost => "session ended: another node holds its name now",
         }
     }
 }
@@ -300,6 +305,8 @@ pub enum SessionEnd {
     HistoryOverflow,
     /// A resume asked for messages the history no longer had.
     HistoryLost,
+    /// Cluster mode: another node holds the name now (see [`Router::handle_names_lost`]).
+    NameLost,
 }
 
 /// What happened, for whoever watches the router (logs, metrics, a cluster backend). Events
@@ -429,6 +436,11 @@ pub enum Output {
         /// Its skeleton.
         skeleton: Arc<str>,
     },
+    /// Cluster mode: a message for a user who is not on this node. Carry it to the node that
+    /// holds `envelope.to` and hand it to that node's [`Router::handle_remote`]; if it cannot
+    /// be carried, tell this router with [`Router::handle_unroutable`]. Envelopes for the same
+    /// addressee must arrive in the order they come out.
+    Forward(Envelope),
 }
 
 /// What the shared registry said to an [`Output::Claim`].
@@ -437,8 +449,10 @@ pub enum Output {
 pub enum ClaimOutcome {
     /// The name (and its skeleton) is now this node's.
     Won,
-    /// Another node holds the name or a name that looks like it: `name_taken`.
+    /// Another node holds the name: `name_taken`.
     Taken,
+    /// Another node holds a name that looks like it (the same skeleton): `name_taken`.
+    LookAlike,
     /// The registry could not be asked (Redis unreachable): `unavailable`.
     Unavailable,
 }
@@ -449,7 +463,7 @@ impl Output {
         match self {
             Output::Transmit(t) => Some(t.to),
             Output::Disconnect { conn, .. } | Output::Claim { conn, .. } => Some(*conn),
-            Output::Event(_) | Output::Release { .. } => None,
+            Output::Event(_) | Output::Release { .. } | Output::Forward(_) => None,
         }
     }
 }
@@ -544,6 +558,8 @@ struct PendingClaim {
     conn: ConnectionId,
     skeleton: Arc<str>,
     resumable: bool,
+    /// The name as the client wrote it, when that is not its NFC form (a refusal quotes it).
+    written: Option<Box<str>>,
 }
 
 /// A logged-in name: the state that outlives a connection. Kept small (32 bytes): every
@@ -652,6 +668,12 @@ pub struct Router {
     retained_bytes: usize,
     /// The driver says the server's memory budget is nearly used up: relays are refused.
     overloaded: bool,
+    /// Cluster mode: (remote user, local user) for every call of a local user with a user of
+    /// another node, so that [`Router::handle_peer_gone`] finds the calls a dead node ends.
+    remote_peers: BTreeSet<(Username, Username)>,
+    /// Cluster mode: this node may have lost its names (cut off from the shared registry for
+    /// longer than a lease): relays are refused with `unavailable`.
+    detached: bool,
 }
 
 impl Default for Router {
@@ -681,6 +703,8 @@ impl Router {
             overflowed: Vec::new(),
             retained_bytes: 0,
             overloaded: false,
+            remote_peers: BTreeSet::new(),
+            detached: false,
         }
     }
 
@@ -980,11 +1004,13 @@ impl Router {
             }
             ClaimOutcome::Taken => {
                 self.skeletons.remove(&claim.skeleton);
-                let message = format!(
-                    "the name {:?} (or a name that looks like it) is taken",
-                    name.as_str()
-                );
+                let written = claim.written.as_deref().unwrap_or(name.as_str());
+                let message = format!("the name {written:?} is taken");
                 self.login_failed(conn, ErrorCode::NameTaken, message);
+            }
+            ClaimOutcome::LookAlike => {
+                self.skeletons.remove(&claim.skeleton);
+                self.login_failed(conn, ErrorCode::NameTaken, look_alike_message(name));
             }
             ClaimOutcome::Unavailable => {
                 self.skeletons.remove(&claim.skeleton);
@@ -994,6 +1020,310 @@ impl Router {
         }
         self.settle();
         Ok(())
+    }
+
+    /// Cluster mode: an [`Envelope`] another node's router sent to a user of this node
+    /// arrived at `now`. Checks the receiver's side and delivers it, or answers the sender's
+    /// node with [`Remote::Refused`] (an [`Output::Forward`]). Harmless for users this node
+    /// does not hold (the envelope was late): a relay is refused with `unknown_user`, the rest
+    /// is ignored.
+    pub fn handle_remote(&mut self, envelope: Envelope, now: Instant) {
+        let Envelope { from, to, body } = envelope;
+        match body {
+            Remote::Relay {
+                kind,
+                payload,
+                opens_call,
+            } => self.remote_relay(from, to, kind, payload, opens_call),
+            Remote::HangUp { end } => self.remote_hang_up(from, to, end, now),
+            Remote::Probe {
+                kind,
+                busy_first,
+                code,
+                message,
+            } => {
+                let (code, message) = match self.sessions.get(&to) {
+                    None => (ErrorCode::UnknownUser, unknown_user_message(to.as_str())),
+                    Some(s) if busy_first && s.call.is_some() => {
+                        (ErrorCode::Busy, busy_message(&to))
+                    }
+                    Some(_) => (code, message),
+                };
+                self.refuse(from, to, kind, false, code, message);
+            }
+            Remote::Refused {
+                kind: _,
+                opened,
+                code,
+                message,
+            } => {
+                // `to` sent something to `from` that `from`'s node refused.
+                if opened {
+                    self.drop_pending_call(&to, &from);
+                }
+                self.user_error(&to, code, message);
+            }
+        }
+        self.settle();
+    }
+
+    /// Cluster mode: the backend could not carry `envelope` (an [`Output::Forward`] of this
+    /// router): nobody holds the addressee's name, or the shared component is unreachable.
+    /// The sender of a relay gets the error a single node would give (`unknown_user`) or
+    /// `unavailable`; a call it opened is cleared, and a partner nobody holds any more ends
+    /// the call (`close`) as if it had left. Hang-ups and refusals that cannot be carried are
+    /// dropped (the other side's node ends that call when it finds the user gone).
+    pub fn handle_unroutable(&mut self, envelope: Envelope, why: Unroutable) {
+        let Envelope { from, to, body } = envelope;
+        let (kind, opens_call) = match body {
+            Remote::Relay {
+                kind, opens_call, ..
+            } => (kind, opens_call),
+            Remote::Probe { code, message, .. } => {
+                let (code, message) = match why {
+                    Unroutable::UnknownUser => {
+                        (ErrorCode::UnknownUser, unknown_user_message(to.as_str()))
+                    }
+                    // Whether the user exists cannot be asked: the sender's own rule stands.
+                    Unroutable::Unavailable => (code, message),
+                };
+                self.user_error(&from, code, message);
+                return self.settle();
+            }
+            Remote::HangUp { .. } | Remote::Refused { .. } => return,
+        };
+        if opens_call {
+            self.drop_pending_call(&from, &to);
+        }
+        match why {
+            Unroutable::UnknownUser => {
+                if !opens_call {
+                    self.handle_peer_gone(&to);
+                }
+                self.user_error(
+                    &from,
+                    ErrorCode::UnknownUser,
+                    unknown_user_message(to.as_str()),
+                );
+            }
+            Unroutable::Unavailable => {
+                let message = format!(
+                    "the cluster could not deliver the {} to {:?}; retry later",
+                    kind.as_str(),
+                    to.as_str()
+                );
+                self.user_error(&from, ErrorCode::Unavailable, message);
+            }
+        }
+        self.settle();
+    }
+
+    /// Cluster mode: `name`, a user of another node, is gone without a word (its node died,
+    /// or its lease lapsed). A local user in a call with it is told `close`, as if `name` had
+    /// disconnected. Returns whether a call ended.
+    pub fn handle_peer_gone(&mut self, name: &Username) -> bool {
+        let locals: Vec<Username> = self
+            .remote_peers
+            .range((name.clone(), Username::min())..)
+            .take_while(|(remote, _)| remote == name)
+            .map(|(_, local)| local.clone())
+            .collect();
+        let mut ended = false;
+        for local in locals {
+            self.remote_peers.remove(&(name.clone(), local.clone()));
+            let side = self
+                .sessions
+                .get_mut(&local)
+                .and_then(|s| s.call.take_if(|c| c.peer == *name));
+            let Some(side) = side else {
+                continue;
+            };
+            ended = true;
+            self.cancel(side.ring);
+            self.send_to_user(
+                &local,
+                ServerMessage::HangUp {
+                    from: name.clone(),
+                    reason: None,
+                },
+            );
+            let (caller, callee) = caller_callee(&local, &side);
+            self.event(Event::CallEnded {
+                caller,
+                callee,
+                reason: CallEnd::Disconnected,
+            });
+        }
+        self.settle();
+        ended
+    }
+
+    /// Cluster mode: the users of other nodes that users of this one are in calls with (for
+    /// the backend to notice one that is gone: [`handle_peer_gone`](Self::handle_peer_gone)).
+    pub fn remote_peers(&self) -> impl Iterator<Item = &Username> + '_ {
+        let mut last: Option<&Username> = None;
+        self.remote_peers.iter().filter_map(move |(remote, _)| {
+            let new = last != Some(remote);
+            last = Some(remote);
+            new.then_some(remote)
+        })
+    }
+
+    /// Cluster mode: whether this node may have lost its names (`true` once it has been cut
+    /// off from the shared registry for longer than a lease; `false` when it has refreshed them
+    /// again). While detached every relay is refused with `unavailable`; hang-ups still work.
+    pub fn handle_detached(&mut self, detached: bool) {
+        self.detached = detached;
+    }
+
+    /// Whether [`handle_detached`](Self::handle_detached) said this node is cut off.
+    pub fn is_detached(&self) -> bool {
+        self.detached
+    }
+
+    /// Cluster mode: the shared registry says other nodes hold these names now (this node
+    /// was cut off for longer than a lease). Their sessions end here (partners told `close`)
+    /// and their connections are closed with 4001 ([`DisconnectReason::NameLost`]), so that
+    /// a name is never served by two nodes.
+    pub fn handle_names_lost<'a>(&mut self, names: impl IntoIterator<Item = &'a Username>) {
+        for name in names {
+            let Some(conn) = self.sessions.get(name).map(|s| s.conn) else {
+                continue;
+            };
+            self.end_session(name, SessionEnd::NameLost);
+            if let Some(conn) = conn {
+                if let Some(c) = self.connections.get_mut(&conn) {
+                    c.closing = true;
+                }
+                self.outputs.push_back(Output::Disconnect {
+                    conn,
+                    reason: DisconnectReason::NameLost,
+                });
+            }
+        }
+        self.settle();
+    }
+
+    /// The receiver's half of a relay from `from` on another node to `to`.
+    fn remote_relay(
+        &mut self,
+        from: Username,
+        to: Username,
+        kind: RelayKind,
+        payload: Payload,
+        opens_call: bool,
+    ) {
+        let Some(s) = self.sessions.get(&to) else {
+            let message = unknown_user_message(to.as_str());
+            return self.refuse(from, to, kind, opens_call, ErrorCode::UnknownUser, message);
+        };
+        let side = s.call.as_deref().filter(|c| c.peer == from).cloned();
+        if opens_call && s.call.is_some() {
+            let message = busy_message(&to);
+            return self.refuse(from, to, kind, opens_call, ErrorCode::Busy, message);
+        }
+        if !opens_call && side.is_none() {
+            let message = not_in_call_message(kind, &to);
+            return self.refuse(from, to, kind, opens_call, ErrorCode::NotInCall, message);
+        }
+        if self.overloaded {
+            let message = overloaded_message(kind);
+            let code = ErrorCode::ServerOverloaded;
+            return self.refuse(from, to, kind, opens_call, code, message);
+        }
+        if self.is_user_congested(&to) {
+            let message = congested_message(&to, kind);
+            let code = ErrorCode::RecipientOverloaded;
+            return self.refuse(from, to, kind, opens_call, code, message);
+        }
+        if opens_call {
+            self.set_call(&to, &from, false, None);
+            self.event(Event::CallRinging {
+                caller: from.clone(),
+                callee: to.clone(),
+            });
+        } else if kind == RelayKind::Answer {
+            if let Some(side) = side.as_ref().filter(|side| !side.answered) {
+                self.cancel(side.ring);
+                let (caller, callee) = caller_callee(&to, side);
+                self.event(Event::CallAnswered { caller, callee });
+            }
+            self.mark_answered(&to);
+        }
+        self.send_to_user(
+            &to,
+            ServerMessage::Relay {
+                kind,
+                payload,
+                from,
+            },
+        );
+    }
+
+    /// Sends `from`'s node the refusal of what its user `from` sent to `to`.
+    fn refuse(
+        &mut self,
+        from: Username,
+        to: Username,
+        kind: RelayKind,
+        opened: bool,
+        code: ErrorCode,
+        message: String,
+    ) {
+        self.forward(
+            to,
+            from,
+            Remote::Refused {
+                kind,
+                opened,
+                code,
+                message,
+            },
+        );
+    }
+
+    /// `from` on another node ended its side of the call with `to`.
+    fn remote_hang_up(&mut self, from: Username, to: Username, end: CallEnd, now: Instant) {
+        let side = self
+            .sessions
+            .get_mut(&to)
+            .and_then(|s| s.call.take_if(|c| c.peer == from));
+        // Not (or no longer) in a call with `from`: both hung up at once; nothing to tell.
+        let Some(side) = side else {
+            return;
+        };
+        self.forget_remote_peer(&from, &to);
+        self.cancel(side.ring);
+        if side.caller && end == CallEnd::Declined {
+            // The back-off lives with the caller.
+            self.record_redial(&to, &from, now);
+        }
+        let reason = (end == CallEnd::NoAnswer).then_some(HangUpReason::NoAnswer);
+        self.send_to_user(&to, ServerMessage::HangUp { from, reason });
+    }
+
+    /// Clears `name`'s call with `peer` if it is not answered (an opening offer was refused
+    /// or could not be delivered).
+    fn drop_pending_call(&mut self, name: &Username, peer: &Username) {
+        let side = self
+            .sessions
+            .get_mut(name)
+            .and_then(|s| s.call.take_if(|c| c.peer == *peer && !c.answered));
+        if let Some(side) = side {
+            self.forget_remote_peer(peer, name);
+            self.cancel(side.ring);
+        }
+    }
+
+    /// An `error` to the session `name` (numbered when resumable), if it is still here.
+    fn user_error(&mut self, name: &Username, code: ErrorCode, message: String) {
+        let Some(s) = self.sessions.get(name) else {
+            return;
+        };
+        if let Some(conn) = s.conn {
+            self.event(Event::ErrorReplied { conn, code });
+        }
+        self.send_to_user(name, ServerMessage::error(code, message));
     }
 
     /// When the router next needs [`handle_timeout`](Self::handle_timeout): the soonest grace
@@ -1331,14 +1661,8 @@ impl Router {
         }
         if let Some(side) = s.call {
             self.cancel(side.ring);
-            self.clear_call(&side.peer, name);
-            self.send_to_user(
-                &side.peer,
-                ServerMessage::HangUp {
-                    from: name.clone(),
-                    reason: None,
-                },
-            );
+            self.forget_remote_peer(&side.peer, name);
+            self.tell_hang_up(name, &side.peer, CallEnd::Disconnected);
             let (caller, callee) = caller_callee(name, &side);
             self.event(Event::CallEnded {
                 caller,
@@ -1387,7 +1711,14 @@ impl Router {
         if let Some(s) = self.sessions.get_mut(name) {
             if s.call.as_ref().is_some_and(|c| c.peer == *peer) {
                 s.call = None;
+                self.forget_remote_peer(peer, name);
             }
+        }
+    }
+
+    fn forget_remote_peer(&mut self, peer: &Username, name: &Username) {
+        if !self.remote_peers.is_empty() {
+            self.remote_peers.remove(&(peer.clone(), name.clone()));
         }
     }
 
@@ -1425,6 +1756,7 @@ impl Router {
             let message = format!("the name {username:?} is taken");
             return self.login_failed(conn, ErrorCode::NameTaken, message);
         }
+        let written = username;
         let username = match Username::new(username) {
             Ok(username) => username,
             // Unreachable: the decoder validated the name. Answer rather than panic.
@@ -1443,10 +1775,7 @@ impl Router {
             Some((ErrorCode::InvalidUsername, message))
         } else if self.skeletons.contains_key(skeleton.as_str()) {
             // Which name it resembles is not said: that would help probe who is online.
-            let message = format!(
-                "the name {username:?} looks like a name in use (Unicode confusables); pick another"
-            );
-            Some((ErrorCode::NameTaken, message))
+            Some((ErrorCode::NameTaken, look_alike_message(&username)))
         } else {
             None
         };
@@ -1470,6 +1799,7 @@ impl Router {
                     conn,
                     skeleton: Arc::clone(&key),
                     resumable,
+                    written: (written != username.as_str()).then(|| Box::from(written)),
                 },
             );
             if let Some(c) = self.connections.get_mut(&conn) {
@@ -1715,10 +2045,15 @@ impl Router {
                         return self.reply_error(conn, ErrorCode::SelfAddressed, message);
                     }
                     Some(target) => target.clone(),
-                    None => {
-                        let message = format!("user {name:?} is not logged in");
-                        return self.reply_error(conn, ErrorCode::UnknownUser, message);
-                    }
+                    // Cluster mode: a user of another node, as far as this one knows; that
+                    // node says `unknown_user` if nobody holds the name.
+                    None => match self.remote_name(name) {
+                        Some(target) => target,
+                        None => {
+                            let message = unknown_user_message(name);
+                            return self.reply_error(conn, ErrorCode::UnknownUser, message);
+                        }
+                    },
                 }
             }
             (None, Some(side)) => side.peer.clone(),
@@ -1731,6 +2066,8 @@ impl Router {
             }
         };
         let in_call_with_target = call.as_ref().is_some_and(|side| side.peer == target);
+        // Cluster mode: the receiver's side is checked on its node.
+        let remote = !self.sessions.contains_key(&target);
         // The rules first, then whether the message can be delivered, then the state changes.
         let opens_call = match kind {
             RelayKind::Offer if !in_call_with_target => {
@@ -1739,12 +2076,12 @@ impl Router {
                         "already in a call with {:?}; send close first",
                         side.peer.as_str()
                     );
-                    return self.reply_error(conn, ErrorCode::InCall, message);
+                    let code = ErrorCode::InCall;
+                    return self.sender_refusal(conn, &me, &target, kind, false, code, message);
                 }
-                let target_busy = self.sessions.get(&target).is_none_or(|t| t.call.is_some());
+                let target_busy = self.sessions.get(&target).is_some_and(|t| t.call.is_some());
                 if target_busy {
-                    let message = format!("user {:?} is in another call", target.as_str());
-                    return self.reply_error(conn, ErrorCode::Busy, message);
+                    return self.reply_error(conn, ErrorCode::Busy, busy_message(&target));
                 }
                 if let Some(wait) = self.redial_wait(&me, &target, now) {
                     let message = format!(
@@ -1752,13 +2089,16 @@ impl Router {
                         target.as_str(),
                         wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
                     );
-                    return self.reply_error(conn, ErrorCode::RedialTooSoon, message);
+                    let code = ErrorCode::RedialTooSoon;
+                    return self.sender_refusal(conn, &me, &target, kind, true, code, message);
                 }
                 true
             }
             RelayKind::Offer | RelayKind::Candidate | RelayKind::Answer => {
                 let Some(side) = call.as_ref().filter(|_| in_call_with_target) else {
-                    return self.not_in_call(conn, kind, &target);
+                    let message = not_in_call_message(kind, &target);
+                    let code = ErrorCode::NotInCall;
+                    return self.sender_refusal(conn, &me, &target, kind, false, code, message);
                 };
                 if !side.answered {
                     if let Some(message) = self.over_unanswered_limit(side, kind, payload.get()) {
@@ -1768,25 +2108,18 @@ impl Router {
                 false
             }
         };
-        if self.overloaded {
-            let message = format!(
-                "the server is short of memory for queued messages; {} dropped, retry later",
-                kind.as_str()
-            );
-            return self.reply_error(conn, ErrorCode::ServerOverloaded, message);
+        if self.detached {
+            return self.reply_error(conn, ErrorCode::Unavailable, detached_message(kind));
         }
-        let congested = self
-            .sessions
-            .get(&target)
-            .and_then(|t| t.conn)
-            .is_some_and(|t| self.is_congested(t));
-        if congested {
-            let message = format!(
-                "user {:?} is not reading fast enough; {} dropped, retry later",
-                target.as_str(),
-                kind.as_str()
-            );
+        if self.overloaded {
+            return self.reply_error(conn, ErrorCode::ServerOverloaded, overloaded_message(kind));
+        }
+        if self.is_user_congested(&target) {
+            let message = congested_message(&target, kind);
             return self.reply_error(conn, ErrorCode::RecipientOverloaded, message);
+        }
+        if remote {
+            return self.relay_remote(me, call, target, kind, payload, opens_call, now);
         }
         if opens_call {
             let ring = self.config.ring_timeout.map(|t| {
@@ -1827,16 +2160,138 @@ impl Router {
         );
     }
 
-    fn not_in_call(&mut self, conn: ConnectionId, kind: RelayKind, target: &Username) {
-        let message = format!(
-            "cannot send {} to {:?}: not in a call with them (send an offer first)",
-            kind.as_str(),
-            target.as_str()
+    /// A relay from `me` on `conn` to `target` broke a rule of the sender's side. On one node
+    /// the reply is this error; but a single node would first have said `unknown_user` for a
+    /// target nobody holds, which only the target's node knows: for a user of another node
+    /// the refusal goes there as a [`Remote::Probe`] and comes back as one or the other.
+    #[allow(clippy::too_many_arguments)]
+    fn sender_refusal(
+        &mut self,
+        conn: ConnectionId,
+        me: &Username,
+        target: &Username,
+        kind: RelayKind,
+        busy_first: bool,
+        code: ErrorCode,
+        message: String,
+    ) {
+        if self.sessions.contains_key(target) {
+            return self.reply_error(conn, code, message);
+        }
+        self.forward(
+            me.clone(),
+            target.clone(),
+            Remote::Probe {
+                kind,
+                busy_first,
+                code,
+                message,
+            },
         );
-        self.reply_error(conn, ErrorCode::NotInCall, message);
+    }
+
+    /// Whether `name` is a user of this node whose queue is full.
+    fn is_user_congested(&self, name: &Username) -> bool {
+        self.sessions
+            .get(name)
+            .and_then(|t| t.conn)
+            .is_some_and(|t| self.is_congested(t))
+    }
+
+    /// Cluster mode: `name` as the name of a user of another node (NFC), if it is a valid
+    /// name; `None` outside cluster mode (an unknown name is then `unknown_user`).
+    fn remote_name(&self, name: &str) -> Option<Username> {
+        if !self.config.claim_names {
+            return None;
+        }
+        Username::new(name).ok()
+    }
+
+    /// Whether `named`, as a client wrote it, is the name `peer`.
+    fn names(&self, named: &str, peer: &Username) -> bool {
+        match self.lookup(named) {
+            Some(found) => found == peer,
+            None => !self.sessions.contains_key(peer) && nfc(named) == peer.as_str(),
+        }
+    }
+
+    /// The sender's half of a relay to a user of another node, its checks passed: the
+    /// sender's side of the call changes here, the envelope goes out
+    /// ([`Output::Forward`]), and the receiver's node does the rest.
+    #[allow(clippy::too_many_arguments)]
+    fn relay_remote(
+        &mut self,
+        me: Username,
+        call: Option<CallSide>,
+        target: Username,
+        kind: RelayKind,
+        payload: RawPayload<'_>,
+        opens_call: bool,
+        now: Instant,
+    ) {
+        if opens_call {
+            // The caller's side: the ring timer runs on the caller's node. Until the callee's
+            // node accepts the offer (or refuses it: `busy`, …) the call is pending here.
+            let ring = self.config.ring_timeout.map(|t| {
+                let at = now.checked_add(t).unwrap_or(now);
+                self.schedule(
+                    at,
+                    Timer::Ring {
+                        caller: me.clone(),
+                        callee: target.clone(),
+                    },
+                )
+            });
+            self.set_call(&me, &target, true, ring);
+        } else if kind == RelayKind::Answer {
+            // The answered event comes from the node whose side was still ringing when the
+            // answer arrived.
+            if let Some(side) = call.as_ref().filter(|side| !side.answered) {
+                self.cancel(side.ring);
+            }
+            self.mark_answered(&me);
+        }
+        if opens_call || call.as_ref().is_some_and(|side| !side.answered) {
+            self.count_unanswered(&me, kind);
+        }
+        self.forward(
+            me,
+            target,
+            Remote::Relay {
+                kind,
+                payload: payload.into_payload(),
+                opens_call,
+            },
+        );
+    }
+
+    fn forward(&mut self, from: Username, to: Username, body: Remote) {
+        self.outputs
+            .push_back(Output::Forward(Envelope { from, to, body }));
+    }
+
+    /// Tells `peer` that `me` ended their call (`close`): on this node, or on `peer`'s. Clears
+    /// `peer`'s side here (the caller clears `me`'s).
+    fn tell_hang_up(&mut self, me: &Username, peer: &Username, end: CallEnd) {
+        let reason = (end == CallEnd::NoAnswer).then_some(HangUpReason::NoAnswer);
+        if self.sessions.contains_key(peer) {
+            self.clear_call(peer, me);
+            self.send_to_user(
+                peer,
+                ServerMessage::HangUp {
+                    from: me.clone(),
+                    reason,
+                },
+            );
+        } else if self.config.claim_names {
+            self.forward(me.clone(), peer.clone(), Remote::HangUp { end });
+        }
     }
 
     fn set_call(&mut self, name: &Username, peer: &Username, caller: bool, ring: Option<TimerKey>) {
+        if self.config.claim_names && !self.sessions.contains_key(peer) {
+            self.remote_peers.insert((peer.clone(), name.clone()));
+        }
         if let Some(s) = self.sessions.get_mut(name) {
             s.call = Some(Box::new(CallSide {
                 peer: peer.clone(),
@@ -1953,7 +2408,7 @@ impl Router {
             return self.reply_error(conn, ErrorCode::NotInCall, "not in a call");
         };
         if let Some(named) = to {
-            if self.lookup(named) != Some(&side.peer) {
+            if !self.names(named, &side.peer) {
                 let message = format!(
                     "not in a call with {named:?} (in a call with {:?})",
                     side.peer.as_str()
@@ -1971,14 +2426,7 @@ impl Router {
         }
         self.cancel(side.ring);
         self.clear_call(&me, &side.peer);
-        self.clear_call(&side.peer, &me);
-        self.send_to_user(
-            &side.peer,
-            ServerMessage::HangUp {
-                from: me.clone(),
-                reason: None,
-            },
-        );
+        self.tell_hang_up(&me, &side.peer, reason);
         let (caller, callee) = caller_callee(&me, &side);
         self.event(Event::CallEnded {
             caller,
@@ -1998,7 +2446,6 @@ impl Router {
             return;
         }
         self.clear_call(&caller, &callee);
-        self.clear_call(&callee, &caller);
         let no_answer = Some(HangUpReason::NoAnswer);
         self.send_to_user(
             &caller,
@@ -2007,13 +2454,7 @@ impl Router {
                 reason: no_answer,
             },
         );
-        self.send_to_user(
-            &callee,
-            ServerMessage::HangUp {
-                from: caller.clone(),
-                reason: no_answer,
-            },
-        );
+        self.tell_hang_up(&caller, &callee, CallEnd::NoAnswer);
         self.record_redial(&caller, &callee, now);
         self.event(Event::CallEnded {
             caller,
@@ -2021,6 +2462,56 @@ impl Router {
             reason: CallEnd::NoAnswer,
         });
     }
+}
+
+/// Which name it resembles is not said: that would help probe who is online.
+fn look_alike_message(name: &Username) -> String {
+    format!("the name {name:?} looks like a name in use (Unicode confusables); pick another")
+}
+
+/// The `unknown_user` message for `name`, quoted in NFC (as the target's node of a cluster
+/// knows it) when it is a valid name.
+fn unknown_user_message(name: &str) -> String {
+    match nfc(name) {
+        Cow::Owned(composed) if Username::validate(&composed).is_ok() => {
+            format!("user {composed:?} is not logged in")
+        }
+        _ => format!("user {name:?} is not logged in"),
+    }
+}
+
+fn busy_message(target: &Username) -> String {
+    format!("user {:?} is in another call", target.as_str())
+}
+
+fn not_in_call_message(kind: RelayKind, target: &Username) -> String {
+    format!(
+        "cannot send {} to {:?}: not in a call with them (send an offer first)",
+        kind.as_str(),
+        target.as_str()
+    )
+}
+
+fn overloaded_message(kind: RelayKind) -> String {
+    format!(
+        "the server is short of memory for queued messages; {} dropped, retry later",
+        kind.as_str()
+    )
+}
+
+fn congested_message(target: &Username, kind: RelayKind) -> String {
+    format!(
+        "user {:?} is not reading fast enough; {} dropped, retry later",
+        target.as_str(),
+        kind.as_str()
+    )
+}
+
+fn detached_message(kind: RelayKind) -> String {
+    format!(
+        "this server lost contact with the cluster's name registry; {} dropped, retry later",
+        kind.as_str()
+    )
 }
 
 /// Who offered and who was offered, seen from `name`'s side of a call.

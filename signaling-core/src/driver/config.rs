@@ -7,6 +7,7 @@ use std::time::Duration;
 #[cfg(doc)]
 use super::Hub;
 use super::auth::Authenticator;
+use super::cluster::ClusterBackend;
 use crate::router::RouterConfig;
 
 /// Everything a server built on the driver can tune, with safe defaults.
@@ -147,6 +148,9 @@ pub struct Config {
     /// or 403) or bind the connection to a verified username. `None` (default) lets everyone
     /// in. See [`auth`](super::auth).
     pub authenticator: Option<Arc<dyn Authenticator>>,
+    /// Cluster mode: the backend that shares names and carries messages between nodes (see
+    /// [`cluster`](super::cluster)). `None` (default): a single server.
+    pub cluster: Option<Arc<dyn ClusterBackend>>,
 }
 
 impl Default for Config {
@@ -179,6 +183,7 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             allowed_origins: None,
             authenticator: None,
+            cluster: None,
         }
     }
 }
@@ -346,6 +351,12 @@ impl Config {
     /// Sets the allowed page origins (`None`: any).
     pub fn with_allowed_origins(mut self, origins: Option<Vec<String>>) -> Self {
         self.allowed_origins = origins;
+        self
+    }
+
+    /// Joins a cluster through `backend` (see [`cluster`](super::cluster)).
+    pub fn with_cluster(mut self, backend: Arc<dyn ClusterBackend>) -> Self {
+        self.cluster = Some(backend);
         self
     }
 

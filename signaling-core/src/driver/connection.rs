@@ -112,6 +112,8 @@ impl Hub {
                         let now = if waited { Instant::now() } else { now };
                         let accepted =
                             self.input(now, conn, |r, now| r.handle_text(conn, text, now));
+                        // Cluster mode: a login waits for its claim before the next frame.
+                        self.run_claims(conn).await;
                         if not_logged_in.is_some() && self.is_logged_in(conn) {
                             not_logged_in = None; // give the slot back
                         }

@@ -20,8 +20,11 @@ use super::{
     Admission, CloseFrame, Config, ConnectionInfo, Outbound, PendingRequest, Refusal, Transport,
     UpgradeRequest, auth,
 };
-use crate::protocol::ServerMessage;
-use crate::router::{ConnectionId, DisconnectReason, Output, Router};
+use crate::cluster::Unroutable;
+use crate::protocol::{ServerMessage, Username};
+use crate::router::{ClaimOutcome, ConnectionId, DisconnectReason, Output, Router};
+
+use super::cluster::ClusterLink;
 
 /// Lifecycle of the hub, watched by accept loops and connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +46,9 @@ pub(super) struct State {
     /// The deadline the hub's timer task sleeps until (the router's `poll_timeout` when it
     /// last looked).
     timer_armed: Option<std::time::Instant>,
+    /// Claims the router asked for (cluster mode), for the logging-in connection's task to
+    /// carry out (`run_claims`).
+    claims: Vec<(ConnectionId, Username, Arc<str>)>,
 }
 
 pub(super) struct Inner {
@@ -101,9 +107,16 @@ impl Default for Hub {
 
 impl Hub {
     /// A hub with no connections.
+    ///
+    /// With a [`Config::cluster`] backend the router runs in cluster mode and the backend is
+    /// started (call this inside the Tokio runtime then).
     pub fn new(config: Config) -> Hub {
-        let router = Router::new(config.router.clone()).with_token_source(OsTokens::default());
-        Hub {
+        let mut router_config = config.router.clone();
+        if config.cluster.is_some() {
+            router_config = router_config.with_claim_names(true);
+        }
+        let router = Router::new(router_config).with_token_source(OsTokens::default());
+        let hub = Hub {
             inner: Arc::new(Inner {
                 config,
                 state: Mutex::new(State {
@@ -113,6 +126,7 @@ impl Hub {
                     shutting_down: false,
                     overloaded: false,
                     timer_armed: None,
+                    claims: Vec::new(),
                 }),
                 phase: watch::Sender::new(Phase::Running),
                 active: AtomicUsize::new(0),
@@ -124,6 +138,46 @@ impl Hub {
                 timer_wake: Arc::new(Notify::new()),
                 timer_started: AtomicBool::new(false),
             }),
+        };
+        if let Some(backend) = &hub.inner.config.cluster {
+            backend.start(ClusterLink {
+                hub: Arc::downgrade(&hub.inner),
+            });
+        }
+        hub
+    }
+
+    /// Input from the cluster backend (not from a connection), handled under the lock at the
+    /// current time, and what comes out dispatched.
+    pub(super) fn cluster_input(&self, f: impl FnOnce(&mut Router, std::time::Instant)) {
+        let now = Instant::now().into_std();
+        let mut state = self.lock();
+        self.refresh_overload(&mut state);
+        f(&mut state.router, now);
+        self.dispatch(&mut state, None);
+    }
+
+    /// Carries out the claims the last input of `conn` asked for (cluster mode: a login), one
+    /// at a time, and hands each outcome to the router. The connection's task awaits this
+    /// before it reads its next frame, so its messages keep their order.
+    pub(super) async fn run_claims(&self, conn: ConnectionId) {
+        let Some(backend) = self.inner.config.cluster.clone() else {
+            return;
+        };
+        loop {
+            let claim = {
+                let mut state = self.lock();
+                let at = state.claims.iter().position(|(c, ..)| *c == conn);
+                at.map(|i| state.claims.swap_remove(i))
+            };
+            let Some((_, name, skeleton)) = claim else {
+                return;
+            };
+            let outcome = backend.claim(&name, &skeleton).await;
+            tracing::debug!(%conn, name = name.as_str(), ?outcome, "claim");
+            self.cluster_input(|router, _| {
+                let _ = router.handle_claimed(conn, &name, outcome);
+            });
         }
     }
 
@@ -210,6 +264,9 @@ impl Hub {
             );
             self.inner.phase.send_replace(Phase::Killed);
             let _ = tokio::time::timeout(Duration::from_secs(1), self.wait_idle()).await;
+        }
+        if let Some(backend) = &self.inner.config.cluster {
+            backend.shutdown().await;
         }
     }
 
@@ -495,6 +552,8 @@ impl Hub {
         loop {
             let mut dropped = Vec::new();
             let mut claims = Vec::new();
+            let mut unroutable = Vec::new();
+            let cluster = config.cluster.as_ref();
             while let Some(output) = state.router.poll_output() {
                 match output {
                     Output::Transmit(t) => {
@@ -533,11 +592,28 @@ impl Hub {
                         }
                     }
                     Output::Event(event) => tracing::debug!(?event, "router event"),
-                    // This hub has no shared registry (no cluster backend): it is the only
-                    // node, its router already checked the name locally, so every claim wins
-                    // and a release has nobody to tell.
-                    Output::Claim { conn, name, .. } => claims.push((conn, name)),
-                    Output::Release { .. } => {}
+                    Output::Claim {
+                        conn,
+                        name,
+                        skeleton,
+                    } => match cluster {
+                        // The logging-in connection's task asks the backend (`run_claims`).
+                        Some(_) => state.claims.push((conn, name, skeleton)),
+                        // No shared registry: this hub is the only node, its router already
+                        // checked the name locally, so every claim wins and a release has
+                        // nobody to tell.
+                        None => claims.push((conn, name)),
+                    },
+                    Output::Release { name, skeleton } => {
+                        if let Some(backend) = cluster {
+                            backend.release(name, skeleton);
+                        }
+                    }
+                    Output::Forward(envelope) => match cluster {
+                        Some(backend) => backend.forward(envelope),
+                        // No other node: nobody else can hold the name.
+                        None => unroutable.push(envelope),
+                    },
                 }
             }
             if let Some(budget) = config.max_total_queued_bytes {
@@ -547,15 +623,19 @@ impl Hub {
                 self.refresh_overload(state);
             }
             for (conn, name) in &claims {
-                let _ = state
+                let _ = state.router.handle_claimed(*conn, name, ClaimOutcome::Won);
+            }
+            let more = !claims.is_empty() || !unroutable.is_empty();
+            for envelope in unroutable {
+                state
                     .router
-                    .handle_claimed(*conn, name, crate::router::ClaimOutcome::Won);
+                    .handle_unroutable(envelope, Unroutable::UnknownUser);
             }
             if dropped.is_empty() {
-                if claims.is_empty() {
-                    break;
+                if more {
+                    continue;
                 }
-                continue;
+                break;
             }
             let now = Instant::now().into_std();
             for conn in dropped {

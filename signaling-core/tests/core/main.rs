@@ -4,6 +4,7 @@
 //! the `memory` feature on for this binary).
 
 mod claims;
+mod cluster;
 mod common;
 mod driver;
 mod names;

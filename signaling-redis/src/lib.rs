@@ -22,15 +22,16 @@
 //!
 //! # async fn run() -> Result<(), signaling_redis::lease::LeaseError> {
 //! let leases = Leases::connect("redis://127.0.0.1:6379/", NodeId::random(), LeaseConfig::default()).await?;
-//! match leases.claim("alice").await? {
+//! // The name and its confusable skeleton (computed by the caller, TR39), both or neither:
+//! match leases.claim("alice", "alice").await? {
 //!     Claim::Won => { /* the login goes on */ }
 //!     Claim::Taken(owner) => println!("alice is logged in on node {owner}"),
 //!     _ => {}
 //! }
-//! // Every `refresh_interval()`, with every name this node holds:
-//! let lost = leases.refresh(&["alice"]).await?;
+//! // Every `refresh_interval()`, with every (name, skeleton) this node holds:
+//! let lost = leases.refresh(&[("alice", "alice")]).await?;
 //! assert!(lost.is_empty(), "names now held by another node: end their sessions");
-//! leases.release("alice").await?;
+//! leases.release("alice", "alice").await?;
 //! # Ok(())
 //! # }
 //! ```

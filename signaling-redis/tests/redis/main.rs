@@ -5,6 +5,7 @@
 
 mod faults;
 mod leases;
+mod lookalikes;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

@@ -232,12 +232,7 @@ impl LeaseConfig {
     /// is back. A blip shorter than the attempts is not seen at all. For callers that build
     /// their own [`ConnectionManager`] and pass it to [`Leases::new`].
     pub fn connection_manager_config(&self) -> ConnectionManagerConfig {
-        ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.command_timeout))
-            .set_response_timeout(Some(self.command_timeout))
-            .set_min_delay(Duration::from_millis(50))
-            .set_number_of_retries(2)
-            .set_max_delay(self.command_timeout)
+        connection_manager_config(self.command_timeout)
     }
 
     fn ttl_millis(&self) -> u64 {
@@ -262,12 +257,13 @@ pub enum Claim {
     Taken(NodeId),
 }
 
-/// Why a lease operation failed.
+/// Why a lease operation, or a [`Bus`](crate::bus::Bus) call, failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LeaseError {
-    /// Redis did not answer within [`LeaseConfig::command_timeout`]. The command may or may not
-    /// have been carried out.
+    /// Redis did not answer within the command timeout ([`LeaseConfig::command_timeout`],
+    /// [`BusConfig::command_timeout`](crate::bus::BusConfig::command_timeout)). The command may
+    /// or may not have been carried out.
     #[error("Redis did not answer within {0:?}")]
     Timeout(Duration),
     /// The connection to Redis failed or dropped (refused, reset, closed, still reconnecting,
@@ -289,7 +285,7 @@ impl LeaseError {
         matches!(self, Self::Timeout(_) | Self::Unreachable(_))
     }
 
-    fn from_redis(e: RedisError) -> Self {
+    pub(crate) fn from_redis(e: RedisError) -> Self {
         let unreachable = e.is_io_error()
             || e.is_timeout()
             || e.is_connection_dropped()
@@ -557,13 +553,27 @@ fn node_of(value: &[u8]) -> NodeId {
     NodeId::new(text.split('\n').next().unwrap_or_default())
 }
 
-/// Runs one Redis call, bounded by `limit`.
-async fn bounded<T>(
+/// The redis-rs settings of [`LeaseConfig::connection_manager_config`], for a command timeout.
+pub(crate) fn connection_manager_config(command_timeout: Duration) -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(command_timeout))
+        .set_response_timeout(Some(command_timeout))
+        .set_min_delay(Duration::from_millis(50))
+        .set_number_of_retries(2)
+        .set_max_delay(command_timeout)
+}
+
+/// Runs one Redis call, bounded by `limit`. A timeout is [`LeaseError::Timeout`] whichever timer
+/// fired: this one, or the connection's own response or connection timeout (redis-rs reports
+/// those as an I/O error, `TimedOut`), which is set to the same limit and usually fires first.
+pub(crate) async fn bounded<T>(
     limit: Duration,
     call: impl Future<Output = redis::RedisResult<T>>,
 ) -> Result<T, LeaseError> {
     match tokio::time::timeout(limit, call).await {
-        Ok(result) => result.map_err(LeaseError::from_redis),
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) if e.is_timeout() => Err(LeaseError::Timeout(limit)),
+        Ok(Err(e)) => Err(LeaseError::from_redis(e)),
         Err(_elapsed) => Err(LeaseError::Timeout(limit)),
     }
 }

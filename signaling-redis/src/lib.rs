@@ -36,6 +36,7 @@
 //! # }
 //! ```
 
+pub mod bus;
 pub mod lease;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -89,7 +89,8 @@ pub struct BusConfig {
     pub command_timeout: Duration,
     /// How many events the [`BusReceiver`] holds at most. When it is full, further messages are
     /// dropped and counted, and the receiver gets a [`BusEvent::Lost`] in their place. Default
-    /// 4096. At least 1.
+    /// 4096. At least 1. It counts events, not bytes: the size of each is what the publishing
+    /// nodes put in it.
     pub capacity: usize,
     /// How often the subscription connection is pinged (see the module documentation):
     /// roughly the longest the subscription stays down after Redis is back. Default 1 s.

@@ -1,27 +1,41 @@
-//! Cluster-wide unique names: each logged-in name is a lease in Redis held by one node.
+//! Cluster-wide unique names: each logged-in name is a lease in Redis held by one node, together
+//! with its confusable skeleton, so that no two look-alike names are logged in at once anywhere.
 //!
 //! # Keys
 //!
 //! | key | value | TTL |
 //! |---|---|---|
 //! | `<prefix>:name:<username>` | the owning node's [`NodeId`] | [`LeaseConfig::ttl`] |
+//! | `<prefix>:skeleton:<skeleton>` | `<node id>\n<username>`: the node, a newline, the name that holds it | [`LeaseConfig::ttl`] |
 //!
-//! `<prefix>` is [`LeaseConfig::prefix`] (default `signaling`, so `signaling:name:alice`). The
-//! username is put into the key as its UTF-8 bytes, unchanged (the router has NFC-normalized it
-//! already); Redis keys are binary-safe, so any name is a valid key, `:` included.
+//! `<prefix>` is [`LeaseConfig::prefix`] (default `signaling`, so `signaling:name:alice` and
+//! `signaling:skeleton:alice`). The username and the skeleton are put into the keys as their
+//! UTF-8 bytes, unchanged (the router has NFC-normalized the name and computed its skeleton, TR39,
+//! already: this crate never computes a skeleton); Redis keys are binary-safe, so any name is a
+//! valid key, `:` included. The skeleton key names the *name* that holds it, not only the node, so
+//! that a node can tell its own lease of `alice` from its own lease of a look-alike of `alice`
+//! (node ids never contain a newline, so the value splits unambiguously at the first one).
 //!
 //! # The lease
 //!
-//! - [`Leases::claim`] takes a name only if no node holds it (atomically, on the Redis side).
-//! - [`Leases::refresh`] extends the names this node still holds, all in one script call per
-//!   batch of [`REFRESH_BATCH`] names. Call it every [`LeaseConfig::refresh_interval`] (a third
-//!   of the TTL) with every name the node holds: a live node that reaches Redis never loses a
-//!   name. A name whose key is missing (Redis restarted empty, or the lease ran out and nobody
-//!   took it) is set again for this node ("re-assert"); only names now held by *another* node are
-//!   reported lost.
-//! - [`Leases::release`] deletes a name only if this node still holds it.
-//! - A node that dies without releasing (`kill -9`) stops refreshing: its names come free at most
-//!   one TTL (default 10 s) after its last successful refresh.
+//! A name and its skeleton are claimed, refreshed and released together, in one script call.
+//!
+//! - [`Leases::claim`] takes a name only if no node holds it and no *other* name holds its
+//!   skeleton (atomically, on the Redis side): both keys are set, or neither. A look-alike held by
+//!   this very node is taken too (the caller gets [`Claim::Taken`] with its own id).
+//! - [`Leases::refresh`] extends the (name, skeleton) pairs this node still holds, all in one
+//!   script call per batch of [`REFRESH_BATCH`] pairs. Call it every
+//!   [`LeaseConfig::refresh_interval`] (a third of the TTL) with every pair the node holds: a live
+//!   node that reaches Redis never loses a name. A key that is missing (Redis restarted empty, or
+//!   the lease ran out and nobody took it) is set again for this node ("re-assert"); only names
+//!   whose name key or skeleton key is now held by *another* node (or, for the skeleton, another
+//!   name) are reported lost, and neither of their keys is touched.
+//! - [`Leases::release`] deletes each of the two keys only if this node still holds it (for this
+//!   name).
+//! - A node that dies without releasing (`kill -9`) stops refreshing: its names and skeletons come
+//!   free at most one TTL (default 10 s) after its last successful refresh.
+//! - [`Leases::owner`] and [`Leases::owners`] read which node holds names (a node's cache of where
+//!   names live; a plain read, not a lease).
 //!
 //! A node cut off from Redis for longer than the TTL may have lost names without being told
 //! (another node could have claimed one and logged out again meanwhile): what to do about
@@ -49,37 +63,49 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ErrorKind, RedisError, Script, ServerErrorKind};
 
-/// The most names [`Leases::refresh`] sends in one script call: a script blocks Redis while it
-/// runs, so a node holding many names refreshes them in several short calls (about a millisecond
-/// each) rather than one long one.
+/// The most (name, skeleton) pairs [`Leases::refresh`] sends in one script call: a script
+/// blocks Redis while it runs, so a node holding many names refreshes them in several short calls
+/// (about a millisecond each) rather than one long one.
 pub const REFRESH_BATCH: usize = 1000;
 
-/// Claim a name: set it for this node if absent, extend it if this node holds it already.
-/// `KEYS[1]` the name's key, `ARGV[1]` the node id, `ARGV[2]` the TTL in milliseconds.
-/// Returns the owner after the call.
+/// Claim a name and its skeleton, both or neither. `KEYS[1]` the name's key, `KEYS[2]` the
+/// skeleton's key, `ARGV[1]` the node id, `ARGV[2]` the TTL in milliseconds, `ARGV[3]` the
+/// skeleton key's value for this claim (`<node>\n<name>`).
+/// Returns `{1, node}` when won (both keys set or extended), `{0, holder}` when taken: the node
+/// holding the name key if another node does, else the node holding the skeleton key for another
+/// name (possibly this node: a look-alike of its own).
 const CLAIM: &str = r"
 local owner = redis.call('GET', KEYS[1])
-if not owner then
-  redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
-  return ARGV[1]
+if owner and owner ~= ARGV[1] then
+  return {0, owner}
 end
-if owner == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local skeleton = redis.call('GET', KEYS[2])
+if skeleton and skeleton ~= ARGV[3] then
+  local newline = string.find(skeleton, '\n', 1, true)
+  if newline then
+    return {0, string.sub(skeleton, 1, newline - 1)}
+  end
+  return {0, skeleton}
 end
-return owner
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2])
+return {1, ARGV[1]}
 ";
 
-/// Refresh: for each key, extend it if still ours, set it again if missing (re-assert), and
-/// report it if another node holds it. `ARGV[1]` the node id, `ARGV[2]` the TTL in milliseconds.
-/// Returns the 1-based indexes in `KEYS` of the names held by another node.
+/// Refresh: `KEYS` are pairs (name key, skeleton key), `ARGV[1]` the node id, `ARGV[2]` the TTL
+/// in milliseconds, `ARGV[2 + i]` the skeleton value of pair `i`. For each pair: if each key is
+/// missing or ours (for this name), set both again for a full TTL (extends them, and re-asserts a
+/// missing one); otherwise leave both alone and report the pair. Returns the 1-based indexes of
+/// the pairs reported (held by another node, or the skeleton by another name).
 const REFRESH: &str = r"
 local lost = {}
-for i, key in ipairs(KEYS) do
-  local owner = redis.call('GET', key)
-  if owner == ARGV[1] then
-    redis.call('PEXPIRE', key, ARGV[2])
-  elseif not owner then
-    redis.call('SET', key, ARGV[1], 'NX', 'PX', ARGV[2])
+for i = 1, #KEYS / 2 do
+  local name_key, skeleton_key, value = KEYS[2 * i - 1], KEYS[2 * i], ARGV[2 + i]
+  local owner = redis.call('GET', name_key)
+  local skeleton = redis.call('GET', skeleton_key)
+  if (not owner or owner == ARGV[1]) and (not skeleton or skeleton == value) then
+    redis.call('SET', name_key, ARGV[1], 'PX', ARGV[2])
+    redis.call('SET', skeleton_key, value, 'PX', ARGV[2])
   else
     lost[#lost + 1] = i
   end
@@ -87,13 +113,18 @@ end
 return lost
 ";
 
-/// Release: delete the key only if this node holds it. `ARGV[1]` the node id. Returns 1 if
-/// deleted, 0 if not ours (or absent).
+/// Release: delete each key only if it is still ours. `KEYS[1]` the name key, `KEYS[2]` the
+/// skeleton key, `ARGV[1]` the node id, `ARGV[2]` the skeleton value. Returns how many keys were
+/// deleted (0 to 2).
 const RELEASE: &str = r"
+local deleted = 0
 if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
+  deleted = deleted + redis.call('DEL', KEYS[1])
 end
-return 0
+if redis.call('GET', KEYS[2]) == ARGV[2] then
+  deleted = deleted + redis.call('DEL', KEYS[2])
+end
+return deleted
 ";
 
 /// Which node holds a lease: unique per process. A process that restarts takes a new one
@@ -104,8 +135,15 @@ pub struct NodeId(Arc<str>);
 impl NodeId {
     /// A node id given by the caller (for example from configuration, or a test). It is stored
     /// in Redis as its UTF-8 bytes; two live nodes must never share one.
+    ///
+    /// # Panics
+    ///
+    /// If `id` contains a newline: the value of a skeleton key is `<node id>\n<name>`, which
+    /// splits at its first newline.
     pub fn new(id: impl Into<Arc<str>>) -> Self {
-        Self(id.into())
+        let id = id.into();
+        assert!(!id.contains('\n'), "a node id contains a newline: {id:?}");
+        Self(id)
     }
 
     /// 128 random bits from the operating system's CSPRNG, as 32 lowercase hex digits. Should the
@@ -155,8 +193,9 @@ pub struct LeaseConfig {
     /// tolerates shorter stalls (of the node or of Redis) before a live node's names lapse.
     /// Rounded to whole milliseconds, at least 1 ms.
     pub ttl: Duration,
-    /// The first part of every key (`<prefix>:name:<username>`), so that several clusters, or
-    /// tests, can share one Redis. Default `signaling`.
+    /// The first part of every key (`<prefix>:name:<username>`,
+    /// `<prefix>:skeleton:<skeleton>`), so that several clusters, or tests, can share one Redis.
+    /// Default `signaling`.
     pub prefix: String,
     /// The longest one Redis round trip may take before the call fails with
     /// [`LeaseError::Timeout`]. Default 1 s. Keep it well under [`refresh_interval`]
@@ -193,12 +232,7 @@ impl LeaseConfig {
     /// is back. A blip shorter than the attempts is not seen at all. For callers that build
     /// their own [`ConnectionManager`] and pass it to [`Leases::new`].
     pub fn connection_manager_config(&self) -> ConnectionManagerConfig {
-        ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.command_timeout))
-            .set_response_timeout(Some(self.command_timeout))
-            .set_min_delay(Duration::from_millis(50))
-            .set_number_of_retries(2)
-            .set_max_delay(self.command_timeout)
+        connection_manager_config(self.command_timeout)
     }
 
     fn ttl_millis(&self) -> u64 {
@@ -212,20 +246,24 @@ impl LeaseConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Claim {
-    /// This node holds the name now, for a full TTL. Also the answer when this node held it
-    /// already (its lease is extended): a node asks again only when it lost track of an earlier
-    /// claim, for example one whose reply timed out after Redis had set the key.
+    /// This node holds the name and its skeleton now, for a full TTL. Also the answer when this
+    /// node held both already for this name (the leases are extended): a node asks again only
+    /// when it lost track of an earlier claim, for example one whose reply timed out after Redis
+    /// had set the keys.
     Won,
-    /// Another node holds the name (this one).
+    /// The name is not free: this node holds it, or a look-alike of it. If another node holds
+    /// the name itself, that node; otherwise the node holding a different name with the same
+    /// skeleton, which may be this very node (a look-alike logged in here).
     Taken(NodeId),
 }
 
-/// Why a lease operation failed.
+/// Why a lease operation, or a [`Bus`](crate::bus::Bus) call, failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LeaseError {
-    /// Redis did not answer within [`LeaseConfig::command_timeout`]. The command may or may not
-    /// have been carried out.
+    /// Redis did not answer within the command timeout ([`LeaseConfig::command_timeout`],
+    /// [`BusConfig::command_timeout`](crate::bus::BusConfig::command_timeout)). The command may
+    /// or may not have been carried out.
     #[error("Redis did not answer within {0:?}")]
     Timeout(Duration),
     /// The connection to Redis failed or dropped (refused, reset, closed, still reconnecting,
@@ -247,7 +285,7 @@ impl LeaseError {
         matches!(self, Self::Timeout(_) | Self::Unreachable(_))
     }
 
-    fn from_redis(e: RedisError) -> Self {
+    pub(crate) fn from_redis(e: RedisError) -> Self {
         let unreachable = e.is_io_error()
             || e.is_timeout()
             || e.is_connection_dropped()
@@ -340,61 +378,88 @@ impl Leases {
 
     /// The Redis key of `name`: `<prefix>:name:<name>` (as bytes).
     pub fn key(&self, name: &str) -> Vec<u8> {
-        let prefix = self.inner.config.prefix.as_bytes();
-        let mut key = Vec::with_capacity(prefix.len() + 6 + name.len());
-        key.extend_from_slice(prefix);
-        key.extend_from_slice(b":name:");
-        key.extend_from_slice(name.as_bytes());
-        key
+        prefixed(&self.inner.config.prefix, b":name:", name.as_bytes())
     }
 
-    /// Claims `name` for this node, atomically: [`Claim::Won`] if no node held it (or this one
-    /// did), [`Claim::Taken`] with the holder otherwise. One Redis round trip.
+    /// The Redis key of a skeleton: `<prefix>:skeleton:<skeleton>` (as bytes).
+    pub fn skeleton_key(&self, skeleton: &str) -> Vec<u8> {
+        prefixed(
+            &self.inner.config.prefix,
+            b":skeleton:",
+            skeleton.as_bytes(),
+        )
+    }
+
+    /// The value of the skeleton key when `name` holds it on this node: `<node id>\n<name>`.
+    fn skeleton_value(&self, name: &str) -> Vec<u8> {
+        let node = self.inner.node.as_str().as_bytes();
+        let mut value = Vec::with_capacity(node.len() + 1 + name.len());
+        value.extend_from_slice(node);
+        value.push(b'\n');
+        value.extend_from_slice(name.as_bytes());
+        value
+    }
+
+    /// Claims `name` and its confusable `skeleton` (computed by the caller) for this node,
+    /// atomically, both or neither: [`Claim::Won`] if no node holds the name (or this one does)
+    /// and the skeleton is free or held by this node *for this name*; [`Claim::Taken`] with the
+    /// holder otherwise, which is this node itself when it holds a look-alike (another name
+    /// with the same skeleton). One Redis round trip.
     ///
     /// # Errors
     ///
-    /// [`LeaseError::is_unavailable`] if Redis could not be reached; the name may then have been
-    /// set for this node even so (the reply was lost): release it, or claim it again, which
+    /// [`LeaseError::is_unavailable`] if Redis could not be reached; the keys may then have been
+    /// set for this node even so (the reply was lost): release them, or claim again, which
     /// answers `Won`.
-    pub async fn claim(&self, name: &str) -> Result<Claim, LeaseError> {
+    pub async fn claim(&self, name: &str, skeleton: &str) -> Result<Claim, LeaseError> {
         let inner = &self.inner;
         let mut conn = inner.conn.clone();
         let mut call = inner.claim.key(self.key(name));
-        call.arg(inner.node.as_str()).arg(inner.config.ttl_millis());
-        let owner: Vec<u8> =
+        call.key(self.skeleton_key(skeleton))
+            .arg(inner.node.as_str())
+            .arg(inner.config.ttl_millis())
+            .arg(self.skeleton_value(name));
+        let (won, holder): (i64, Vec<u8>) =
             bounded(inner.config.command_timeout, call.invoke_async(&mut conn)).await?;
-        if owner == inner.node.as_str().as_bytes() {
+        if won == 1 {
             Ok(Claim::Won)
         } else {
-            Ok(Claim::Taken(NodeId::new(String::from_utf8_lossy(&owner))))
+            Ok(Claim::Taken(node_of(&holder)))
         }
     }
 
-    /// Refreshes the leases of `names` (every name this node holds): extends those still held
-    /// by this node, sets again those whose key is missing (re-assert, as after Redis restarted
-    /// empty), and returns, in the order given, the names that another node holds now. Those are
-    /// lost: end their sessions here. One script call per [`REFRESH_BATCH`] names, each bounded
-    /// by the command timeout.
+    /// Refreshes the leases of `held`, every (name, skeleton) pair this node holds: extends the
+    /// keys still held by this node, sets again those that are missing (re-assert, as after Redis
+    /// restarted empty), and returns, in the order given, the names of the pairs whose name key
+    /// is held by another node or whose skeleton key by another node or another name. Those are
+    /// lost (neither of their keys is touched): end their sessions here, and
+    /// [`release`](Leases::release) them. One script call per [`REFRESH_BATCH`] pairs, each
+    /// bounded by the command timeout.
     ///
     /// # Errors
     ///
     /// [`LeaseError::is_unavailable`] if Redis could not be reached; the batches before the
     /// failing one were refreshed.
-    pub async fn refresh<S: AsRef<str>>(&self, names: &[S]) -> Result<Vec<String>, LeaseError> {
+    pub async fn refresh<N: AsRef<str>, S: AsRef<str>>(
+        &self,
+        held: &[(N, S)],
+    ) -> Result<Vec<String>, LeaseError> {
         let inner = &self.inner;
         let mut lost = Vec::new();
-        for batch in names.chunks(REFRESH_BATCH) {
+        for batch in held.chunks(REFRESH_BATCH) {
             let mut conn = inner.conn.clone();
             let mut call = inner.refresh.prepare_invoke();
-            for name in batch {
-                call.key(self.key(name.as_ref()));
-            }
             call.arg(inner.node.as_str()).arg(inner.config.ttl_millis());
+            for (name, skeleton) in batch {
+                call.key(self.key(name.as_ref()))
+                    .key(self.skeleton_key(skeleton.as_ref()))
+                    .arg(self.skeleton_value(name.as_ref()));
+            }
             let indexes: Vec<usize> =
                 bounded(inner.config.command_timeout, call.invoke_async(&mut conn)).await?;
             for i in indexes {
                 // Lua indexes from 1; anything out of range would be a script bug: skip it.
-                if let Some(name) = i.checked_sub(1).and_then(|i| batch.get(i)) {
+                if let Some((name, _)) = i.checked_sub(1).and_then(|i| batch.get(i)) {
                     lost.push(name.as_ref().to_owned());
                 }
             }
@@ -402,21 +467,24 @@ impl Leases {
         Ok(lost)
     }
 
-    /// Releases `name` if this node holds it: `true` if it did (the key is deleted), `false` if
-    /// the name was free or held by another node (left as it is). One Redis round trip.
+    /// Releases `name` and its `skeleton`: deletes each key this node still holds (the skeleton
+    /// key only if it is held for this name), leaves the others as they are. `true` if at least
+    /// one key was deleted, `false` if neither was ours. One Redis round trip.
     ///
     /// # Errors
     ///
-    /// [`LeaseError::is_unavailable`] if Redis could not be reached: the lease then runs out by
-    /// itself within the TTL, since nobody refreshes it.
-    pub async fn release(&self, name: &str) -> Result<bool, LeaseError> {
+    /// [`LeaseError::is_unavailable`] if Redis could not be reached: the leases then run out by
+    /// themselves within the TTL, since nobody refreshes them.
+    pub async fn release(&self, name: &str, skeleton: &str) -> Result<bool, LeaseError> {
         let inner = &self.inner;
         let mut conn = inner.conn.clone();
         let mut call = inner.release.key(self.key(name));
-        call.arg(inner.node.as_str());
+        call.key(self.skeleton_key(skeleton))
+            .arg(inner.node.as_str())
+            .arg(self.skeleton_value(name));
         let deleted: i64 =
             bounded(inner.config.command_timeout, call.invoke_async(&mut conn)).await?;
-        Ok(deleted == 1)
+        Ok(deleted > 0)
     }
 
     /// Which node holds `name` now, if any. One Redis round trip.
@@ -431,17 +499,81 @@ impl Leases {
         get.arg(self.key(name));
         let owner: Option<Vec<u8>> =
             bounded(inner.config.command_timeout, get.query_async(&mut conn)).await?;
-        Ok(owner.map(|owner| NodeId::new(String::from_utf8_lossy(&owner))))
+        Ok(owner.map(|owner| node_of(&owner)))
+    }
+
+    /// Which node holds each of `names` now (`None`: nobody), in the order given: one `MGET`
+    /// round trip, bounded by the command timeout, for any number of names (none: no round trip).
+    /// For a node's cache of where names live; the answer may be stale as soon as it arrives.
+    ///
+    /// # Errors
+    ///
+    /// [`LeaseError::is_unavailable`] if Redis could not be reached.
+    pub async fn owners<N: AsRef<str>>(
+        &self,
+        names: &[N],
+    ) -> Result<Vec<Option<NodeId>>, LeaseError> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let inner = &self.inner;
+        let mut conn = inner.conn.clone();
+        let mut mget = redis::cmd("MGET");
+        for name in names {
+            mget.arg(self.key(name.as_ref()));
+        }
+        let owners: Vec<Option<Vec<u8>>> =
+            bounded(inner.config.command_timeout, mget.query_async(&mut conn)).await?;
+        if owners.len() != names.len() {
+            return Err(LeaseError::Redis(RedisError::from((
+                ErrorKind::UnexpectedReturnType,
+                "MGET answered a different number of values than keys",
+            ))));
+        }
+        Ok(owners
+            .into_iter()
+            .map(|owner| owner.map(|owner| node_of(&owner)))
+            .collect())
     }
 }
 
-/// Runs one Redis call, bounded by `limit`.
-async fn bounded<T>(
+/// `prefix`, `infix` and `tail`, concatenated.
+fn prefixed(prefix: &str, infix: &[u8], tail: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(prefix.len() + infix.len() + tail.len());
+    key.extend_from_slice(prefix.as_bytes());
+    key.extend_from_slice(infix);
+    key.extend_from_slice(tail);
+    key
+}
+
+/// A node id read from Redis. Lossy, and cut at a newline, so that a foreign value in one of our
+/// keys cannot make [`NodeId::new`] panic.
+fn node_of(value: &[u8]) -> NodeId {
+    let text = String::from_utf8_lossy(value);
+    NodeId::new(text.split('\n').next().unwrap_or_default())
+}
+
+/// The redis-rs settings of [`LeaseConfig::connection_manager_config`], for a command timeout.
+pub(crate) fn connection_manager_config(command_timeout: Duration) -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(command_timeout))
+        .set_response_timeout(Some(command_timeout))
+        .set_min_delay(Duration::from_millis(50))
+        .set_number_of_retries(2)
+        .set_max_delay(command_timeout)
+}
+
+/// Runs one Redis call, bounded by `limit`. A timeout is [`LeaseError::Timeout`] whichever timer
+/// fired: this one, or the connection's own response or connection timeout (redis-rs reports
+/// those as an I/O error, `TimedOut`), which is set to the same limit and usually fires first.
+pub(crate) async fn bounded<T>(
     limit: Duration,
     call: impl Future<Output = redis::RedisResult<T>>,
 ) -> Result<T, LeaseError> {
     match tokio::time::timeout(limit, call).await {
-        Ok(result) => result.map_err(LeaseError::from_redis),
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) if e.is_timeout() => Err(LeaseError::Timeout(limit)),
+        Ok(Err(e)) => Err(LeaseError::from_redis(e)),
         Err(_elapsed) => Err(LeaseError::Timeout(limit)),
     }
 }

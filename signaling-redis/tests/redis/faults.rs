@@ -19,20 +19,20 @@ async fn redis_killed_every_call_returns_unavailable() {
         return;
     };
     let a = leases(&redis, "node-a", TTL).await;
-    assert_eq!(a.claim("alice").await.unwrap(), Claim::Won);
+    assert_eq!(a.claim("alice", "alice").await.unwrap(), Claim::Won);
     redis.kill();
 
     // Several rounds: the first call sees the connection drop, the next ones wait on the
     // reconnection, which goes on failing.
     for round in 0..3 {
         let started = Instant::now();
-        let claim = tokio::time::timeout(HANG, a.claim("bob"))
+        let claim = tokio::time::timeout(HANG, a.claim("bob", "bob"))
             .await
             .expect("claim hung");
-        let refresh = tokio::time::timeout(HANG, a.refresh(&["alice"]))
+        let refresh = tokio::time::timeout(HANG, a.refresh(&[("alice", "alice")]))
             .await
             .expect("refresh hung");
-        let release = tokio::time::timeout(HANG, a.release("alice"))
+        let release = tokio::time::timeout(HANG, a.release("alice", "alice"))
             .await
             .expect("release hung");
         let owner = tokio::time::timeout(HANG, a.owner("alice"))
@@ -73,12 +73,12 @@ async fn redis_restarted_empty_refresh_reasserts_our_names() {
     };
     let a = leases(&redis, "node-a", TTL).await;
     let b = leases(&redis, "node-b", TTL).await;
-    assert_eq!(a.claim("alice").await.unwrap(), Claim::Won);
-    assert_eq!(a.claim("bob").await.unwrap(), Claim::Won);
+    assert_eq!(a.claim("alice", "alice").await.unwrap(), Claim::Won);
+    assert_eq!(a.claim("bob", "bob").await.unwrap(), Claim::Won);
 
     redis.restart();
     // While a has not refreshed yet, b (reconnected) claims bob, whose key is gone.
-    let claim = until_available(|| b.claim("bob")).await;
+    let claim = until_available(|| b.claim("bob", "bob")).await;
     assert_eq!(claim, Claim::Won);
     assert_eq!(
         b.owner("alice").await.unwrap(),
@@ -87,12 +87,12 @@ async fn redis_restarted_empty_refresh_reasserts_our_names() {
     );
 
     // a's refresh (the script cache is empty too: EVALSHA answers NOSCRIPT, redis-rs loads it).
-    let lost = until_available(|| a.refresh(&["alice", "bob"])).await;
+    let lost = until_available(|| a.refresh(&[("alice", "alice"), ("bob", "bob")])).await;
     assert_eq!(lost, ["bob"]);
     assert_eq!(b.owner("alice").await.unwrap(), Some(NodeId::new("node-a")));
     assert_eq!(a.owner("bob").await.unwrap(), Some(NodeId::new("node-b")));
     assert_eq!(
-        b.claim("alice").await.unwrap(),
+        b.claim("alice", "alice").await.unwrap(),
         Claim::Taken(NodeId::new("node-a"))
     );
 }
@@ -103,16 +103,21 @@ async fn leases_work_again_after_an_outage_without_reconnecting_by_hand() {
         return;
     };
     let a = leases(&redis, "node-a", TTL).await;
-    assert_eq!(a.claim("alice").await.unwrap(), Claim::Won);
+    assert_eq!(a.claim("alice", "alice").await.unwrap(), Claim::Won);
     redis.kill();
-    assert!(a.claim("bob").await.unwrap_err().is_unavailable());
+    assert!(a.claim("bob", "bob").await.unwrap_err().is_unavailable());
     // Down for longer than the reconnection's first attempts.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(a.refresh(&["alice"]).await.unwrap_err().is_unavailable());
+    assert!(
+        a.refresh(&[("alice", "alice")])
+            .await
+            .unwrap_err()
+            .is_unavailable()
+    );
     redis.restart();
 
     let started = Instant::now();
-    let lost = until_available(|| a.refresh(&["alice"])).await;
+    let lost = until_available(|| a.refresh(&[("alice", "alice")])).await;
     eprintln!(
         "refresh succeeded {:?} after the restart",
         started.elapsed()
@@ -127,14 +132,14 @@ async fn redis_frozen_calls_time_out_and_work_again_after() {
         return;
     };
     let a = leases(&redis, "node-a", TTL).await;
-    assert_eq!(a.claim("alice").await.unwrap(), Claim::Won);
+    assert_eq!(a.claim("alice", "alice").await.unwrap(), Claim::Won);
     // The connection stays open but nothing answers: only the timeouts end the calls.
     redis.freeze();
     let started = Instant::now();
-    let claim = tokio::time::timeout(HANG, a.claim("bob"))
+    let claim = tokio::time::timeout(HANG, a.claim("bob", "bob"))
         .await
         .expect("claim hung");
-    let refresh = tokio::time::timeout(HANG, a.refresh(&["alice"]))
+    let refresh = tokio::time::timeout(HANG, a.refresh(&[("alice", "alice")]))
         .await
         .expect("refresh hung");
     eprintln!(
@@ -145,9 +150,9 @@ async fn redis_frozen_calls_time_out_and_work_again_after() {
     assert!(refresh.unwrap_err().is_unavailable());
     redis.thaw();
 
-    let lost = until_available(|| a.refresh(&["alice"])).await;
+    let lost = until_available(|| a.refresh(&[("alice", "alice")])).await;
     assert!(lost.is_empty());
     // The claim of bob may have been carried out after all (its reply was lost): claiming again
     // answers Won either way.
-    assert_eq!(a.claim("bob").await.unwrap(), Claim::Won);
+    assert_eq!(a.claim("bob", "bob").await.unwrap(), Claim::Won);
 }

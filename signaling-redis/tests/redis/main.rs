@@ -1,10 +1,13 @@
-//! Name leases against a real `redis-server` (one per test, on a free port, nothing on disk).
+//! Name leases and the bus between nodes against a real `redis-server` (one per test, on a free
+//! port, nothing on disk).
 //!
 //! Needs `redis-server` on `PATH` (or `SIGNALING_REDIS_SERVER=/path/to/redis-server`); without it
 //! every test here prints one `SKIPPED:` line and passes, except under `CI=true`, where it fails.
 
+mod bus;
 mod faults;
 mod leases;
+mod lookalikes;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

@@ -243,6 +243,12 @@ impl fmt::Display for Username {
     }
 }
 
+impl AsRef<str> for Username {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
 impl std::borrow::Borrow<str> for Username {
     fn borrow(&self) -> &str {
         &self.0

@@ -82,6 +82,7 @@
 //! [`LeaseError::Unreachable`]: lease::LeaseError::Unreachable
 
 pub mod bus;
+pub mod cluster;
 pub mod lease;
 #[cfg(feature = "testing")]
 pub mod testing;

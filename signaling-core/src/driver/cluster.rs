@@ -37,8 +37,15 @@ pub trait ClusterBackend: Send + Sync + 'static {
 
     /// Carries `envelope` to the node that holds `envelope.to`, which hands it to its hub with
     /// [`ClusterLink::deliver`]. Envelopes for one addressee must arrive in the order given.
-    /// If it cannot be carried, tell the hub with [`ClusterLink::unroutable`]. Must not block.
-    fn forward(&self, envelope: Envelope);
+    /// If it turns out that it cannot be carried, tell the hub with
+    /// [`ClusterLink::unroutable`] (later, from the backend's task: never from inside this
+    /// call, which runs under the hub's lock). Must not block: return the envelope when it
+    /// cannot even be queued (the sender gets `unavailable`).
+    ///
+    /// # Errors
+    ///
+    /// The envelope, when the backend's queue is full or the backend has stopped.
+    fn forward(&self, envelope: Envelope) -> Result<(), Envelope>;
 
     /// Whether the backend reaches the shared component now (for a readiness check).
     fn is_available(&self) -> bool {

@@ -610,9 +610,13 @@ impl Hub {
                         }
                     }
                     Output::Forward(envelope) => match cluster {
-                        Some(backend) => backend.forward(envelope),
+                        Some(backend) => {
+                            if let Err(envelope) = backend.forward(envelope) {
+                                unroutable.push((envelope, Unroutable::Unavailable));
+                            }
+                        }
                         // No other node: nobody else can hold the name.
-                        None => unroutable.push(envelope),
+                        None => unroutable.push((envelope, Unroutable::UnknownUser)),
                     },
                 }
             }
@@ -626,10 +630,8 @@ impl Hub {
                 let _ = state.router.handle_claimed(*conn, name, ClaimOutcome::Won);
             }
             let more = !claims.is_empty() || !unroutable.is_empty();
-            for envelope in unroutable {
-                state
-                    .router
-                    .handle_unroutable(envelope, Unroutable::UnknownUser);
+            for (envelope, why) in unroutable {
+                state.router.handle_unroutable(envelope, why);
             }
             if dropped.is_empty() {
                 if more {

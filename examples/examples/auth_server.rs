@@ -74,7 +74,13 @@ async fn main() -> std::io::Result<ExitCode> {
 
     init_tracing();
     init_allocator();
-    let hub = Hub::new(cli.server.config().with_authenticator(auth));
+    let hub = Hub::new(
+        cli.server
+            .server_config()
+            .await
+            .map_err(std::io::Error::other)?
+            .with_authenticator(auth),
+    );
     let listener = tokio::net::TcpListener::bind(cli.addr).await?;
     tracing::info!(
         "signaling at ws://{}/?token=… (mint one with --mint NAME)",

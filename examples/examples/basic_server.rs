@@ -35,7 +35,12 @@ async fn main() -> std::io::Result<()> {
     let cli = Cli::parse();
     init_tracing();
     init_allocator();
-    let hub = Hub::new(cli.server.config());
+    let hub = Hub::new(
+        cli.server
+            .server_config()
+            .await
+            .map_err(std::io::Error::other)?,
+    );
 
     let app = demo::routes(hub.clone(), cli.ice_servers);
 

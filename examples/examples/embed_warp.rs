@@ -34,7 +34,12 @@ async fn main() -> std::io::Result<()> {
     let health = warp::path!("health").map(|| "ok");
 
     // Signaling, mounted where the app wants it, with its stats beside it.
-    let hub = Hub::new(cli.server.config());
+    let hub = Hub::new(
+        cli.server
+            .server_config()
+            .await
+            .map_err(std::io::Error::other)?,
+    );
     let signaling = warp::path!("api" / "signaling").and(signaling_warp::ws(hub.clone()));
     let stats_hub = hub.clone();
     let stats = warp::path!("api" / "stats").map(move || {

@@ -27,7 +27,12 @@ async fn main() -> std::io::Result<()> {
     let cli = Cli::parse();
     init_tracing();
     init_allocator();
-    let hub = Hub::new(cli.server.config());
+    let hub = Hub::new(
+        cli.server
+            .server_config()
+            .await
+            .map_err(std::io::Error::other)?,
+    );
     let listener = tokio::net::TcpListener::bind(cli.addr).await?;
     tracing::info!("signaling at ws://{}/", listener.local_addr()?);
     let server = tokio::spawn(signaling_ws::serve(listener, hub.clone()));

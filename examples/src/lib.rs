@@ -40,7 +40,11 @@ pub fn init_allocator() {
 use clap::Args;
 use signaling_core::driver::Config;
 use signaling_core::driver::ipnet::IpNet;
+use std::sync::Arc;
 use std::time::Duration;
+
+use signaling_redis::cluster::{ClusterConfig, RedisCluster};
+use signaling_redis::lease::NodeId;
 
 use signaling_core::{RateLimit, RedialBackoff, RouterConfig, SessionConfig};
 
@@ -127,6 +131,17 @@ pub struct ServerArgs {
     /// callee again (doubling for each further decline, up to 10 minutes). 0 turns it off.
     #[arg(long, env = "SIGNALING_REDIAL_BACKOFF", default_value_t = RouterConfig::default().redial_backoff.map_or(0, |b| b.initial.as_secs()))]
     pub redial_backoff: u64,
+    /// Joins a cluster of nodes sharing one user namespace through this Redis
+    /// (`redis://host:port/db`; `docs/cluster.md`). Without it the server is a single node.
+    #[arg(long, env = "SIGNALING_REDIS_URL")]
+    pub redis: Option<String>,
+    /// This node's id in the cluster (unique; default: random).
+    #[arg(long, env = "SIGNALING_NODE_ID", requires = "redis")]
+    pub node_id: Option<String>,
+    /// Seconds a name lease lasts without a refresh: the longest a crashed node's names stay
+    /// taken (refreshed every third of it).
+    #[arg(long, env = "SIGNALING_LEASE_TTL", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub lease_ttl: u64,
 }
 
 /// `10.0.0.0/8`, `2001:db8::/32`, or a single address (`10.0.0.2`: a /32 or /128).
@@ -142,7 +157,33 @@ fn default_cap(cap: Option<usize>) -> usize {
 }
 
 impl ServerArgs {
-    /// The driver configuration these flags ask for (everything else at its default).
+    /// [`config`](Self::config), and with `--redis` the cluster backend, connected.
+    ///
+    /// # Errors
+    ///
+    /// Redis could not be reached at start-up (or the URL or node id is not valid).
+    pub async fn server_config(&self) -> Result<Config, String> {
+        let config = self.config();
+        let Some(url) = &self.redis else {
+            return Ok(config);
+        };
+        let mut cluster =
+            ClusterConfig::new(url.clone()).with_ttl(Duration::from_secs(self.lease_ttl));
+        if let Some(id) = &self.node_id {
+            if id.is_empty() || id.contains('\n') {
+                return Err(format!("invalid node id {id:?}"));
+            }
+            cluster = cluster.with_node(NodeId::new(id.as_str()));
+        }
+        let backend = RedisCluster::connect(cluster)
+            .await
+            .map_err(|e| format!("cannot join the cluster at {url}: {e}"))?;
+        tracing::info!(node = %backend.node(), redis = %url, "cluster mode");
+        Ok(config.with_cluster(Arc::new(backend)))
+    }
+
+    /// The driver configuration these flags ask for (everything else at its default), without
+    /// the cluster backend (see [`server_config`](Self::server_config)).
     pub fn config(&self) -> Config {
         let rate_limit = (self.rate_limit > 0).then(|| {
             let default = RateLimit::default();

@@ -78,6 +78,17 @@ pub enum Remote {
         /// The sender's node's error message.
         message: String,
     },
+    /// An error reply to `from` that must not overtake the refusals `to`'s node may still
+    /// send `from` (one connection's replies keep the order of its messages): `to`'s node
+    /// sends it straight back (`back`), and `from`'s node then delivers it.
+    Echo {
+        /// On its way back.
+        back: bool,
+        /// The error code.
+        code: ErrorCode,
+        /// The error message.
+        message: String,
+    },
     /// The receiver's node refused a relay `to` sent to `from`: `to` gets this `error`.
     Refused {
         /// The refused message's kind.
@@ -114,7 +125,7 @@ struct Wire<'a> {
     f: Cow<'a, str>,
     #[serde(borrow)]
     t: Cow<'a, str>,
-    /// `r` relay, `h` hang-up, `p` probe, `x` refused.
+    /// `r` relay, `h` hang-up, `p` probe, `e` echo, `x` refused.
     b: char,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     k: Option<&'a str>,
@@ -211,6 +222,16 @@ impl Envelope {
                 wire.c = Some(code.as_str());
                 wire.m = Some(Cow::Borrowed(message));
             }
+            Remote::Echo {
+                back,
+                code,
+                message,
+            } => {
+                wire.b = 'e';
+                wire.o = *back;
+                wire.c = Some(code.as_str());
+                wire.m = Some(Cow::Borrowed(message));
+            }
             Remote::Refused {
                 kind,
                 opened,
@@ -267,6 +288,11 @@ impl Envelope {
                 code: code()?,
                 message: wire.m.clone().map(Cow::into_owned).unwrap_or_default(),
             },
+            'e' => Remote::Echo {
+                back: wire.o,
+                code: code()?,
+                message: wire.m.clone().map(Cow::into_owned).unwrap_or_default(),
+            },
             'x' => Remote::Refused {
                 kind: kind()?,
                 opened: wire.o,
@@ -311,6 +337,11 @@ mod tests {
                 busy_first: true,
                 code: ErrorCode::RedialTooSoon,
                 message: "retry in 3 s".to_owned(),
+            },
+            Remote::Echo {
+                back: true,
+                code: ErrorCode::UnknownType,
+                message: "unknown type \"x\"".to_owned(),
             },
             Remote::Refused {
                 kind: RelayKind::Answer,

@@ -621,6 +621,10 @@ struct Connection {
     congested: bool,
     /// Its login waits for a claim (cluster mode); the pending claim is in [`Router::claims`].
     claiming: bool,
+    /// Cluster mode: the user of another node this connection last sent a relay to. Refusals
+    /// of its relays come back from that node, so this connection's own error replies go
+    /// there and back too ([`Remote::Echo`]): its replies keep the order of its messages.
+    remote_tail: Option<Username>,
 }
 
 /// The pure routing state machine: sessions (logged-in names, which may outlive their
@@ -748,6 +752,7 @@ impl Router {
                 closing: false,
                 congested: false,
                 claiming: false,
+                remote_tail: None,
             },
         );
         Ok(())
@@ -1051,6 +1056,23 @@ impl Router {
                 };
                 self.refuse(from, to, kind, false, code, message);
             }
+            Remote::Echo {
+                back: false,
+                code,
+                message,
+            } => {
+                let back = Remote::Echo {
+                    back: true,
+                    code,
+                    message,
+                };
+                self.forward(to, from, back);
+            }
+            Remote::Echo {
+                back: true,
+                code,
+                message,
+            } => self.user_error_quiet(&to, code, message),
             Remote::Refused {
                 kind: _,
                 opened,
@@ -1090,7 +1112,16 @@ impl Router {
                 self.user_error(&from, code, message);
                 return self.settle();
             }
-            Remote::HangUp { .. } | Remote::Refused { .. } => return,
+            Remote::Echo {
+                back: false,
+                code,
+                message,
+            } => {
+                // Nothing can be pending from a node nobody can reach: reply here.
+                self.user_error_quiet(&from, code, message);
+                return self.settle();
+            }
+            Remote::HangUp { .. } | Remote::Refused { .. } | Remote::Echo { .. } => return,
         };
         if opens_call {
             self.drop_pending_call(&from, &to);
@@ -1326,6 +1357,11 @@ impl Router {
         self.send_to_user(name, ServerMessage::error(code, message));
     }
 
+    /// [`user_error`](Self::user_error) for a reply whose event went out when it was made.
+    fn user_error_quiet(&mut self, name: &Username, code: ErrorCode, message: String) {
+        self.send_to_user(name, ServerMessage::error(code, message));
+    }
+
     /// When the router next needs [`handle_timeout`](Self::handle_timeout): the soonest grace
     /// period or ring timeout. Ask again after every input.
     pub fn poll_timeout(&self) -> Option<Instant> {
@@ -1545,9 +1581,38 @@ impl Router {
     /// A reply to whatever holds `conn`: its session (numbered and kept when resumable) or,
     /// before a login, the bare connection.
     fn reply(&mut self, conn: ConnectionId, message: ServerMessage) {
-        match self.connections.get(&conn).and_then(|c| c.session.clone()) {
-            Some(name) => self.send_to_user(&name, message),
-            None => self.transmit(conn, message),
+        let Some(c) = self.connections.get(&conn) else {
+            return;
+        };
+        match (&c.session, &c.remote_tail, message) {
+            (Some(name), Some(tail), ServerMessage::Error { code, message }) => {
+                // Behind the refusals still to come from `tail`'s node.
+                let (name, tail) = (name.clone(), tail.clone());
+                self.forward(
+                    name,
+                    tail,
+                    Remote::Echo {
+                        back: false,
+                        code,
+                        message,
+                    },
+                );
+            }
+            (Some(name), _, message) => {
+                let name = name.clone();
+                self.send_to_user(&name, message);
+            }
+            (None, _, message) => self.transmit(conn, message),
+        }
+    }
+
+    /// Cluster mode: `me`'s connection sent something to `target`, a user of another node.
+    fn note_remote_tail(&mut self, me: &Username, target: &Username) {
+        let conn = self.sessions.get(me).and_then(|s| s.conn);
+        if let Some(c) = conn.and_then(|conn| self.connections.get_mut(&conn)) {
+            if c.remote_tail.as_ref() != Some(target) {
+                c.remote_tail = Some(target.clone());
+            }
         }
     }
 
@@ -2178,6 +2243,7 @@ impl Router {
         if self.sessions.contains_key(target) {
             return self.reply_error(conn, code, message);
         }
+        self.note_remote_tail(me, target);
         self.forward(
             me.clone(),
             target.clone(),
@@ -2254,6 +2320,7 @@ impl Router {
         if opens_call || call.as_ref().is_some_and(|side| !side.answered) {
             self.count_unanswered(&me, kind);
         }
+        self.note_remote_tail(&me, &target);
         self.forward(
             me,
             target,

@@ -6,6 +6,7 @@
 //! anything happens, so the scenarios hold on a loaded 2-core machine.
 #![allow(clippy::missing_panics_doc)]
 
+pub mod balancer;
 mod hostile;
 mod phases;
 mod pressure;
@@ -51,6 +52,36 @@ pub struct TestServer {
     pub hub: Hub,
     /// The serving task (the accept loop or the warp server).
     pub task: JoinHandle<()>,
+    /// The other nodes of a cluster under test (empty for a single server): `url` reaches
+    /// them all, `hub` is the first node's.
+    pub other_nodes: Vec<Hub>,
+}
+
+impl TestServer {
+    /// A single server at `url`.
+    pub fn single(url: String, hub: Hub, task: JoinHandle<()>) -> TestServer {
+        TestServer {
+            url,
+            hub,
+            task,
+            other_nodes: Vec::new(),
+        }
+    }
+
+    /// Whether `f` holds for the router of some node.
+    pub fn on_any_node(&self, f: impl Fn(&signaling_core::Router) -> bool) -> bool {
+        std::iter::once(&self.hub)
+            .chain(&self.other_nodes)
+            .any(|hub| hub.with_router(&f))
+    }
+
+    /// Users logged in on every node.
+    pub fn user_count(&self) -> usize {
+        std::iter::once(&self.hub)
+            .chain(&self.other_nodes)
+            .map(|hub| hub.with_router(|r| r.user_count()))
+            .sum()
+    }
 }
 
 /// Starts a server with a config; each adapter's `tests/loopback/common.rs` provides one.
@@ -313,7 +344,7 @@ pub async fn hundred_calls(start: Start) {
     for t in tasks {
         clients.push(patiently("a call", t).await.expect("call task"));
     }
-    assert_eq!(server.hub.with_router(|r| r.user_count()), 200);
+    assert_eq!(server.user_count(), 200);
     server.hub.shutdown().await;
 }
 

@@ -87,11 +87,7 @@ pub async fn slow_reader_keeps_its_name(start: Start) {
     let ((refused, _mallory), _) = tokio::join!(flood, slow_reader);
     assert!(refused > 0, "the flood never filled Carol's queue");
     // Carol is still there, with her name: Mallory cannot take it.
-    assert!(
-        server
-            .hub
-            .with_router(|r| r.connection_of("carol").is_some())
-    );
+    assert!(server.on_any_node(|r| r.connection_of("carol").is_some()));
     let mut impostor = Client::connect(&server.url).await;
     impostor
         .send(json!({"type": "login", "username": "carol"}))

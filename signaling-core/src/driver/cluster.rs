@@ -89,13 +89,13 @@ impl ClusterLink {
     }
 
     /// Envelopes other nodes sent to users of this one, in the order they arrived: handed to
-    /// the router ([`Router::handle_remote`](crate::Router::handle_remote)) under one lock.
+    /// the router ([`Router::handle_remote`](crate::Router::handle_remote)) under one lock,
+    /// what comes out of each dispatched before the next (so that a receiver's queue filling
+    /// up refuses the next relay to it, as for relays from this node).
     pub fn deliver(&self, envelopes: impl IntoIterator<Item = Envelope>) {
         self.with_hub(|hub| {
-            hub.cluster_input(|router, now| {
-                for envelope in envelopes {
-                    router.handle_remote(envelope, now);
-                }
+            hub.cluster_input_each(envelopes, |router, envelope, now| {
+                router.handle_remote(envelope, now);
             });
         });
     }

@@ -157,6 +157,21 @@ impl Hub {
         self.dispatch(&mut state, None);
     }
 
+    /// [`cluster_input`](Self::cluster_input) for each item, under one lock.
+    pub(super) fn cluster_input_each<T>(
+        &self,
+        items: impl IntoIterator<Item = T>,
+        mut f: impl FnMut(&mut Router, T, std::time::Instant),
+    ) {
+        let now = Instant::now().into_std();
+        let mut state = self.lock();
+        for item in items {
+            self.refresh_overload(&mut state);
+            f(&mut state.router, item, now);
+            self.dispatch(&mut state, None);
+        }
+    }
+
     /// Carries out the claims the last input of `conn` asked for (cluster mode: a login), one
     /// at a time, and hands each outcome to the router. The connection's task awaits this
     /// before it reads its next frame, so its messages keep their order.

@@ -8,6 +8,7 @@ mod bus;
 mod faults;
 mod leases;
 mod lookalikes;
+mod scenarios;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

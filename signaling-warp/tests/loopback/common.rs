@@ -18,11 +18,7 @@ pub fn start(
         let server =
             signaling_warp::serve(signaling_warp::routes(hub.clone()), listener, hub.clone());
         let task = tokio::spawn(server);
-        TestServer {
-            url: format!("ws://{addr}/ws"),
-            hub,
-            task,
-        }
+        TestServer::single(format!("ws://{addr}/ws"), hub, task)
     })
 }
 
@@ -57,10 +53,6 @@ pub fn start_warp_ws(
             .graceful(hub.shutdown_started())
             .run();
         let task = tokio::spawn(server);
-        TestServer {
-            url: format!("ws://{addr}/ws"),
-            hub,
-            task,
-        }
+        TestServer::single(format!("ws://{addr}/ws"), hub, task)
     })
 }

@@ -16,10 +16,6 @@ pub fn start(
         let hub = Hub::new(config);
         let serve = signaling_ws::serve(listener, hub.clone());
         let task = tokio::spawn(async move { serve.await.expect("serve") });
-        TestServer {
-            url: format!("ws://{addr}/any/path"),
-            hub,
-            task,
-        }
+        TestServer::single(format!("ws://{addr}/any/path"), hub, task)
     })
 }

@@ -22,15 +22,27 @@
 //!
 //! Envelopes are encoded as small JSON objects ([`Envelope::encode`], [`Envelope::decode`]);
 //! a relayed payload is spliced in as the sender wrote it.
+//!
+//! A resumable session moves between nodes as a [`SessionExport`]: a `resume` on a node that
+//! does not know the token asks for the session
+//! ([`Output::Fetch`](crate::Output::Fetch)); the node that issued the token validates the
+//! resume as it would its own and hands the session over
+//! ([`Router::handle_handover`](crate::Router::handle_handover)); the asking node installs it
+//! ([`Router::handle_imported`](crate::Router::handle_imported)). A node that shuts down
+//! exports all its resumable sessions at once
+//! ([`Router::handle_evacuate`](crate::Router::handle_evacuate)) for the backend to keep until
+//! their clients resume elsewhere.
 
 use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::error::ErrorCode;
-use crate::protocol::{Payload, RelayKind, Username};
-use crate::router::CallEnd;
+use crate::protocol::{Payload, RelayKind, ServerMessage, SessionToken, Username};
+use crate::router::{CallEnd, resume_refusal};
 
 /// A message from a user of one node to a user of another.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +101,11 @@ pub enum Remote {
         /// The error message.
         message: String,
     },
+    /// `from`'s session moved to another node ([`SessionExport`]) with a call with `to`: if
+    /// `to` is no longer in a call with `from` (its hang-up was lost while the session was on
+    /// its way: its node was shutting down), `to`'s node answers with a [`Remote::HangUp`], so
+    /// that `from` is told `close` rather than left in a call that is over.
+    CallCheck,
     /// The receiver's node refused a relay `to` sent to `from`: `to` gets this `error`.
     Refused {
         /// The refused message's kind.
@@ -125,7 +142,7 @@ struct Wire<'a> {
     f: Cow<'a, str>,
     #[serde(borrow)]
     t: Cow<'a, str>,
-    /// `r` relay, `h` hang-up, `p` probe, `e` echo, `x` refused.
+    /// `r` relay, `h` hang-up, `p` probe, `e` echo, `c` call check, `x` refused.
     b: char,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     k: Option<&'a str>,
@@ -232,6 +249,7 @@ impl Envelope {
                 wire.c = Some(code.as_str());
                 wire.m = Some(Cow::Borrowed(message));
             }
+            Remote::CallCheck => wire.b = 'c',
             Remote::Refused {
                 kind,
                 opened,
@@ -293,6 +311,7 @@ impl Envelope {
                 code: code()?,
                 message: wire.m.clone().map(Cow::into_owned).unwrap_or_default(),
             },
+            'c' => Remote::CallCheck,
             'x' => Remote::Refused {
                 kind: kind()?,
                 opened: wire.o,
@@ -302,6 +321,252 @@ impl Envelope {
             _ => return Err(bad("unknown body")),
         };
         Ok(Envelope { from, to, body })
+    }
+}
+
+/// A resumable session on its way from one node to another: everything its new node needs
+/// to go on as if it had always been there — the name and its skeleton, the token it was
+/// resumed with, its numbering and the messages it keeps (with their original `seq`), its
+/// side of a call and its redial back-offs. Made by
+/// [`Router::handle_handover`](crate::Router::handle_handover) or
+/// [`Router::handle_evacuate`](crate::Router::handle_evacuate), installed by
+/// [`Router::handle_imported`](crate::Router::handle_imported); between nodes it travels as
+/// the bytes of [`encode`](Self::encode).
+///
+/// Times are kept relative to the moment of the export (the nodes' clocks are not compared):
+/// a ringing call's ring timeout as the time it had left, a back-off as how long it had to
+/// run (or how long ago it ended). A backend that keeps an export for a while tells it how
+/// long with [`age`](Self::age).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionExport {
+    pub(crate) name: Username,
+    pub(crate) skeleton: Arc<str>,
+    pub(crate) token: SessionToken,
+    pub(crate) seq: u64,
+    pub(crate) sent: u64,
+    pub(crate) history: Vec<(u64, ServerMessage)>,
+    pub(crate) call: Option<ExportedCall>,
+    pub(crate) redials: Vec<ExportedRedial>,
+}
+
+/// A session's side of a call, in a [`SessionExport`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ExportedCall {
+    pub(crate) peer: Username,
+    pub(crate) caller: bool,
+    pub(crate) answered: bool,
+    pub(crate) offers: u32,
+    pub(crate) candidates: u32,
+    /// The caller's ring timeout, while the call rings: the time it had left.
+    pub(crate) ring: Option<Duration>,
+}
+
+/// A redial back-off, in a [`SessionExport`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ExportedRedial {
+    pub(crate) callee: Username,
+    /// When it ends, in nanoseconds from the export: ahead (positive) or past.
+    pub(crate) until: i64,
+    pub(crate) strikes: u32,
+}
+
+/// `at` as nanoseconds from `now` (negative: before), saturating.
+pub(crate) fn offset_from(at: Instant, now: Instant) -> i64 {
+    let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+    if at >= now {
+        nanos(at - now)
+    } else {
+        -nanos(now - at)
+    }
+}
+
+/// The instant `offset` nanoseconds from `now` (`now` itself if the platform's clock cannot
+/// hold it).
+pub(crate) fn instant_at(now: Instant, offset: i64) -> Instant {
+    let by = Duration::from_nanos(offset.unsigned_abs());
+    if offset >= 0 {
+        now.checked_add(by)
+    } else {
+        now.checked_sub(by)
+    }
+    .unwrap_or(now)
+}
+
+/// An export that could not be decoded (a bug, or something else writing to our keys).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("undecodable session export: {0}")]
+pub struct ExportError(String);
+
+/// The wire form of a [`SessionExport`]. The history is kept as the frames the session was
+/// sent, decoded again with [`ServerMessage::from_json`]: the protocol's own encoding (one
+/// writer and one reader to keep in step, tested against each other), rather than a second
+/// serde description of every message shape; a relayed payload stays the sender's bytes.
+#[derive(Serialize, Deserialize)]
+struct ExportWire {
+    name: String,
+    skeleton: String,
+    token: String,
+    seq: u64,
+    sent: u64,
+    history: Vec<(u64, Box<RawValue>)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    call: Option<CallWire>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    redials: Vec<(String, i64, u32)>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CallWire {
+    peer: String,
+    caller: bool,
+    answered: bool,
+    offers: u32,
+    candidates: u32,
+    /// Nanoseconds of ring timeout left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ring: Option<u64>,
+}
+
+impl SessionExport {
+    /// The session's name.
+    pub fn name(&self) -> &Username {
+        &self.name
+    }
+
+    /// The name's confusable skeleton (what its lease holds beside the name).
+    pub fn skeleton(&self) -> &str {
+        &self.skeleton
+    }
+
+    /// The token the session was issued last (spent once a resume installs the session).
+    pub fn token(&self) -> &SessionToken {
+        &self.token
+    }
+
+    /// The last `seq` the session gave out.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Whether a `resume` with `last_seq` from a connection verified as `verified` (if any)
+    /// may take this session, with the refusal a single node would give (`unauthorized`,
+    /// `invalid_last_seq`, `history_lost`). The router checks the same when it installs the
+    /// export; a backend that keeps exports checks first so that a refusal that changes
+    /// nothing (all but `history_lost`) leaves the export where it is.
+    ///
+    /// # Errors
+    ///
+    /// The refusal's code and message.
+    pub fn check_resume(
+        &self,
+        last_seq: u64,
+        verified: Option<&Username>,
+    ) -> Result<(), (ErrorCode, String)> {
+        if verified.is_some_and(|v| *v != self.name) {
+            return Err(crate::router::unauthorized_resume());
+        }
+        let first_kept = self.history.first().map_or(self.seq + 1, |(seq, _)| *seq);
+        match resume_refusal(self.seq, first_kept, last_seq) {
+            Some(refusal) => Err(refusal),
+            None => Ok(()),
+        }
+    }
+
+    /// `elapsed` has passed since the export (it waited in a store): a ringing call has that
+    /// much less to ring, back-offs that much less to run.
+    pub fn age(&mut self, elapsed: Duration) {
+        if let Some(ring) = self.call.as_mut().and_then(|c| c.ring.as_mut()) {
+            *ring = ring.saturating_sub(elapsed);
+        }
+        let nanos = i64::try_from(elapsed.as_nanos()).unwrap_or(i64::MAX);
+        for redial in &mut self.redials {
+            redial.until = redial.until.saturating_sub(nanos);
+        }
+    }
+
+    /// The bytes to carry to another node (JSON).
+    pub fn encode(&self) -> Vec<u8> {
+        let wire = ExportWire {
+            name: self.name.as_str().to_owned(),
+            skeleton: self.skeleton.to_string(),
+            token: self.token.as_str().to_owned(),
+            seq: self.seq,
+            sent: self.sent,
+            history: self
+                .history
+                .iter()
+                .filter_map(|(seq, message)| {
+                    // The encoder makes valid JSON: this never skips one.
+                    RawValue::from_string(message.to_json())
+                        .ok()
+                        .map(|raw| (*seq, raw))
+                })
+                .collect(),
+            call: self.call.as_ref().map(|c| CallWire {
+                peer: c.peer.as_str().to_owned(),
+                caller: c.caller,
+                answered: c.answered,
+                offers: c.offers,
+                candidates: c.candidates,
+                ring: c
+                    .ring
+                    .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+            }),
+            redials: self
+                .redials
+                .iter()
+                .map(|r| (r.callee.as_str().to_owned(), r.until, r.strikes))
+                .collect(),
+        };
+        // Strings, numbers and raw JSON into a Vec: cannot fail.
+        serde_json::to_vec(&wire).unwrap_or_default()
+    }
+
+    /// Decodes what [`encode`](Self::encode) made.
+    ///
+    /// # Errors
+    ///
+    /// [`ExportError`] for bytes that are not an export (never a panic).
+    pub fn decode(bytes: &[u8]) -> Result<SessionExport, ExportError> {
+        let bad = |what: &str| ExportError(what.to_owned());
+        let wire: ExportWire =
+            serde_json::from_slice(bytes).map_err(|e| ExportError(e.to_string()))?;
+        let name = |n: &str| Username::new(n).map_err(|_| bad("invalid name"));
+        let mut history = Vec::with_capacity(wire.history.len());
+        for (seq, raw) in &wire.history {
+            let (message, _) =
+                ServerMessage::from_json(raw.get()).map_err(|e| ExportError(e.to_string()))?;
+            history.push((*seq, message));
+        }
+        let call = match wire.call {
+            Some(c) => Some(ExportedCall {
+                peer: name(&c.peer)?,
+                caller: c.caller,
+                answered: c.answered,
+                offers: c.offers,
+                candidates: c.candidates,
+                ring: c.ring.map(Duration::from_nanos),
+            }),
+            None => None,
+        };
+        let mut redials = Vec::with_capacity(wire.redials.len());
+        for (callee, until, strikes) in &wire.redials {
+            redials.push(ExportedRedial {
+                callee: name(callee)?,
+                until: *until,
+                strikes: *strikes,
+            });
+        }
+        Ok(SessionExport {
+            name: name(&wire.name)?,
+            skeleton: Arc::from(wire.skeleton),
+            token: SessionToken::new(wire.token),
+            seq: wire.seq,
+            sent: wire.sent,
+            history,
+            call,
+            redials,
+        })
     }
 }
 
@@ -343,6 +608,7 @@ mod tests {
                 code: ErrorCode::UnknownType,
                 message: "unknown type \"x\"".to_owned(),
             },
+            Remote::CallCheck,
             Remote::Refused {
                 kind: RelayKind::Answer,
                 opened: false,

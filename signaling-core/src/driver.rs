@@ -132,5 +132,5 @@ pub use hub::Hub;
 /// The CIDR type of [`Config::trusted_proxies`], re-exported so that users need not match its
 /// version.
 pub use ipnet;
-pub use tokens::OsTokens;
+pub use tokens::{OsTokens, token_node};
 pub use transport::{CloseFrame, ConnectionInfo, Inbound, Outbound, Transport};

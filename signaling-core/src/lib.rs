@@ -74,9 +74,10 @@ pub mod router;
 pub use error::{ErrorCode, RouterError};
 pub use protocol::{
     ClientMessage, DecodeError, HangUpReason, MAX_USERNAME_CHARS, Payload, RelayKind, ReplyType,
-    ServerMessage, SessionToken, Username, UsernameError,
+    ServerMessage, ServerMessageError, SessionToken, Username, UsernameError,
 };
 pub use router::{
-    CallEnd, ClaimOutcome, ConnectionId, DisconnectReason, Event, Output, RateLimit, RedialBackoff,
-    Router, RouterConfig, SessionConfig, SessionEnd, TokenSource, Transmit, UnansweredLimits,
+    CallEnd, ClaimOutcome, ConnectionId, DisconnectReason, Evacuated, Event, Output, RateLimit,
+    RedialBackoff, Router, RouterConfig, SessionConfig, SessionEnd, TokenSource, Transmit,
+    UnansweredLimits,
 };

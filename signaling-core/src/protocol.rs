@@ -1024,6 +1024,129 @@ impl ServerMessage {
     }
 }
 
+/// A frame that is not one [`ServerMessage::to_json`] makes ([`ServerMessage::from_json`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a server message: {0}")]
+pub struct ServerMessageError(String);
+
+/// The fields of every server message shape, for [`ServerMessage::from_json`].
+#[derive(Deserialize)]
+struct ServerWire<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    success: Option<bool>,
+    #[serde(borrow)]
+    code: Option<Cow<'a, str>>,
+    message: Option<String>,
+    #[serde(borrow)]
+    username: Option<Cow<'a, str>>,
+    token: Option<String>,
+    #[serde(rename = "graceMs")]
+    grace_ms: Option<u64>,
+    #[serde(borrow)]
+    reason: Option<Cow<'a, str>>,
+    /// A present `null` is a payload too.
+    #[serde(default, borrow, deserialize_with = "present_raw")]
+    offer: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present_raw")]
+    answer: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present_raw")]
+    candidate: Option<&'a RawValue>,
+    seq: Option<u64>,
+}
+
+fn present_raw<'de, D>(deserializer: D) -> Result<Option<&'de RawValue>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    <&RawValue>::deserialize(deserializer).map(Some)
+}
+
+impl ServerMessage {
+    /// Decodes a frame that [`to_json_with_seq`](Self::to_json_with_seq) made back into the
+    /// message and its `seq`: the inverse of the encoder, for every shape the server sends.
+    /// A relayed payload comes back byte for byte.
+    ///
+    /// The server itself never reads its own frames; a cluster node does when it takes over a
+    /// resumable session from another node, whose history travels as the frames it holds
+    /// ([`SessionExport`](crate::cluster::SessionExport)).
+    ///
+    /// # Errors
+    ///
+    /// [`ServerMessageError`] for text that is not such a frame (never a panic).
+    pub fn from_json(text: &str) -> Result<(ServerMessage, Option<u64>), ServerMessageError> {
+        let bad = |what: &str| ServerMessageError(what.to_owned());
+        let wire: ServerWire<'_> =
+            serde_json::from_str(text).map_err(|e| ServerMessageError(e.to_string()))?;
+        let code = || {
+            wire.code
+                .as_deref()
+                .and_then(ErrorCode::from_wire)
+                .ok_or_else(|| bad("missing or unknown code"))
+        };
+        let text = || wire.message.clone().ok_or_else(|| bad("missing message"));
+        let username = || {
+            wire.username
+                .as_deref()
+                .ok_or_else(|| bad("missing username"))
+                .and_then(|n| Username::new(n).map_err(|_| bad("invalid username")))
+        };
+        let token = || {
+            wire.token
+                .as_deref()
+                .map(SessionToken::new)
+                .ok_or_else(|| bad("missing token"))
+        };
+        let grace_ms = || wire.grace_ms.ok_or_else(|| bad("missing graceMs"));
+        let relay = |kind: RelayKind, payload: Option<&RawValue>| {
+            Ok::<_, ServerMessageError>(ServerMessage::Relay {
+                kind,
+                payload: Payload::from_raw(payload.ok_or_else(|| bad("missing payload"))?),
+                from: username()?,
+            })
+        };
+        let message = match (&*wire.kind, wire.success) {
+            ("login", Some(true)) if wire.token.is_some() => ServerMessage::SessionStarted {
+                token: token()?,
+                grace_ms: grace_ms()?,
+            },
+            ("login", Some(success)) => ServerMessage::Login {
+                success,
+                error: match wire.code {
+                    Some(_) => Some((code()?, text()?)),
+                    None => None,
+                },
+            },
+            ("resume", Some(true)) => ServerMessage::Resumed {
+                username: username()?,
+                token: token()?,
+                grace_ms: grace_ms()?,
+            },
+            ("resume", Some(false)) => ServerMessage::ResumeFailed {
+                code: code()?,
+                message: text()?,
+            },
+            ("offer", None) => relay(RelayKind::Offer, wire.offer)?,
+            ("answer", None) => relay(RelayKind::Answer, wire.answer)?,
+            ("candidate", None) => relay(RelayKind::Candidate, wire.candidate)?,
+            ("close", None) => ServerMessage::HangUp {
+                from: username()?,
+                reason: match wire.reason.as_deref() {
+                    None => None,
+                    Some("no_answer") => Some(HangUpReason::NoAnswer),
+                    Some(_) => return Err(bad("unknown reason")),
+                },
+            },
+            ("error", None) => ServerMessage::Error {
+                code: code()?,
+                message: text()?,
+            },
+            _ => return Err(bad("unknown type")),
+        };
+        Ok((message, wire.seq))
+    }
+}
+
 fn push_error_fields(out: &mut String, code: ErrorCode, message: &str) {
     out.push_str(r#","code":""#);
     out.push_str(code.as_str());

@@ -5,7 +5,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::cluster::{Envelope, Remote, Unroutable};
+use crate::cluster::{
+    Envelope, ExportedCall, ExportedRedial, Remote, SessionExport, Unroutable, instant_at,
+    offset_from,
+};
 use crate::error::{ErrorCode, RouterError};
 use std::borrow::Cow;
 
@@ -381,6 +384,13 @@ pub enum Event {
         /// The old connection was still open (it is being closed with 4000).
         takeover: bool,
     },
+    /// Cluster mode: a session left this node for another one (a `resume` there took it:
+    /// [`Router::handle_handover`]; or this node is shutting down: [`Router::handle_evacuate`]).
+    /// Its name and call go on over there; nothing ended.
+    SessionMoved {
+        /// The session's name.
+        username: Username,
+    },
     /// A `resume` was refused with `code`.
     ResumeRefused {
         /// The connection.
@@ -441,6 +451,38 @@ pub enum Output {
     /// be carried, tell this router with [`Router::handle_unroutable`]. Envelopes for the same
     /// addressee must arrive in the order they come out.
     Forward(Envelope),
+    /// Cluster mode: a `resume` on `conn` named a token this node does not know; it may be
+    /// another node's. Get the session from the node that issued the token (its
+    /// [`Router::handle_handover`]) or from wherever a node that shut down left it, and hand
+    /// it in with [`Router::handle_imported`]; or hand in the refusal with
+    /// [`Router::handle_fetch_refused`] (`invalid_token` when nobody has it, `unavailable`
+    /// when it cannot be asked). Hold `conn`'s further input until then, as for a claim.
+    Fetch {
+        /// The resuming connection.
+        conn: ConnectionId,
+        /// The token it sent.
+        token: SessionToken,
+        /// The `lastSeq` it sent.
+        last_seq: u64,
+        /// The name an authenticator verified for `conn`, if any: only that user's session
+        /// may be handed over (`unauthorized`).
+        verified: Option<Username>,
+    },
+}
+
+/// A resumable session that left this node because the node shuts down
+/// ([`Router::handle_evacuate`]): keep the export where other nodes find it for
+/// `grace_left`, then close `conn` (if any) with 1012 so that its client resumes elsewhere.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Evacuated {
+    /// The session.
+    pub export: SessionExport,
+    /// Its connection, if it had one open (it is detached: its input is ignored).
+    pub conn: Option<ConnectionId>,
+    /// How long it may still wait for a resume: the whole grace for a connected session,
+    /// what is left of it for a suspended one.
+    pub grace_left: Duration,
 }
 
 /// What the shared registry said to an [`Output::Claim`].
@@ -462,7 +504,9 @@ impl Output {
     pub fn connection(&self) -> Option<ConnectionId> {
         match self {
             Output::Transmit(t) => Some(t.to),
-            Output::Disconnect { conn, .. } | Output::Claim { conn, .. } => Some(*conn),
+            Output::Disconnect { conn, .. }
+            | Output::Claim { conn, .. }
+            | Output::Fetch { conn, .. } => Some(*conn),
             Output::Event(_) | Output::Release { .. } | Output::Forward(_) => None,
         }
     }
@@ -619,7 +663,9 @@ struct Connection {
     closing: bool,
     /// The driver says its outbound queue is full: relays to it are refused to their senders.
     congested: bool,
-    /// Its login waits for a claim (cluster mode); the pending claim is in [`Router::claims`].
+    /// Cluster mode: its login waits for a claim (the pending claim is in
+    /// [`Router::claims`]), or its `resume` for the session from another node
+    /// ([`Output::Fetch`]).
     claiming: bool,
     /// Cluster mode: the user of another node this connection last sent a relay to. Refusals
     /// of its relays come back from that node, so this connection's own error replies go
@@ -678,6 +724,10 @@ pub struct Router {
     /// Cluster mode: this node may have lost its names (cut off from the shared registry for
     /// longer than a lease): relays are refused with `unavailable`.
     detached: bool,
+    /// Cluster mode: this node handed its sessions over ([`Router::handle_evacuate`]): relays
+    /// to users it does not hold are refused with `unavailable` (they are on their way to
+    /// another node), not `unknown_user`.
+    evacuated: bool,
 }
 
 impl Default for Router {
@@ -709,6 +759,7 @@ impl Router {
             overloaded: false,
             remote_peers: BTreeSet::new(),
             detached: false,
+            evacuated: false,
         }
     }
 
@@ -937,15 +988,7 @@ impl Router {
             };
             self.end_session(&name, reason);
         } else {
-            let at = now.checked_add(self.config.sessions.grace).unwrap_or(now);
-            let key = self.schedule(at, Timer::Grace(name.clone()));
-            if let Some(s) = self.sessions.get_mut(&name) {
-                s.conn = None;
-                if let Some(r) = s.resume.as_deref_mut() {
-                    r.grace = Some(key);
-                }
-            }
-            self.event(Event::SessionSuspended { username: name });
+            self.suspend(&name, now);
         }
         self.settle();
         Ok(())
@@ -1048,6 +1091,8 @@ impl Router {
                 message,
             } => {
                 let (code, message) = match self.sessions.get(&to) {
+                    // On its way to another node: the sender's own rule stands.
+                    None if self.evacuated => (code, message),
                     None => (ErrorCode::UnknownUser, unknown_user_message(to.as_str())),
                     Some(s) if busy_first && s.call.is_some() => {
                         (ErrorCode::Busy, busy_message(&to))
@@ -1085,6 +1130,18 @@ impl Router {
                 }
                 self.user_error(&to, code, message);
             }
+            Remote::CallCheck => {
+                let in_call = self
+                    .sessions
+                    .get(&to)
+                    .and_then(|s| s.call.as_deref())
+                    .is_some_and(|c| c.peer == from);
+                if self.sessions.contains_key(&to) && !in_call {
+                    // Its hang-up was lost while `from`'s session moved: say it again.
+                    let end = CallEnd::Disconnected;
+                    self.forward(to, from, Remote::HangUp { end });
+                }
+            }
         }
         self.settle();
     }
@@ -1121,7 +1178,10 @@ impl Router {
                 self.user_error_quiet(&from, code, message);
                 return self.settle();
             }
-            Remote::HangUp { .. } | Remote::Refused { .. } | Remote::Echo { .. } => return,
+            Remote::HangUp { .. }
+            | Remote::Refused { .. }
+            | Remote::Echo { .. }
+            | Remote::CallCheck => return,
         };
         if opens_call {
             self.drop_pending_call(&from, &to);
@@ -1138,11 +1198,7 @@ impl Router {
                 );
             }
             Unroutable::Unavailable => {
-                let message = format!(
-                    "the cluster could not deliver the {} to {:?}; retry later",
-                    kind.as_str(),
-                    to.as_str()
-                );
+                let message = unavailable_message(kind, &to);
                 self.user_error(&from, ErrorCode::Unavailable, message);
             }
         }
@@ -1245,6 +1301,12 @@ impl Router {
         opens_call: bool,
     ) {
         let Some(s) = self.sessions.get(&to) else {
+            if self.evacuated {
+                // The session is on its way to another node: the sender may retry.
+                let message = unavailable_message(kind, &to);
+                let code = ErrorCode::Unavailable;
+                return self.refuse(from, to, kind, opens_call, code, message);
+            }
             let message = unknown_user_message(to.as_str());
             return self.refuse(from, to, kind, opens_call, ErrorCode::UnknownUser, message);
         };
@@ -1954,19 +2016,52 @@ impl Router {
             return self.resume_failed(conn, ErrorCode::AlreadyLoggedIn, message);
         }
         let bound = c.bound.clone();
-        const INVALID: &str = "unknown, spent or expired session token; log in afresh";
+        if self.config.claim_names && !self.tokens.contains_key(token) {
+            // Perhaps another node's session: the backend asks for it.
+            if let Some(c) = self.connections.get_mut(&conn) {
+                c.claiming = true;
+            }
+            self.outputs.push_back(Output::Fetch {
+                conn,
+                token: SessionToken::new(token),
+                last_seq,
+                verified: bound,
+            });
+            return;
+        }
+        match self.check_resume(token, last_seq, bound.as_ref()) {
+            ResumeCheck::Refused(code, message) => self.resume_failed(conn, code, message),
+            ResumeCheck::HistoryLost(name, message) => {
+                self.resume_failed(conn, ErrorCode::HistoryLost, message);
+                self.lose_history(&name);
+            }
+            ResumeCheck::Granted(name) => {
+                let Some(source) = self.token_source.0.as_mut() else {
+                    let message = INVALID_TOKEN.to_string();
+                    return self.resume_failed(conn, ErrorCode::InvalidToken, message);
+                };
+                let new_token = source.next_token();
+                self.attach(conn, &name, last_seq, new_token);
+            }
+        }
+    }
+
+    /// The checks of a `resume` with `token` and `last_seq` from a connection bound to `bound`
+    /// (if any), in the order a single node makes them.
+    fn check_resume(&self, token: &str, last_seq: u64, bound: Option<&Username>) -> ResumeCheck {
+        let invalid = || ResumeCheck::Refused(ErrorCode::InvalidToken, INVALID_TOKEN.to_string());
         let Some(name) = self.tokens.get(token).cloned() else {
-            return self.resume_failed(conn, ErrorCode::InvalidToken, INVALID.to_string());
+            return invalid();
         };
-        if bound.as_ref().is_some_and(|b| *b != name) {
-            let message = "this connection may not resume another user's session".to_string();
-            return self.resume_failed(conn, ErrorCode::Unauthorized, message);
+        if bound.is_some_and(|b| *b != name) {
+            let (code, message) = unauthorized_resume();
+            return ResumeCheck::Refused(code, message);
         }
         let Some(s) = self.sessions.get(&name) else {
-            return self.resume_failed(conn, ErrorCode::InvalidToken, INVALID.to_string());
+            return invalid();
         };
         let Some(r) = s.resume.as_deref() else {
-            return self.resume_failed(conn, ErrorCode::InvalidToken, INVALID.to_string());
+            return invalid();
         };
         let closing = s
             .conn
@@ -1976,42 +2071,45 @@ impl Router {
             // Its connection is being closed for abuse (rate limit): the session ends with
             // it, and must not escape to another connection (nor be closed twice).
             let message = "the session is being closed; log in afresh".to_string();
-            return self.resume_failed(conn, ErrorCode::InvalidToken, message);
-        }
-        if last_seq > r.seq {
-            let message = format!(
-                "lastSeq {last_seq} is higher than the last message of the session ({})",
-                r.seq
-            );
-            return self.resume_failed(conn, ErrorCode::InvalidLastSeq, message);
+            return ResumeCheck::Refused(ErrorCode::InvalidToken, message);
         }
         let first_kept = r.history.front().map_or(r.seq + 1, |k| k.seq);
-        if last_seq + 1 < first_kept {
-            let message = format!(
-                "the messages after {last_seq} are no longer kept (the oldest kept is {first_kept}); \
-                 the session has ended, log in afresh"
-            );
-            let still_open = s.conn;
-            self.resume_failed(conn, ErrorCode::HistoryLost, message);
-            if let Some(old) = still_open {
-                // Still open (another tab): tell it its session is over rather than leave it
-                // logged out without a word.
-                if let Some(c) = self.connections.get_mut(&old) {
-                    c.closing = true;
-                }
-                self.outputs.push_back(Output::Disconnect {
-                    conn: old,
-                    reason: DisconnectReason::SessionEnded,
-                });
-            }
-            return self.end_session(&name, SessionEnd::HistoryLost);
+        match resume_refusal(r.seq, first_kept, last_seq) {
+            Some((ErrorCode::HistoryLost, message)) => ResumeCheck::HistoryLost(name, message),
+            Some((code, message)) => ResumeCheck::Refused(code, message),
+            None => ResumeCheck::Granted(name),
         }
-        let Some(source) = self.token_source.0.as_mut() else {
-            return self.resume_failed(conn, ErrorCode::InvalidToken, INVALID.to_string());
-        };
-        let new_token = source.next_token();
+    }
+
+    /// A resume asked `name`'s session for messages it no longer keeps: the session ends
+    /// (partner told `close`), and a connection still holding it (another tab) is closed with
+    /// 4001 rather than left logged out without a word.
+    fn lose_history(&mut self, name: &Username) {
+        let still_open = self.sessions.get(name).and_then(|s| s.conn);
+        if let Some(old) = still_open {
+            if let Some(c) = self.connections.get_mut(&old) {
+                c.closing = true;
+            }
+            self.outputs.push_back(Output::Disconnect {
+                conn: old,
+                reason: DisconnectReason::SessionEnded,
+            });
+        }
+        self.end_session(name, SessionEnd::HistoryLost);
+    }
+
+    /// Moves `name`'s session (resumable, its resume checked) to `conn` with `new_token`:
+    /// the reply, then every kept message after `last_seq` with its original `seq`. An old
+    /// connection still holding it is closed with 4000 (takeover).
+    fn attach(
+        &mut self,
+        conn: ConnectionId,
+        name: &Username,
+        last_seq: u64,
+        new_token: SessionToken,
+    ) {
         let grace_ms = duration_ms(self.config.sessions.grace);
-        let Some(s) = self.sessions.get_mut(&name) else {
+        let Some(s) = self.sessions.get_mut(name) else {
             return;
         };
         let Some(r) = s.resume.as_deref_mut() else {
@@ -2035,17 +2133,7 @@ impl Router {
         self.tokens.insert(new_token.clone(), name.clone());
         self.cancel(grace);
         if let Some(old) = old {
-            // Takeover: the old connection (half-open, or another tab) is closed; what was
-            // queued for it is replayed here instead.
-            if let Some(c) = self.connections.get_mut(&old) {
-                c.session = None;
-                c.closing = true;
-            }
-            self.outputs.retain(|o| o.connection() != Some(old));
-            self.outputs.push_back(Output::Disconnect {
-                conn: old,
-                reason: DisconnectReason::ResumedElsewhere,
-            });
+            self.close_taken_over(old);
         }
         if let Some(c) = self.connections.get_mut(&conn) {
             c.session = Some(name.clone());
@@ -2061,10 +2149,450 @@ impl Router {
         self.outputs
             .extend(replay.into_iter().map(Output::Transmit));
         self.event(Event::SessionResumed {
-            username: name,
+            username: name.clone(),
             conn,
             takeover: old.is_some(),
         });
+    }
+
+    /// Takeover: the old connection of a resumed session (half-open, or another tab) is
+    /// closed with 4000; what was queued for it is replayed where the session went instead.
+    fn close_taken_over(&mut self, old: ConnectionId) {
+        if let Some(c) = self.connections.get_mut(&old) {
+            c.session = None;
+            c.closing = true;
+        }
+        self.outputs.retain(|o| o.connection() != Some(old));
+        self.outputs.push_back(Output::Disconnect {
+            conn: old,
+            reason: DisconnectReason::ResumedElsewhere,
+        });
+    }
+
+    /// Suspends `name`'s session (no connection) for a grace period from `now`.
+    fn suspend(&mut self, name: &Username, now: Instant) {
+        let at = now.checked_add(self.config.sessions.grace).unwrap_or(now);
+        let key = self.schedule(at, Timer::Grace(name.clone()));
+        let earlier = self.sessions.get_mut(name).and_then(|s| {
+            s.conn = None;
+            s.resume.as_deref_mut().and_then(|r| r.grace.replace(key))
+        });
+        self.cancel(earlier);
+        self.event(Event::SessionSuspended {
+            username: name.clone(),
+        });
+    }
+
+    /// Cluster mode: another node's [`Output::Fetch`] for `token` reached this node, which
+    /// issued it. The resume is checked exactly as a local one (`invalid_token`,
+    /// `unauthorized` against `verified`, `invalid_last_seq`, `history_lost` — which ends the
+    /// session here as it would for a local resume, closing a still-open connection with
+    /// 4001); if it passes, the session leaves this router and is returned, for the asking
+    /// node's [`handle_imported`](Self::handle_imported).
+    ///
+    /// Leaving is not ending: the partner is told nothing, the name is not released (the
+    /// backend moves its lease to the asking node before it answers), and a connection still
+    /// holding the session is closed with 4000 as for a takeover (what was queued for it is
+    /// replayed over there). A partner on this node stays in the call with a user of another
+    /// node now. If the export cannot be carried after all, give it back with
+    /// [`handle_imported`](Self::handle_imported)`(None, …)`.
+    ///
+    /// # Errors
+    ///
+    /// The refusal for the resuming connection (code and message, as a single node words it).
+    pub fn handle_handover(
+        &mut self,
+        token: &str,
+        last_seq: u64,
+        verified: Option<&Username>,
+        now: Instant,
+    ) -> Result<SessionExport, (ErrorCode, String)> {
+        let result = match self.check_resume(token, last_seq, verified) {
+            ResumeCheck::Refused(code, message) => Err((code, message)),
+            ResumeCheck::HistoryLost(name, message) => {
+                self.lose_history(&name);
+                Err((ErrorCode::HistoryLost, message))
+            }
+            ResumeCheck::Granted(name) => match self.take_session(&name, now) {
+                Some((export, old)) => {
+                    if let Some(old) = old {
+                        self.close_taken_over(old);
+                    }
+                    self.event(Event::SessionMoved { username: name });
+                    Ok(export)
+                }
+                None => Err((ErrorCode::InvalidToken, INVALID_TOKEN.to_string())),
+            },
+        };
+        self.settle();
+        result
+    }
+
+    /// Cluster mode: the session a [`Output::Fetch`] of `conn` asked for arrived (from
+    /// another node's [`handle_handover`](Self::handle_handover), or from where a node that
+    /// shut down left it). It is installed here — name, skeleton, numbering and history, call
+    /// (a partner on this node and the user are now both local), back-offs, a ringing call's
+    /// timer with the time it had left — and the resume goes on exactly as a local one: a new
+    /// token, the `resume` reply, every kept message after `last_seq` with its original
+    /// `seq`. Its checks are made again (`unauthorized`, `invalid_last_seq`, `history_lost`);
+    /// a refusal leaves the session here, suspended, except `history_lost`, which ends it.
+    ///
+    /// With `conn` `None`, or a connection no longer waiting (it left, or was refused
+    /// meanwhile): the session is installed suspended for a grace period with the token it
+    /// had (a hand-over that failed comes back this way, and a late answer is kept rather
+    /// than lost).
+    ///
+    /// A partner on another node is asked whether the call is still on
+    /// ([`Remote::CallCheck`]): a hang-up lost while the session was on its way is said
+    /// again. The caller of this method holds the name's lease now (it also releases it when
+    /// the session ends, as for any other).
+    pub fn handle_imported(
+        &mut self,
+        conn: Option<ConnectionId>,
+        export: SessionExport,
+        last_seq: u64,
+        now: Instant,
+    ) {
+        let waiting = conn.filter(|conn| {
+            self.connections
+                .get(conn)
+                .is_some_and(|c| c.claiming && !c.closing && c.session.is_none())
+        });
+        let bound = waiting
+            .and_then(|conn| self.connections.get_mut(&conn))
+            .and_then(|c| {
+                c.claiming = false;
+                c.bound.clone()
+            });
+        let refusal = waiting.and(export.check_resume(last_seq, bound.as_ref()).err());
+        let name = export.name.clone();
+        let taken = self.sessions.contains_key(&name)
+            || self.claims.contains_key(&name)
+            || self.skeletons.contains_key(&*export.skeleton);
+        if taken {
+            // A session of that name, or of a look-alike, is here already (the lease said
+            // otherwise): this one cannot be kept. Its partner is told, as for an end.
+            if let Some(call) = &export.call {
+                self.tell_hang_up(&name, &call.peer, CallEnd::Disconnected);
+            }
+            if let Some(conn) = waiting {
+                self.resume_failed(conn, ErrorCode::InvalidToken, INVALID_TOKEN.to_string());
+            }
+            return self.settle();
+        }
+        self.install(export, now);
+        match (waiting, refusal) {
+            (Some(conn), Some((ErrorCode::HistoryLost, message))) => {
+                self.resume_failed(conn, ErrorCode::HistoryLost, message);
+                self.lose_history(&name);
+                return self.settle();
+            }
+            (Some(conn), Some((code, message))) => {
+                self.resume_failed(conn, code, message);
+                self.suspend(&name, now);
+            }
+            (Some(conn), None) => match self.token_source.0.as_mut() {
+                Some(source) => {
+                    let new_token = source.next_token();
+                    self.attach(conn, &name, last_seq, new_token);
+                }
+                None => {
+                    let message = INVALID_TOKEN.to_string();
+                    self.resume_failed(conn, ErrorCode::InvalidToken, message);
+                    self.suspend(&name, now);
+                }
+            },
+            (None, _) => self.suspend(&name, now),
+        }
+        self.check_imported_call(&name);
+        self.settle();
+    }
+
+    /// Cluster mode: the session a [`Output::Fetch`] of `conn` asked for cannot be had: the
+    /// resume is refused with `code` (`invalid_token`, `unauthorized`, `invalid_last_seq`,
+    /// `history_lost` from the issuing node; `unavailable` when it could not be asked).
+    pub fn handle_fetch_refused(&mut self, conn: ConnectionId, code: ErrorCode, message: String) {
+        let waiting = self
+            .connections
+            .get_mut(&conn)
+            .filter(|c| c.claiming && c.session.is_none());
+        if let Some(c) = waiting {
+            c.claiming = false;
+            self.resume_failed(conn, code, message);
+        }
+        self.settle();
+    }
+
+    /// Cluster mode: this node is shutting down gracefully and hands its sessions over
+    /// instead of ending them (a rolling restart hangs up no call). Plain sessions end first,
+    /// as when their connections close (partners told `close`: a resumable partner here gets
+    /// it before it leaves). Then every resumable session, connected or suspended, leaves
+    /// this router without a word to its partner, as for a hand-over, and is returned for the
+    /// backend to keep until its client resumes on another node; the driver closes their
+    /// connections with 1012 once they are kept. From now on every connection's input is
+    /// ignored (the driver is closing them all), and relays from other nodes to the users who
+    /// left are refused with `unavailable`.
+    pub fn handle_evacuate(&mut self, now: Instant) -> Vec<Evacuated> {
+        self.evacuated = true;
+        let plain: Vec<Username> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.resume.is_none())
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in plain {
+            self.end_session(&name, SessionEnd::Closed);
+        }
+        for c in self.connections.values_mut() {
+            c.closing = true;
+        }
+        let mut names: Vec<Username> = self.sessions.keys().cloned().collect();
+        names.sort();
+        let mut evacuated = Vec::with_capacity(names.len());
+        for name in names {
+            let grace_left = self
+                .sessions
+                .get(&name)
+                .and_then(|s| s.resume.as_ref())
+                .and_then(|r| r.grace)
+                .map_or(self.config.sessions.grace, |(at, _)| {
+                    at.saturating_duration_since(now)
+                });
+            if let Some((export, conn)) = self.take_session(&name, now) {
+                self.event(Event::SessionMoved { username: name });
+                evacuated.push(Evacuated {
+                    export,
+                    conn,
+                    grace_left,
+                });
+            }
+        }
+        self.settle();
+        evacuated
+    }
+
+    /// Takes `name`'s resumable session out of this router without ending it: no word to its
+    /// partner, no release of its name. A partner on this node is in a call with a user of
+    /// another node from now on (a ring timer of its own keeps running; the user's ring timer
+    /// goes with the export). Returns the export and the connection that held it (detached,
+    /// its input ignored from now on).
+    fn take_session(
+        &mut self,
+        name: &Username,
+        now: Instant,
+    ) -> Option<(SessionExport, Option<ConnectionId>)> {
+        if self.sessions.get(name).is_none_or(|s| s.resume.is_none()) {
+            return None;
+        }
+        let s = self.sessions.remove(name)?;
+        let r = s.resume?;
+        let skeleton = self.forget_skeleton(name);
+        let backoff_max = self.config.redial_backoff.map(|b| b.max);
+        let redials = self
+            .redials
+            .remove(name)
+            .unwrap_or_default()
+            .into_iter()
+            // Ended more than `max` ago: forgotten at the next back-off anyway.
+            .filter(|r| {
+                backoff_max
+                    .and_then(|max| r.until.checked_add(max))
+                    .is_none_or(|end| now < end)
+            })
+            .map(|r| ExportedRedial {
+                callee: r.callee,
+                until: offset_from(r.until, now),
+                strikes: r.strikes,
+            })
+            .collect();
+        self.tokens.remove(&r.token);
+        self.cancel(r.grace);
+        self.retained_bytes -= r.history_bytes;
+        let call = s.call.map(|side| {
+            let local_peer = self.sessions.contains_key(&side.peer);
+            if !local_peer {
+                self.forget_remote_peer(&side.peer, name);
+            } else if self.config.claim_names {
+                self.remote_peers.insert((name.clone(), side.peer.clone()));
+            }
+            let mut ring = None;
+            if side.caller {
+                // The ring timer runs on the caller's node: it goes with the caller.
+                ring = side.ring.map(|(at, _)| at.saturating_duration_since(now));
+                self.cancel(side.ring);
+                let peer_side = self
+                    .sessions
+                    .get_mut(&side.peer)
+                    .and_then(|p| p.call.as_deref_mut())
+                    .filter(|c| c.peer == *name);
+                if let Some(peer_side) = peer_side {
+                    peer_side.ring = None;
+                }
+            }
+            ExportedCall {
+                peer: side.peer,
+                caller: side.caller,
+                answered: side.answered,
+                offers: side.offers,
+                candidates: side.candidates,
+                ring,
+            }
+        });
+        if let Some(c) = s.conn.and_then(|conn| self.connections.get_mut(&conn)) {
+            c.session = None;
+            c.closing = true;
+        }
+        let export = SessionExport {
+            name: name.clone(),
+            skeleton,
+            token: r.token,
+            seq: r.seq,
+            sent: r.sent,
+            history: r.history.into_iter().map(|k| (k.seq, k.message)).collect(),
+            call,
+            redials,
+        };
+        Some((export, s.conn))
+    }
+
+    /// Installs an exported session here, without a connection (its name and look-alikes are
+    /// free here).
+    fn install(&mut self, export: SessionExport, now: Instant) {
+        let SessionExport {
+            name,
+            skeleton,
+            token,
+            seq,
+            sent,
+            history,
+            call,
+            redials,
+        } = export;
+        let key: Arc<str> = if *skeleton == *name.as_str() {
+            Arc::clone(name.shared())
+        } else {
+            skeleton
+        };
+        self.skeletons.insert(key, name.clone());
+        self.tokens.insert(token.clone(), name.clone());
+        let history: VecDeque<Kept> = history
+            .into_iter()
+            .map(|(seq, message)| Kept {
+                seq,
+                bytes: message.size_hint(),
+                message,
+            })
+            .collect();
+        let history_bytes = history.iter().map(|k| k.bytes).sum();
+        self.retained_bytes += history_bytes;
+        if !redials.is_empty() {
+            let redials = redials
+                .into_iter()
+                .map(|r| Redial {
+                    callee: r.callee,
+                    until: instant_at(now, r.until),
+                    strikes: r.strikes,
+                })
+                .collect();
+            self.redials.insert(name.clone(), redials);
+        }
+        let call = call.map(|c| {
+            let peer_side_ring = self
+                .sessions
+                .get(&c.peer)
+                .and_then(|p| p.call.as_deref())
+                .filter(|p| p.peer == name)
+                .map(|p| p.ring);
+            if peer_side_ring.is_some() {
+                // Both sides are on this node now.
+                self.forget_remote_peer(&name, &c.peer);
+            } else if self.config.claim_names {
+                self.remote_peers.insert((c.peer.clone(), name.clone()));
+            }
+            let ring = match (c.caller, c.ring) {
+                (true, Some(left)) if !c.answered => {
+                    let at = now.checked_add(left).unwrap_or(now);
+                    let timer = Timer::Ring {
+                        caller: name.clone(),
+                        callee: c.peer.clone(),
+                    };
+                    let key = self.schedule(at, timer);
+                    // A callee on this node shares its caller's timer, as in a local call.
+                    let peer_side = self
+                        .sessions
+                        .get_mut(&c.peer)
+                        .and_then(|p| p.call.as_deref_mut())
+                        .filter(|p| p.peer == name);
+                    if let Some(peer_side) = peer_side {
+                        peer_side.ring = Some(key);
+                    }
+                    Some(key)
+                }
+                (false, _) => peer_side_ring.flatten(),
+                _ => None,
+            };
+            Box::new(CallSide {
+                peer: c.peer,
+                caller: c.caller,
+                answered: c.answered,
+                offers: c.offers,
+                candidates: c.candidates,
+                ring,
+            })
+        });
+        self.sessions.insert(
+            name,
+            Session {
+                conn: None,
+                call,
+                resume: Some(Box::new(Resumable {
+                    token,
+                    seq,
+                    sent,
+                    history,
+                    history_bytes,
+                    grace: None,
+                })),
+            },
+        );
+    }
+
+    /// After an import: whether `name`'s call is still on. A partner on this node that is no
+    /// longer in it (its hang-up was lost on the way) ends it here (`close`); a partner on
+    /// another node is asked ([`Remote::CallCheck`]).
+    fn check_imported_call(&mut self, name: &Username) {
+        let Some(peer) = self
+            .sessions
+            .get(name)
+            .and_then(|s| s.call.as_ref())
+            .map(|c| c.peer.clone())
+        else {
+            return;
+        };
+        if !self.sessions.contains_key(&peer) {
+            if self.config.claim_names {
+                self.forward(name.clone(), peer, Remote::CallCheck);
+            }
+            return;
+        }
+        let on = self
+            .sessions
+            .get(&peer)
+            .and_then(|s| s.call.as_deref())
+            .is_some_and(|c| c.peer == *name);
+        if !on {
+            let side = self.sessions.get_mut(name).and_then(|s| s.call.take());
+            if let Some(side) = side {
+                self.cancel(side.ring);
+                self.send_to_user(
+                    name,
+                    ServerMessage::HangUp {
+                        from: peer,
+                        reason: None,
+                    },
+                );
+            }
+        }
     }
 
     /// The sender's name and call, or an error reply when it has not logged in.
@@ -2531,6 +3059,47 @@ impl Router {
     }
 }
 
+/// The refusal of a `resume` whose token is unknown, spent or expired.
+const INVALID_TOKEN: &str = "unknown, spent or expired session token; log in afresh";
+
+/// What the checks of a `resume` decided.
+enum ResumeCheck {
+    /// The session of this name may move to the resuming connection.
+    Granted(Username),
+    /// Refused; nothing changes.
+    Refused(ErrorCode, String),
+    /// `history_lost`: refused, and the session of this name ends.
+    HistoryLost(Username, String),
+}
+
+/// The refusal a resume from `last_seq` gets from a session that gave out `seq` and keeps the
+/// messages from `first_kept` on (`seq + 1` when it keeps none), if any.
+pub(crate) fn resume_refusal(
+    seq: u64,
+    first_kept: u64,
+    last_seq: u64,
+) -> Option<(ErrorCode, String)> {
+    if last_seq > seq {
+        let message =
+            format!("lastSeq {last_seq} is higher than the last message of the session ({seq})");
+        return Some((ErrorCode::InvalidLastSeq, message));
+    }
+    if last_seq + 1 < first_kept {
+        let message = format!(
+            "the messages after {last_seq} are no longer kept (the oldest kept is {first_kept}); \
+             the session has ended, log in afresh"
+        );
+        return Some((ErrorCode::HistoryLost, message));
+    }
+    None
+}
+
+/// The refusal of a resume from a connection verified as another user.
+pub(crate) fn unauthorized_resume() -> (ErrorCode, String) {
+    let message = "this connection may not resume another user's session".to_string();
+    (ErrorCode::Unauthorized, message)
+}
+
 /// Which name it resembles is not said: that would help probe who is online.
 fn look_alike_message(name: &Username) -> String {
     format!("the name {name:?} looks like a name in use (Unicode confusables); pick another")
@@ -2571,6 +3140,14 @@ fn congested_message(target: &Username, kind: RelayKind) -> String {
         "user {:?} is not reading fast enough; {} dropped, retry later",
         target.as_str(),
         kind.as_str()
+    )
+}
+
+fn unavailable_message(kind: RelayKind, to: &Username) -> String {
+    format!(
+        "the cluster could not deliver the {} to {:?}; retry later",
+        kind.as_str(),
+        to.as_str()
     )
 }
 

@@ -35,20 +35,32 @@
 //! - **Cut off**: a node whose last successful refresh started more than a TTL ago may have
 //!   lost its names: it refuses relays (`unavailable`) until a refresh succeeds again, and ends
 //!   the sessions whose names another node took meanwhile.
+//! - **Resume on another node**: session tokens start with the id of the node that issued them.
+//!   A `resume` with another node's token first looks for the session among those parked by
+//!   nodes that shut down ([`Leases::parked`], taken with [`Leases::unpark`]); otherwise it asks
+//!   the issuing node over the bus (a request and a reply on the nodes' channels, answered
+//!   within [`ClusterConfig::fetch_timeout`] or refused with `unavailable`). The issuing node
+//!   checks the resume as its own, takes the session out of its router, moves the lease to the
+//!   asking node ([`Leases::transfer`]) and only then replies with the session.
+//! - **Graceful shutdown**: the resumable sessions are parked in Redis for the rest of their
+//!   grace, their leases with them ([`Leases::park`]), before their clients are told 1012.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-use signaling_core::cluster::{Envelope, Remote, Unroutable};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use signaling_core::cluster::{Envelope, Remote, SessionExport, Unroutable};
 use signaling_core::driver::cluster::{ClusterBackend, ClusterLink};
-use signaling_core::{ClaimOutcome, ErrorCode, Username};
-use tokio::sync::mpsc;
+use signaling_core::driver::token_node;
+use signaling_core::{ClaimOutcome, ConnectionId, ErrorCode, Evacuated, SessionToken, Username};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::bus::{Bus, BusConfig, BusEvent, BusReceiver};
-use crate::lease::{Claim, LeaseConfig, LeaseError, Leases, NodeId};
+use crate::lease::{Claim, LeaseConfig, LeaseError, Leases, NodeId, Parking};
 
 /// How a [`RedisCluster`] node works. [`ClusterConfig::new`] with the Redis URL; the other
 /// fields have defaults.
@@ -70,6 +82,9 @@ pub struct ClusterConfig {
     /// How many name → node entries the owner cache keeps before it starts afresh. Default
     /// 100,000.
     pub cache: usize,
+    /// How long a `resume` with another node's token waits for that node to hand the session
+    /// over before it is refused with `unavailable`. Default 3 s.
+    pub fetch_timeout: Duration,
 }
 
 impl ClusterConfig {
@@ -82,6 +97,7 @@ impl ClusterConfig {
             bus: BusConfig::default(),
             queue: 65_536,
             cache: 100_000,
+            fetch_timeout: Duration::from_secs(3),
         }
     }
 
@@ -112,6 +128,107 @@ enum Work {
     /// An envelope that arrived here for a name this node does not hold: pass it on (once).
     Reroute(Envelope),
     Release(Username, Arc<str>),
+    /// A session this node handed over for the fetch `id` of node `to`: move its lease to
+    /// `to`, then send it there. In the queue's order, so that what arrived here for the user
+    /// after the hand-over (rerouted behind it) reaches `to` after the session.
+    HandOver {
+        id: u64,
+        to: NodeId,
+        export: SessionExport,
+    },
+    /// A refusal of the fetch `id` of node `to`.
+    Refuse {
+        id: u64,
+        to: NodeId,
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+/// A fetch of this node waiting for the issuing node's reply.
+struct Pending {
+    conn: ConnectionId,
+    last_seq: u64,
+    done: oneshot::Sender<Result<(), (ErrorCode, String)>>,
+}
+
+/// The first byte of a bus payload: an envelope (with its hops, 0 or 1), or one of these.
+const FETCH_REQUEST: u8 = 2;
+const FETCH_REPLY: u8 = 3;
+
+/// A fetch request (`FETCH_REQUEST`): node `n` asks for the session of token `t`.
+#[derive(Serialize, Deserialize)]
+struct FetchRequest {
+    /// The request id, for the reply.
+    i: u64,
+    /// The asking node (where to reply).
+    n: String,
+    t: String,
+    l: u64,
+    /// The verified name of the resuming connection, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    v: Option<String>,
+}
+
+/// The reply (`FETCH_REPLY`): the session (`e`), or a refusal (`c`, `m`).
+#[derive(Serialize, Deserialize)]
+struct FetchReply {
+    i: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    e: Option<Box<RawValue>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    c: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    m: Option<String>,
+}
+
+fn payload(kind: u8, body: &impl Serialize) -> Vec<u8> {
+    let mut bytes = vec![kind];
+    // Strings, numbers and raw JSON: cannot fail.
+    let _ = serde_json::to_writer(&mut bytes, body);
+    bytes
+}
+
+fn reply_refused(id: u64, code: ErrorCode, message: String) -> Vec<u8> {
+    let reply = FetchReply {
+        i: id,
+        e: None,
+        c: Some(code.as_str().to_owned()),
+        m: Some(message),
+    };
+    payload(FETCH_REPLY, &reply)
+}
+
+fn reply_export(id: u64, export: &SessionExport) -> Vec<u8> {
+    let raw = String::from_utf8(export.encode())
+        .ok()
+        .and_then(|json| RawValue::from_string(json).ok());
+    let reply = FetchReply {
+        i: id,
+        e: raw,
+        c: None,
+        m: None,
+    };
+    payload(FETCH_REPLY, &reply)
+}
+
+const INVALID_TOKEN: &str = "unknown, spent or expired session token; log in afresh";
+
+fn invalid_token() -> (ErrorCode, String) {
+    (ErrorCode::InvalidToken, INVALID_TOKEN.to_owned())
+}
+
+fn fetch_unavailable() -> (ErrorCode, String) {
+    let message = "the server that holds the session could not be reached; retry later";
+    (ErrorCode::Unavailable, message.to_owned())
+}
+
+/// A parked session's value: how long it was parked for (milliseconds), a newline, the export.
+/// With the key's remaining TTL that says how long it waited, on Redis's clock alone.
+fn parked_value(export: &SessionExport, ttl: Duration) -> Vec<u8> {
+    let mut value = format!("{}\n", ttl.as_millis()).into_bytes();
+    value.extend_from_slice(&export.encode());
+    value
 }
 
 /// One node's membership of a cluster on Redis. Cheap to clone; hand it to
@@ -132,6 +249,9 @@ struct Inner {
     held: Mutex<HashMap<Username, Arc<str>>>,
     /// Where names live, as last seen.
     owners: Mutex<HashMap<Username, NodeId>>,
+    /// This node's fetches waiting for a reply, by request id.
+    pending: Mutex<HashMap<u64, Pending>>,
+    next_request: AtomicU64,
     link: OnceLock<ClusterLink>,
     available: AtomicBool,
     stopped: AtomicBool,
@@ -179,6 +299,8 @@ impl RedisCluster {
                 parts: Mutex::new(Some((rx, receiver))),
                 held: Mutex::new(HashMap::new()),
                 owners: Mutex::new(HashMap::new()),
+                pending: Mutex::new(HashMap::new()),
+                next_request: AtomicU64::new(1),
                 link: OnceLock::new(),
                 available: AtomicBool::new(true),
                 stopped: AtomicBool::new(false),
@@ -259,6 +381,120 @@ impl ClusterBackend for RedisCluster {
         self.inner.available.load(Ordering::Relaxed)
     }
 
+    fn node_id(&self) -> &str {
+        self.inner.config.node.as_str()
+    }
+
+    async fn fetch(
+        &self,
+        conn: ConnectionId,
+        token: &SessionToken,
+        last_seq: u64,
+        verified: Option<&Username>,
+    ) -> Result<(), (ErrorCode, String)> {
+        let inner = &self.inner;
+        // A token from a client: anything may be in it.
+        let Some(node) = token_node(token.as_str()).filter(|n| !n.contains('\n')) else {
+            return Err(invalid_token());
+        };
+        let node = NodeId::new(node);
+        // Parked by a node that shut down?
+        match inner.leases.parked(token.as_str()).await {
+            Ok(Some((value, left))) => {
+                return unpark(inner, conn, token, &node, &value, left, last_seq, verified).await;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot look for a parked session");
+                return Err(fetch_unavailable());
+            }
+        }
+        if node == inner.config.node {
+            // Ours, and not here: spent, expired or ended.
+            return Err(invalid_token());
+        }
+        let id = inner.next_request.fetch_add(1, Ordering::Relaxed);
+        let (done, mut reply) = oneshot::channel();
+        lock(&inner.pending).insert(
+            id,
+            Pending {
+                conn,
+                last_seq,
+                done,
+            },
+        );
+        let request = FetchRequest {
+            i: id,
+            n: inner.config.node.as_str().to_owned(),
+            t: token.as_str().to_owned(),
+            l: last_seq,
+            v: verified.map(|v| v.as_str().to_owned()),
+        };
+        let sent = inner
+            .bus
+            .publish(&[(node.clone(), payload(FETCH_REQUEST, &request))])
+            .await;
+        if !matches!(sent.as_deref(), Ok([1])) {
+            // Not subscribed (dead, or cut off), or Redis unreachable.
+            tracing::debug!(node = %node, "the node that issued a token cannot be asked");
+            lock(&inner.pending).remove(&id);
+            return Err(fetch_unavailable());
+        }
+        match tokio::time::timeout(inner.config.fetch_timeout, &mut reply).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Err(fetch_unavailable()),
+            Err(_) => {
+                if lock(&inner.pending).remove(&id).is_some() {
+                    tracing::warn!(node = %node, "no answer to a session fetch in time");
+                    return Err(fetch_unavailable());
+                }
+                // The reply is being handled this very moment: it says how it ended.
+                reply.await.unwrap_or_else(|_| Err(fetch_unavailable()))
+            }
+        }
+    }
+
+    async fn park(&self, sessions: &[Evacuated]) -> Vec<bool> {
+        let inner = &self.inner;
+        // Not refreshed from now on (a refresh would cut their leases back to the TTL).
+        {
+            let mut held = lock(&inner.held);
+            for s in sessions {
+                held.remove(s.export.name());
+            }
+        }
+        let values: Vec<Vec<u8>> = sessions
+            .iter()
+            .map(|s| parked_value(&s.export, s.grace_left))
+            .collect();
+        let parking: Vec<Parking<'_>> = sessions
+            .iter()
+            .zip(&values)
+            .map(|(s, value)| Parking {
+                token: s.export.token().as_str(),
+                name: s.export.name().as_str(),
+                skeleton: s.export.skeleton(),
+                value,
+                ttl: s.grace_left,
+            })
+            .collect();
+        let kept = match inner.leases.park(&parking).await {
+            Ok(kept) => kept,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot park the sessions: they end here");
+                vec![false; sessions.len()]
+            }
+        };
+        let mut held = lock(&inner.held);
+        for (s, kept) in sessions.iter().zip(&kept) {
+            if !kept {
+                // Released at shutdown: their partners' nodes see them gone.
+                held.insert(s.export.name().clone(), Arc::from(s.export.skeleton()));
+            }
+        }
+        kept
+    }
+
     async fn shutdown(&self) {
         self.inner.stopped.store(true, Ordering::Relaxed);
         let held: Vec<(Username, Arc<str>)> = lock(&self.inner.held).drain().collect();
@@ -279,6 +515,71 @@ impl Inner {
     fn done(&self) -> bool {
         self.stopped.load(Ordering::Relaxed) || self.link().is_none()
     }
+}
+
+/// Takes the session parked under `token` by `node` (a node that shut down) for this node,
+/// and hands it to the hub for `conn`.
+#[allow(clippy::too_many_arguments)]
+async fn unpark(
+    inner: &Inner,
+    conn: ConnectionId,
+    token: &SessionToken,
+    node: &NodeId,
+    value: &[u8],
+    left: Duration,
+    last_seq: u64,
+    verified: Option<&Username>,
+) -> Result<(), (ErrorCode, String)> {
+    let Some(at) = value.iter().position(|b| *b == b'\n') else {
+        return Err(invalid_token());
+    };
+    let (head, body) = value.split_at(at);
+    let parked_for = std::str::from_utf8(head)
+        .ok()
+        .and_then(|ms| ms.parse::<u64>().ok())
+        .map(Duration::from_millis);
+    let mut export = match SessionExport::decode(body.get(1..).unwrap_or_default()) {
+        Ok(export) => export,
+        Err(e) => {
+            tracing::warn!(error = %e, "an undecodable parked session");
+            return Err(invalid_token());
+        }
+    };
+    // Checked before it is taken, so that a refusal that changes nothing (a wrong `lastSeq`)
+    // leaves it parked, as a single node leaves the session; `history_lost` ends it, as
+    // there (the router says so once it is installed here).
+    if let Err((code, message)) = export.check_resume(last_seq, verified) {
+        if code != ErrorCode::HistoryLost {
+            return Err((code, message));
+        }
+    }
+    let name = export.name().clone();
+    let skeleton: Arc<str> = Arc::from(export.skeleton());
+    match inner
+        .leases
+        .unpark(token.as_str(), name.as_str(), &skeleton, node)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => return Err(invalid_token()),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot take a parked session");
+            return Err(fetch_unavailable());
+        }
+    }
+    // How long it waited, on Redis's clock: its ring timer and back-offs ran meanwhile.
+    if let Some(parked_for) = parked_for {
+        export.age(parked_for.saturating_sub(left));
+    }
+    let Some(link) = inner.link() else {
+        return Err(fetch_unavailable());
+    };
+    // Installed, then held: an envelope for the user that arrives in between is passed on
+    // (not held here yet) and comes back once the lookup says this node, by which time the
+    // session is in the router.
+    link.import(Some(conn), export, last_seq);
+    lock(&inner.held).insert(name, skeleton);
+    Ok(())
 }
 
 /// The most envelopes one publish round trip carries.
@@ -306,12 +607,70 @@ async fn publish_task(inner: Arc<Inner>, mut queue: mpsc::Receiver<Work>) {
                         tracing::debug!(error = %e, "release failed: the lease lapses by itself");
                     }
                 }
+                Work::HandOver { id, to, export } => {
+                    // What was queued before goes first.
+                    if !envelopes.is_empty() {
+                        publish(&inner, &link, std::mem::take(&mut envelopes)).await;
+                    }
+                    hand_over(&inner, &link, id, to, export).await;
+                }
+                Work::Refuse {
+                    id,
+                    to,
+                    code,
+                    message,
+                } => {
+                    let reply = reply_refused(id, code, message);
+                    if let Err(e) = inner.bus.publish(&[(to, reply)]).await {
+                        tracing::debug!(error = %e, "a fetch refusal was not sent");
+                    }
+                }
             }
         }
         if !envelopes.is_empty() {
             publish(&inner, &link, envelopes).await;
         }
     }
+}
+
+/// Sends node `to` the session this node handed over for its fetch `id`, its lease first.
+///
+/// Between the router letting go of the session (in the receive task, which stopped holding
+/// the name at the same moment) and the lease moving here, envelopes for the user that reach
+/// this node are passed on (`Work::Reroute`) behind this item: by the time their owner is
+/// looked up the lease names `to` (or this node again, if the hand-over failed and the session
+/// came back), and they are published after the session, on the same connection, so `to`
+/// installs the session before they arrive. Other nodes' stale caches send them here until
+/// then, and this node passes them on.
+async fn hand_over(inner: &Inner, link: &ClusterLink, id: u64, to: NodeId, export: SessionExport) {
+    let me = &inner.config.node;
+    let (name, skeleton) = (export.name().clone(), Arc::<str>::from(export.skeleton()));
+    let moved = inner
+        .leases
+        .transfer(name.as_str(), &skeleton, me, &to)
+        .await;
+    if let Ok(true) = moved {
+        let reply = reply_export(id, &export);
+        if let Ok([1]) = inner.bus.publish(&[(to.clone(), reply)]).await.as_deref() {
+            tracing::debug!(name = name.as_str(), node = %to, "session handed over");
+            return;
+        }
+        // The asking node did not get it: take the lease back (best effort).
+        let _ = inner
+            .leases
+            .transfer(name.as_str(), &skeleton, &to, me)
+            .await;
+    } else {
+        let reply = reply_refused(id, fetch_unavailable().0, fetch_unavailable().1);
+        let _ = inner.bus.publish(&[(to, reply)]).await;
+    }
+    // The session comes back here, suspended, with the token it had: its client may retry.
+    tracing::warn!(
+        name = name.as_str(),
+        "a session hand-over failed: the session stays here"
+    );
+    lock(&inner.held).insert(name, skeleton);
+    link.import(None, export, 0);
 }
 
 async fn publish(inner: &Inner, link: &ClusterLink, envelopes: Vec<(u8, Envelope)>) {
@@ -405,7 +764,7 @@ async fn receive_task(inner: Arc<Inner>, mut receiver: BusReceiver) {
         // Everything already there goes in under one lock of the hub.
         while let Some(event) = next.take() {
             match event {
-                BusEvent::Message(bytes) => accept(&inner, &bytes, &mut batch),
+                BusEvent::Message(bytes) => accept(&inner, &link, &bytes, &mut batch),
                 BusEvent::Disconnected | BusEvent::Lost(_) => {
                     tracing::warn!(?event, "messages from other nodes may have been missed");
                 }
@@ -434,10 +793,23 @@ fn futures_now(receiver: &mut BusReceiver) -> Option<BusEvent> {
     }
 }
 
-fn accept(inner: &Inner, bytes: &[u8], batch: &mut Vec<Envelope>) {
+fn accept(inner: &Inner, link: &ClusterLink, bytes: &[u8], batch: &mut Vec<Envelope>) {
     let Some((&hops, body)) = bytes.split_first() else {
         return;
     };
+    if hops == FETCH_REQUEST || hops == FETCH_REPLY {
+        // What arrived before is handled before: the session is still here for it (a
+        // request), or not yet (a reply).
+        if !batch.is_empty() {
+            link.deliver(batch.drain(..));
+        }
+        if hops == FETCH_REQUEST {
+            answer_fetch(inner, link, body);
+        } else {
+            fetched(inner, link, body);
+        }
+        return;
+    }
     let envelope = match Envelope::decode(body) {
         Ok(envelope) => envelope,
         Err(e) => {
@@ -464,6 +836,92 @@ fn accept(inner: &Inner, bytes: &[u8], batch: &mut Vec<Envelope>) {
         return;
     }
     batch.push(envelope);
+}
+
+/// Another node asks for the session of a token this node issued: the hub checks the resume
+/// and lets go of the session; this node stops holding the name at once (so that envelopes for
+/// the user that arrive from now on are passed on, behind the session) and queues the
+/// hand-over (`hand_over`: the lease moves, then the session is sent).
+fn answer_fetch(inner: &Inner, link: &ClusterLink, body: &[u8]) {
+    let request: FetchRequest = match serde_json::from_slice(body) {
+        Ok(request) => request,
+        Err(e) => {
+            tracing::warn!(error = %e, "dropped an undecodable fetch request");
+            return;
+        }
+    };
+    if request.n.contains('\n') {
+        return;
+    }
+    let to = NodeId::new(request.n);
+    let verified = match request.v.as_deref().map(Username::new) {
+        Some(Ok(name)) => Some(name),
+        Some(Err(_)) => return,
+        None => None,
+    };
+    let Some(outcome) = link.hand_over(&request.t, request.l, verified.as_ref()) else {
+        return;
+    };
+    let work = match outcome {
+        Ok(export) => {
+            lock(&inner.held).remove(export.name());
+            Work::HandOver {
+                id: request.i,
+                to,
+                export,
+            }
+        }
+        Err((code, message)) => Work::Refuse {
+            id: request.i,
+            to,
+            code,
+            message,
+        },
+    };
+    if let Err(e) = inner.tx.try_send(work) {
+        // The queue is full: a session goes back to the router; the asking node times out.
+        if let Work::HandOver { export, .. } = e.into_inner() {
+            let skeleton = Arc::from(export.skeleton());
+            lock(&inner.held).insert(export.name().clone(), skeleton);
+            link.import(None, export, 0);
+        }
+    }
+}
+
+/// The issuing node's reply to a fetch of this node: the session is installed (here, in the
+/// receive task, so that envelopes for the user behind it find it), or the refusal goes to
+/// the waiting connection. A session whose connection stopped waiting (timed out) is kept,
+/// suspended, rather than lost.
+fn fetched(inner: &Inner, link: &ClusterLink, body: &[u8]) {
+    let reply: FetchReply = match serde_json::from_slice(body) {
+        Ok(reply) => reply,
+        Err(e) => {
+            tracing::warn!(error = %e, "dropped an undecodable fetch reply");
+            return;
+        }
+    };
+    let pending = lock(&inner.pending).remove(&reply.i);
+    let outcome = match (&reply.e, reply.c.as_deref().and_then(ErrorCode::from_wire)) {
+        (Some(raw), _) => match SessionExport::decode(raw.get().as_bytes()) {
+            Ok(export) => {
+                lock(&inner.held).insert(export.name().clone(), Arc::from(export.skeleton()));
+                let (conn, last_seq) = pending
+                    .as_ref()
+                    .map_or((None, 0), |p| (Some(p.conn), p.last_seq));
+                link.import(conn, export, last_seq);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "an undecodable session from another node");
+                Err(fetch_unavailable())
+            }
+        },
+        (None, Some(code)) => Err((code, reply.m.unwrap_or_default())),
+        (None, None) => Err(fetch_unavailable()),
+    };
+    if let Some(pending) = pending {
+        let _ = pending.done.send(outcome);
+    }
 }
 
 /// Refreshes the leases, notices a cut-off, and checks the partners on other nodes.

@@ -7,6 +7,7 @@
 //! |---|---|---|
 //! | `<prefix>:name:<username>` | the owning node's [`NodeId`] | [`LeaseConfig::ttl`] |
 //! | `<prefix>:skeleton:<skeleton>` | `<node id>\n<username>`: the node, a newline, the name that holds it | [`LeaseConfig::ttl`] |
+//! | `<prefix>:session:<token>` | a resumable session a node that shut down left for another ([`Leases::park`]) | what was left of its grace |
 //!
 //! `<prefix>` is [`LeaseConfig::prefix`] (default `signaling`, so `signaling:name:alice` and
 //! `signaling:skeleton:alice`). The username and the skeleton are put into the keys as their
@@ -36,6 +37,11 @@
 //!   free at most one TTL (default 10 s) after its last successful refresh.
 //! - [`Leases::owner`] and [`Leases::owners`] read which node holds names (a node's cache of where
 //!   names live; a plain read, not a lease).
+//! - [`Leases::transfer`] moves a name and its skeleton from one node to another (a resumable
+//!   session resumed on another node), only if `from` holds them or nobody does.
+//! - [`Leases::park`] keeps the sessions of a node that shuts down, with their leases, for the
+//!   rest of their grace; [`Leases::parked`] reads one, [`Leases::unpark`] takes it (and its
+//!   lease) for the node that resumes it, atomically, so that only one node ever does.
 //!
 //! A node cut off from Redis for longer than the TTL may have lost names without being told
 //! (another node could have claimed one and logged out again meanwhile): what to do about
@@ -126,6 +132,89 @@ if redis.call('GET', KEYS[2]) == ARGV[2] then
 end
 return deleted
 ";
+
+/// Transfer: `KEYS[1]` the name key, `KEYS[2]` the skeleton key; `ARGV[1]` the node giving it,
+/// `ARGV[2]` the node taking it, `ARGV[3]` the TTL in milliseconds, `ARGV[4]` and `ARGV[5]` the
+/// skeleton key's value for each (`<node>\n<name>`). Sets both keys to the taker if each is held
+/// by the giver, or by the taker already (a retry), or by nobody; otherwise touches neither.
+/// Returns 1 when moved, 0 when not.
+const TRANSFER: &str = r"
+local owner = redis.call('GET', KEYS[1])
+local skeleton = redis.call('GET', KEYS[2])
+if owner and owner ~= ARGV[1] and owner ~= ARGV[2] then
+  return 0
+end
+if skeleton and skeleton ~= ARGV[4] and skeleton ~= ARGV[5] then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[3])
+return 1
+";
+
+/// Park: `KEYS` are triples (name key, skeleton key, session key), `ARGV[1]` the node id, then
+/// per triple `i` the skeleton value (`ARGV[3i - 1]`), the TTL in milliseconds (`ARGV[3i]`) and
+/// the session (`ARGV[3i + 1]`). For each triple whose name and skeleton keys are this node's
+/// (for this name) or missing: sets both for the TTL, and the session key. Returns the 1-based
+/// indexes of the triples kept.
+const PARK: &str = r"
+local kept = {}
+for i = 1, #KEYS / 3 do
+  local name_key, skeleton_key, session_key = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
+  local value, ttl, session = ARGV[3 * i - 1], ARGV[3 * i], ARGV[3 * i + 1]
+  local owner = redis.call('GET', name_key)
+  local skeleton = redis.call('GET', skeleton_key)
+  if (not owner or owner == ARGV[1]) and (not skeleton or skeleton == value) then
+    redis.call('SET', name_key, ARGV[1], 'PX', ttl)
+    redis.call('SET', skeleton_key, value, 'PX', ttl)
+    redis.call('SET', session_key, session, 'PX', ttl)
+    kept[#kept + 1] = i
+  end
+end
+return kept
+";
+
+/// Unpark: `KEYS[1]` the session key, `KEYS[2]` the name key, `KEYS[3]` the skeleton key;
+/// `ARGV` as for [`TRANSFER`]. Deletes the session key if it exists and moves the lease as
+/// [`TRANSFER`] does. Returns 1 when the session was there and the lease moved, 0 when the
+/// session was gone (another node took it, or it expired), -1 when it was there but another
+/// node holds its name (it is deleted: it cannot be resumed).
+const UNPARK: &str = r"
+if redis.call('DEL', KEYS[1]) == 0 then
+  return 0
+end
+local owner = redis.call('GET', KEYS[2])
+local skeleton = redis.call('GET', KEYS[3])
+if owner and owner ~= ARGV[1] and owner ~= ARGV[2] then
+  return -1
+end
+if skeleton and skeleton ~= ARGV[4] and skeleton ~= ARGV[5] then
+  return -1
+end
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+redis.call('SET', KEYS[3], ARGV[5], 'PX', ARGV[3])
+return 1
+";
+
+/// The most sessions [`Leases::park`] puts into one script call (a script blocks Redis while it
+/// runs; each session may carry up to its history's bound).
+pub const PARK_BATCH: usize = 100;
+
+/// A session for [`Leases::park`]: its token, name and skeleton, the bytes to keep, and for how
+/// long.
+#[derive(Debug, Clone, Copy)]
+pub struct Parking<'a> {
+    /// The token a resume will name (the session key is `<prefix>:session:<token>`).
+    pub token: &'a str,
+    /// The session's name (its lease is kept as long as the session).
+    pub name: &'a str,
+    /// The name's skeleton.
+    pub skeleton: &'a str,
+    /// What to keep (opaque to this module).
+    pub value: &'a [u8],
+    /// How long (rounded to milliseconds, at least 1 ms).
+    pub ttl: Duration,
+}
 
 /// Which node holds a lease: unique per process. A process that restarts takes a new one
 /// ([`NodeId::random`]), so that it never mistakes the leases of its previous life for its own.
@@ -323,6 +412,8 @@ struct Inner {
     claim: Script,
     refresh: Script,
     release: Script,
+    transfer: Script,
+    unpark: Script,
 }
 
 impl fmt::Debug for Leases {
@@ -346,6 +437,8 @@ impl Leases {
                 claim: Script::new(CLAIM),
                 refresh: Script::new(REFRESH),
                 release: Script::new(RELEASE),
+                transfer: Script::new(TRANSFER),
+                unpark: Script::new(UNPARK),
             }),
         }
     }
@@ -390,14 +483,14 @@ impl Leases {
         )
     }
 
+    /// The Redis key of a parked session: `<prefix>:session:<token>` (as bytes).
+    pub fn session_key(&self, token: &str) -> Vec<u8> {
+        prefixed(&self.inner.config.prefix, b":session:", token.as_bytes())
+    }
+
     /// The value of the skeleton key when `name` holds it on this node: `<node id>\n<name>`.
     fn skeleton_value(&self, name: &str) -> Vec<u8> {
-        let node = self.inner.node.as_str().as_bytes();
-        let mut value = Vec::with_capacity(node.len() + 1 + name.len());
-        value.extend_from_slice(node);
-        value.push(b'\n');
-        value.extend_from_slice(name.as_bytes());
-        value
+        skeleton_value(&self.inner.node, name)
     }
 
     /// Claims `name` and its confusable `skeleton` (computed by the caller) for this node,
@@ -487,6 +580,135 @@ impl Leases {
         Ok(deleted > 0)
     }
 
+    /// Moves `name` and its `skeleton` from node `from` to node `to` for a full TTL, atomically:
+    /// only if each key is held by `from` (or already by `to`) or by nobody. `true` when moved,
+    /// `false` when another node (or, for the skeleton, another name) holds one of them; then
+    /// neither is touched. One Redis round trip. For a session that moves to another node: the
+    /// node that had it calls this before it lets go.
+    ///
+    /// # Errors
+    ///
+    /// [`LeaseError::is_unavailable`] if Redis could not be reached (the keys may or may not
+    /// have moved).
+    pub async fn transfer(
+        &self,
+        name: &str,
+        skeleton: &str,
+        from: &NodeId,
+        to: &NodeId,
+    ) -> Result<bool, LeaseError> {
+        let inner = &self.inner;
+        let mut conn = inner.conn.clone();
+        let mut call = inner.transfer.key(self.key(name));
+        call.key(self.skeleton_key(skeleton))
+            .arg(from.as_str())
+            .arg(to.as_str())
+            .arg(inner.config.ttl_millis())
+            .arg(skeleton_value(from, name))
+            .arg(skeleton_value(to, name));
+        let moved: i64 =
+            bounded(inner.config.command_timeout, call.invoke_async(&mut conn)).await?;
+        Ok(moved == 1)
+    }
+
+    /// Keeps `sessions` (a node that shuts down gracefully leaves its resumable sessions for
+    /// other nodes): for each whose name and skeleton this node still holds (or nobody does),
+    /// sets the session key and extends both lease keys to the session's TTL, so that its name
+    /// stays taken while it waits. Returns, in order, whether each was kept. One pipelined round
+    /// trip (a script call per [`PARK_BATCH`] sessions), bounded by the command timeout per
+    /// batch. Stop refreshing (and do not release) the names kept.
+    ///
+    /// # Errors
+    ///
+    /// [`LeaseError::is_unavailable`] if Redis could not be reached: none, some or all may have
+    /// been kept.
+    pub async fn park(&self, sessions: &[Parking<'_>]) -> Result<Vec<bool>, LeaseError> {
+        if sessions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let inner = &self.inner;
+        let mut pipe = redis::pipe();
+        for batch in sessions.chunks(PARK_BATCH) {
+            let eval = pipe.cmd("EVAL").arg(PARK).arg(batch.len() * 3);
+            for s in batch {
+                eval.arg(self.key(s.name))
+                    .arg(self.skeleton_key(s.skeleton))
+                    .arg(self.session_key(s.token));
+            }
+            eval.arg(inner.node.as_str());
+            for s in batch {
+                let ttl = u64::try_from(s.ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+                eval.arg(self.skeleton_value(s.name)).arg(ttl).arg(s.value);
+            }
+        }
+        let batches = u32::try_from(sessions.len().div_ceil(PARK_BATCH)).unwrap_or(u32::MAX);
+        let limit = inner.config.command_timeout.saturating_mul(batches);
+        let mut conn = inner.conn.clone();
+        let kept: Vec<Vec<usize>> = bounded(limit, pipe.query_async(&mut conn)).await?;
+        let mut out = vec![false; sessions.len()];
+        for (b, indexes) in kept.iter().enumerate() {
+            for i in indexes {
+                // Lua indexes from 1; anything out of range would be a script bug: skip it.
+                if let Some(slot) = i
+                    .checked_sub(1)
+                    .and_then(|i| out.get_mut(b * PARK_BATCH + i))
+                {
+                    *slot = true;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The session parked under `token` ([`park`](Leases::park)), if any: its bytes and how
+    /// much longer it would be kept. One Redis round trip.
+    ///
+    /// # Errors
+    ///
+    /// [`LeaseError::is_unavailable`] if Redis could not be reached.
+    pub async fn parked(&self, token: &str) -> Result<Option<(Vec<u8>, Duration)>, LeaseError> {
+        let inner = &self.inner;
+        let mut conn = inner.conn.clone();
+        let key = self.session_key(token);
+        let mut pipe = redis::pipe();
+        pipe.cmd("GET").arg(&key).cmd("PTTL").arg(&key);
+        let (value, left): (Option<Vec<u8>>, i64) =
+            bounded(inner.config.command_timeout, pipe.query_async(&mut conn)).await?;
+        let left = Duration::from_millis(u64::try_from(left).unwrap_or(0));
+        Ok(value.map(|value| (value, left)))
+    }
+
+    /// Takes the session parked under `token` for this node, atomically: deletes it and moves
+    /// its lease (`name`, `skeleton`) from `from`, the node that parked it, to this one.
+    /// `true` when it was there and is this node's now; `false` when it was gone (another
+    /// node took it first, or it expired) or another node holds its name (it is deleted then:
+    /// it cannot be resumed). One Redis round trip.
+    ///
+    /// # Errors
+    ///
+    /// [`LeaseError::is_unavailable`] if Redis could not be reached.
+    pub async fn unpark(
+        &self,
+        token: &str,
+        name: &str,
+        skeleton: &str,
+        from: &NodeId,
+    ) -> Result<bool, LeaseError> {
+        let inner = &self.inner;
+        let mut conn = inner.conn.clone();
+        let mut call = inner.unpark.key(self.session_key(token));
+        call.key(self.key(name))
+            .key(self.skeleton_key(skeleton))
+            .arg(from.as_str())
+            .arg(inner.node.as_str())
+            .arg(inner.config.ttl_millis())
+            .arg(skeleton_value(from, name))
+            .arg(self.skeleton_value(name));
+        let taken: i64 =
+            bounded(inner.config.command_timeout, call.invoke_async(&mut conn)).await?;
+        Ok(taken == 1)
+    }
+
     /// Which node holds `name` now, if any. One Redis round trip.
     ///
     /// # Errors
@@ -535,6 +757,16 @@ impl Leases {
             .map(|owner| owner.map(|owner| node_of(&owner)))
             .collect())
     }
+}
+
+/// The value of a skeleton key when `name` holds it on `node`: `<node id>\n<name>`.
+fn skeleton_value(node: &NodeId, name: &str) -> Vec<u8> {
+    let node = node.as_str().as_bytes();
+    let mut value = Vec::with_capacity(node.len() + 1 + name.len());
+    value.extend_from_slice(node);
+    value.push(b'\n');
+    value.extend_from_slice(name.as_bytes());
+    value
 }
 
 /// `prefix`, `infix` and `tail`, concatenated.

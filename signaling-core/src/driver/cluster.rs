@@ -8,13 +8,23 @@
 //! send back in through a [`ClusterLink`]. The rules stay in the router; the backend only
 //! carries names and envelopes. `signaling-redis` implements it on Redis; another engine
 //! (NATS, …) would implement the same trait.
+//!
+//! Resumable sessions move between nodes: session tokens name the node that issued them
+//! ([`ClusterBackend::node_id`], [`token_node`](super::token_node)); a `resume` with another
+//! node's token is awaited by its connection while the backend fetches the session
+//! ([`ClusterBackend::fetch`]) from that node, whose backend gets it from its hub with
+//! [`ClusterLink::hand_over`]; the fetching backend hands it in with [`ClusterLink::import`].
+//! On a graceful shutdown the hub hands every resumable session to the backend to keep
+//! ([`ClusterBackend::park`]) and closes their connections with 1012, so that their clients
+//! resume on other nodes.
 
 use std::fmt;
 use std::sync::{Arc, Weak};
 
-use crate::cluster::{Envelope, Unroutable};
-use crate::protocol::Username;
-use crate::router::ClaimOutcome;
+use crate::ErrorCode;
+use crate::cluster::{Envelope, SessionExport, Unroutable};
+use crate::protocol::{SessionToken, Username};
+use crate::router::{ClaimOutcome, ConnectionId, Evacuated};
 
 use super::hub::{Hub, Inner};
 
@@ -46,6 +56,40 @@ pub trait ClusterBackend: Send + Sync + 'static {
     ///
     /// The envelope, when the backend's queue is full or the backend has stopped.
     fn forward(&self, envelope: Envelope) -> Result<(), Envelope>;
+
+    /// This node's id, unique in the cluster: the hub's session tokens start with it
+    /// (`<node id>.<22 characters>`), so that a `resume` on another node finds the node that
+    /// holds the session. It should be at most 100 bytes (a token is at most 128); a longer
+    /// one is not put into tokens, and their sessions cannot move.
+    fn node_id(&self) -> &str;
+
+    /// A `resume` on `conn` named `token`, which this node does not know: get the session
+    /// from the node that issued it ([`token_node`](super::token_node); that node's backend
+    /// calls [`ClusterLink::hand_over`] with `last_seq` and `verified`), or from where a node
+    /// that shut down left it ([`park`](Self::park)); take its name's lease for this node,
+    /// and hand it in with [`ClusterLink::import`] **before** returning `Ok` (from the task
+    /// that delivers what other nodes send, so that messages for the user that arrive after
+    /// the session find it). Awaited by the resuming connection (its next frames wait).
+    ///
+    /// # Errors
+    ///
+    /// The refusal for the connection: the issuing node's (`invalid_token`,
+    /// `invalid_last_seq`, `history_lost`, `unauthorized`), `invalid_token` when no node has
+    /// the session, `unavailable` when it could not be asked in time.
+    async fn fetch(
+        &self,
+        conn: ConnectionId,
+        token: &SessionToken,
+        last_seq: u64,
+        verified: Option<&Username>,
+    ) -> Result<(), (ErrorCode, String)>;
+
+    /// The hub is shutting down gracefully: keep these sessions (their leases with them) for
+    /// other nodes to [`fetch`](Self::fetch), each for its `grace_left`, and stop holding
+    /// their names here (no release: the names stay taken while the sessions wait). Returns,
+    /// in order, whether each was kept; the hub then closes their connections with 1012
+    /// (those not kept with 1001: their clients log in afresh).
+    async fn park(&self, sessions: &[Evacuated]) -> Vec<bool>;
 
     /// Whether the backend reaches the shared component now (for a readiness check).
     fn is_available(&self) -> bool {
@@ -145,6 +189,37 @@ impl ClusterLink {
                     router.handle_detached(detached);
                 }
             });
+        });
+    }
+
+    /// Another node's [`ClusterBackend::fetch`] asks for the session of `token`, which this
+    /// node issued: the resume is checked as a local one and, if it passes, the session leaves
+    /// this hub's router ([`Router::handle_handover`](crate::Router::handle_handover)). Move
+    /// its lease to the asking node before answering; if the export cannot be delivered,
+    /// give it back with [`import`](Self::import)`(None, …)`. `None` when the hub is gone.
+    pub fn hand_over(
+        &self,
+        token: &str,
+        last_seq: u64,
+        verified: Option<&Username>,
+    ) -> Option<Result<SessionExport, (ErrorCode, String)>> {
+        self.with_hub(|hub| {
+            let mut out = None;
+            hub.cluster_input(|router, now| {
+                out = Some(router.handle_handover(token, last_seq, verified, now));
+            });
+            out
+        })
+        .flatten()
+    }
+
+    /// A session fetched for the `resume` of `conn` (or, with `None`, one coming back after
+    /// a failed hand-over) is installed here
+    /// ([`Router::handle_imported`](crate::Router::handle_imported)); this node holds its
+    /// name's lease now.
+    pub fn import(&self, conn: Option<ConnectionId>, export: SessionExport, last_seq: u64) {
+        self.with_hub(|hub| {
+            hub.cluster_input(|router, now| router.handle_imported(conn, export, last_seq, now));
         });
     }
 

@@ -20,8 +20,9 @@ use super::{
     Admission, CloseFrame, Config, ConnectionInfo, Outbound, PendingRequest, Refusal, Transport,
     UpgradeRequest, auth,
 };
+use crate::ErrorCode;
 use crate::cluster::Unroutable;
-use crate::protocol::{ServerMessage, Username};
+use crate::protocol::{ServerMessage, SessionToken, Username};
 use crate::router::{ClaimOutcome, ConnectionId, DisconnectReason, Output, Router};
 
 use super::cluster::ClusterLink;
@@ -49,6 +50,17 @@ pub(super) struct State {
     /// Claims the router asked for (cluster mode), for the logging-in connection's task to
     /// carry out (`run_claims`).
     claims: Vec<(ConnectionId, Username, Arc<str>)>,
+    /// Sessions the router asked for (cluster mode: a `resume` with another node's token),
+    /// for the resuming connection's task to fetch (`run_fetches`).
+    fetches: Vec<Fetch>,
+}
+
+/// An [`Output::Fetch`] waiting for its connection's task.
+struct Fetch {
+    conn: ConnectionId,
+    token: SessionToken,
+    last_seq: u64,
+    verified: Option<Username>,
 }
 
 pub(super) struct Inner {
@@ -115,7 +127,19 @@ impl Hub {
         if config.cluster.is_some() {
             router_config = router_config.with_claim_names(true);
         }
-        let router = Router::new(router_config).with_token_source(OsTokens::default());
+        // Cluster mode: tokens name this node, so that a resume elsewhere finds the session.
+        let tokens = match config.cluster.as_deref().map(|backend| backend.node_id()) {
+            Some(node) if node.len() + 1 + 22 <= SessionToken::MAX_LEN => OsTokens::with_node(node),
+            Some(node) => {
+                tracing::warn!(
+                    node,
+                    "node id too long for session tokens: sessions cannot move to other nodes"
+                );
+                OsTokens::default()
+            }
+            None => OsTokens::default(),
+        };
+        let router = Router::new(router_config).with_token_source(tokens);
         let hub = Hub {
             inner: Arc::new(Inner {
                 config,
@@ -127,6 +151,7 @@ impl Hub {
                     overloaded: false,
                     timer_armed: None,
                     claims: Vec::new(),
+                    fetches: Vec::new(),
                 }),
                 phase: watch::Sender::new(Phase::Running),
                 active: AtomicUsize::new(0),
@@ -196,6 +221,33 @@ impl Hub {
         }
     }
 
+    /// Fetches the sessions the last input of `conn` asked for (cluster mode: a `resume` with
+    /// another node's token), as [`run_claims`](Self::run_claims) does for logins: the
+    /// connection's task awaits this before it reads its next frame. The backend hands a
+    /// fetched session in itself ([`ClusterLink::import`]); a refusal is handed in here.
+    pub(super) async fn run_fetches(&self, conn: ConnectionId) {
+        let Some(backend) = self.inner.config.cluster.clone() else {
+            return;
+        };
+        loop {
+            let fetch = {
+                let mut state = self.lock();
+                let at = state.fetches.iter().position(|f| f.conn == conn);
+                at.map(|i| state.fetches.swap_remove(i))
+            };
+            let Some(fetch) = fetch else {
+                return;
+            };
+            let fetched = backend
+                .fetch(conn, &fetch.token, fetch.last_seq, fetch.verified.as_ref())
+                .await;
+            tracing::debug!(%conn, ok = fetched.is_ok(), "session fetched from the cluster");
+            if let Err((code, message)) = fetched {
+                self.cluster_input(|router, _| router.handle_fetch_refused(conn, code, message));
+            }
+        }
+    }
+
     /// Starts the hub's one timer task (once, from inside the runtime): it sleeps until the
     /// router's next deadline — a resumable session's grace, a call's ring timeout — and
     /// feeds it the time. One timer per hub, not one per connection.
@@ -254,11 +306,28 @@ impl Hub {
     /// it, sends it a 1001 close frame and waits for it to close. Returns when every
     /// connection is gone, or after [`Config::shutdown_timeout`] when those left are dropped.
     /// Calling it again (or from several clones) is harmless.
+    ///
+    /// In cluster mode a rolling restart hangs up no call: the resumable sessions are handed
+    /// to the backend to keep ([`Router::handle_evacuate`], `ClusterBackend::park`) and their
+    /// connections closed with **1012** once they are kept, so that their clients resume on
+    /// another node and their partners never hear of it; plain sessions end as above (their
+    /// partners are told `close`).
     pub async fn shutdown(&self) {
-        let closing: Vec<Arc<Outbox>> = {
+        let (closing, evacuated) = {
             let mut state = self.lock();
+            let first = !state.shutting_down;
             state.shutting_down = true;
-            state.connections.values().cloned().collect()
+            let evacuated = match &self.inner.config.cluster {
+                Some(_) if first => {
+                    let now = Instant::now().into_std();
+                    let evacuated = state.router.handle_evacuate(now);
+                    self.dispatch(&mut state, None);
+                    evacuated
+                }
+                _ => Vec::new(),
+            };
+            let closing: Vec<Arc<Outbox>> = state.connections.values().cloned().collect();
+            (closing, evacuated)
         };
         self.inner.phase.send_if_modified(|p| {
             let first = *p == Phase::Running;
@@ -267,6 +336,29 @@ impl Hub {
             }
             first
         });
+        if let Some(backend) = self
+            .inner
+            .config
+            .cluster
+            .as_ref()
+            .filter(|_| !evacuated.is_empty())
+        {
+            // Kept first, closed after: a client that resumes the moment it sees 1012 finds
+            // its session.
+            let kept = backend.park(&evacuated).await;
+            tracing::info!(
+                sessions = evacuated.len(),
+                kept = kept.iter().filter(|k| **k).count(),
+                "shutdown: resumable sessions handed to the cluster"
+            );
+            let state = self.lock();
+            for (i, session) in evacuated.iter().enumerate() {
+                let outbox = session.conn.and_then(|conn| state.connections.get(&conn));
+                if let (Some(outbox), true) = (outbox, kept.get(i).copied().unwrap_or(false)) {
+                    outbox.close(CloseFrame::SERVICE_RESTART);
+                }
+            }
+        }
         for outbox in &closing {
             outbox.close(CloseFrame::GOING_AWAY);
         }
@@ -568,6 +660,7 @@ impl Hub {
             let mut dropped = Vec::new();
             let mut claims = Vec::new();
             let mut unroutable = Vec::new();
+            let mut unknown_tokens = Vec::new();
             let cluster = config.cluster.as_ref();
             while let Some(output) = state.router.poll_output() {
                 match output {
@@ -624,6 +717,22 @@ impl Hub {
                             backend.release(name, skeleton);
                         }
                     }
+                    Output::Fetch {
+                        conn,
+                        token,
+                        last_seq,
+                        verified,
+                    } => match cluster {
+                        // The resuming connection's task asks the backend (`run_fetches`).
+                        Some(_) => state.fetches.push(Fetch {
+                            conn,
+                            token,
+                            last_seq,
+                            verified,
+                        }),
+                        // No other node: nobody else issued the token.
+                        None => unknown_tokens.push(conn),
+                    },
                     Output::Forward(envelope) => match cluster {
                         Some(backend) => {
                             if let Err(envelope) = backend.forward(envelope) {
@@ -644,7 +753,14 @@ impl Hub {
             for (conn, name) in &claims {
                 let _ = state.router.handle_claimed(*conn, name, ClaimOutcome::Won);
             }
-            let more = !claims.is_empty() || !unroutable.is_empty();
+            for conn in &unknown_tokens {
+                let message = "unknown, spent or expired session token; log in afresh";
+                let code = ErrorCode::InvalidToken;
+                state
+                    .router
+                    .handle_fetch_refused(*conn, code, message.to_string());
+            }
+            let more = !claims.is_empty() || !unroutable.is_empty() || !unknown_tokens.is_empty();
             for (envelope, why) in unroutable {
                 state.router.handle_unroutable(envelope, why);
             }

@@ -44,6 +44,12 @@ impl CloseFrame {
         code: 1001,
         reason: "server shutting down",
     };
+    /// 1012: the server is restarting (cluster mode: its resumable sessions were handed over;
+    /// resume on another node with the session's token).
+    pub const SERVICE_RESTART: CloseFrame = CloseFrame {
+        code: 1012,
+        reason: "server restarting: resume the session",
+    };
     /// 1009: the client sent a message larger than the limit.
     pub const TOO_LARGE: CloseFrame = CloseFrame {
         code: 1009,

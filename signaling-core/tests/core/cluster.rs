@@ -3,10 +3,14 @@
 //!
 //! The same random operations (connects on random nodes, logins and look-alike logins,
 //! offers, answers, candidates, closes with and without a name, clean and abnormal drops,
-//! resumes, time passing over ring timeouts, grace periods and redial back-offs) are fed to
-//! one single-node router and to a cluster of three; the cluster carries every
-//! `Output::Forward` at once (the registry says which node holds the name), answers every
-//! `Output::Claim` from one shared map of names and skeletons, and keeps `Output::Release`.
+//! resumes on any node with the latest or an older token, time passing over ring timeouts,
+//! grace periods and redial back-offs) are fed to one single-node router and to a cluster of
+//! three; the cluster carries every `Output::Forward` at once (the registry says which node
+//! holds the name), answers every `Output::Claim` from one shared map of names and skeletons,
+//! keeps `Output::Release`, and answers every `Output::Fetch` (a resume with another node's
+//! token) by handing the session over from the node that issued the token
+//! (`handle_handover`, the export encoded and decoded, the registry entry moved) to the
+//! resuming node (`handle_imported`).
 //! Every connection must receive the same frames, in the same order, from both (session
 //! tokens aside, which differ by source). This is what `docs/cluster.md` promises for a
 //! cluster whose messages are in flight for no time; the driver and Redis tests cover delays
@@ -19,13 +23,15 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
-use signaling_core::cluster::{Envelope, Remote, Unroutable};
+use signaling_core::cluster::{Envelope, Remote, SessionExport, Unroutable};
 use signaling_core::{
-    CallEnd, ClaimOutcome, ConnectionId, Output, Payload, RedialBackoff, RelayKind, Router,
-    RouterConfig, SessionConfig, SessionToken, Username,
+    CallEnd, ClaimOutcome, ConnectionId, ErrorCode, Output, Payload, RedialBackoff, RelayKind,
+    Router, RouterConfig, SessionConfig, SessionToken, Username,
 };
 
 const NODES: usize = 3;
+/// Each node's token prefix (tokens are `<node>.<n>`, as the driver's name their node).
+const NODE_IDS: [&str; NODES] = ["a", "b", "c"];
 const SLOTS: usize = 6;
 /// Names by index: plain, look-alikes (a Cyrillic `а`; one NFC name in two spellings), and one
 /// nobody logs in with.
@@ -64,11 +70,14 @@ enum Op {
         slot: usize,
         clean: bool,
     },
-    /// A new connection on the node holding `name`'s suspended session resumes it.
+    /// A new connection on node `node` resumes `name`'s session with the last token its
+    /// client got (or, `stale`, the one before: spent).
     Resume {
         slot: usize,
         name: usize,
         last: u8,
+        node: usize,
+        stale: bool,
     },
     Wait {
         secs: u64,
@@ -90,8 +99,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (slot.clone(), proptest::option::weighted(0.5, name.clone()))
             .prop_map(|(slot, to)| Op::Close { slot, to }),
         1 => (slot.clone(), any::<bool>()).prop_map(|(slot, clean)| Op::Drop { slot, clean }),
-        1 => (slot.clone(), name, 0..3u8)
-            .prop_map(|(slot, name, last)| Op::Resume { slot, name, last }),
+        2 => (slot.clone(), name, 0..3u8, 0..NODES, proptest::bool::weighted(0.2))
+            .prop_map(|(slot, name, last, node, stale)| Op::Resume { slot, name, last, node, stale }),
         1 => (0..50u64).prop_map(|secs| Op::Wait { secs }),
         1 => slot.prop_map(|slot| Op::Garbage { slot }),
     ]
@@ -119,8 +128,14 @@ fn tokens(prefix: &'static str) -> impl FnMut() -> SessionToken + Send + 'static
     let mut n = 0u64;
     move || {
         n += 1;
-        SessionToken::new(format!("{prefix}{n}"))
+        SessionToken::new(format!("{prefix}.{n}"))
     }
+}
+
+/// The node that issued `token` (what comes before its last `.`).
+fn issuer(token: &str) -> Option<usize> {
+    let (node, _) = token.rsplit_once('.')?;
+    NODE_IDS.iter().position(|id| *id == node)
 }
 
 /// A frame as a client sees it, with the session token (which differs by source) masked.
@@ -132,11 +147,11 @@ fn seen(t: &signaling_core::Transmit) -> String {
     v.to_string()
 }
 
-/// What a system tells its clients, per connection, plus the last token per name.
+/// What a system tells its clients, per connection, plus the tokens per name (latest last).
 #[derive(Default)]
 struct Seen {
     frames: HashMap<ConnectionId, Vec<String>>,
-    tokens: HashMap<String, (String, u64)>,
+    tokens: HashMap<String, Vec<String>>,
 }
 
 impl Seen {
@@ -147,7 +162,7 @@ impl Seen {
                 .map(str::to_owned)
                 .or_else(|| name_of.map(|n| n.to_string()));
             if let (Some(token), Some(name)) = (v["token"].as_str(), name) {
-                self.tokens.insert(name, (token.to_owned(), 0));
+                self.tokens.entry(name).or_default().push(token.to_owned());
             }
         }
         self.frames.entry(t.to).or_default().push(seen(t));
@@ -199,6 +214,8 @@ struct Cluster {
     login_of: HashMap<ConnectionId, Username>,
     now: Instant,
     forwarded: usize,
+    /// Sessions handed from one node to another.
+    handed_over: usize,
 }
 
 impl Cluster {
@@ -260,6 +277,43 @@ impl Cluster {
                     self.skeletons.remove(&*skeleton);
                 }
             }
+            Output::Fetch {
+                conn,
+                token,
+                last_seq,
+                verified,
+            } => {
+                let now = self.now;
+                let Some(j) = issuer(token.as_str()).filter(|&j| j != i) else {
+                    // Ours and unknown, or nobody's: what the backend answers.
+                    let message = "unknown, spent or expired session token; log in afresh";
+                    let code = ErrorCode::InvalidToken;
+                    self.routers[i].handle_fetch_refused(conn, code, message.to_string());
+                    return;
+                };
+                let handed = self.routers[j].handle_handover(
+                    token.as_str(),
+                    last_seq,
+                    verified.as_ref(),
+                    now,
+                );
+                match handed {
+                    Ok(export) => {
+                        self.handed_over += 1;
+                        // What goes over the wire: encode and decode it.
+                        let export = SessionExport::decode(&export.encode()).unwrap();
+                        // The lease moves before the session does.
+                        let name = export.name().clone();
+                        self.names.insert(name.clone(), i);
+                        self.skeletons
+                            .insert(export.skeleton().to_string(), (i, name));
+                        self.routers[i].handle_imported(Some(conn), export, last_seq, now);
+                    }
+                    Err((code, message)) => {
+                        self.routers[i].handle_fetch_refused(conn, code, message);
+                    }
+                }
+            }
             Output::Forward(envelope) => {
                 self.forwarded += 1;
                 // Envelopes are what goes over the wire: encode and decode each one.
@@ -294,7 +348,7 @@ impl World {
             cluster: Cluster {
                 routers: (0..NODES)
                     .map(|i| {
-                        let prefix: &'static str = ["a", "b", "c"][i];
+                        let prefix: &'static str = NODE_IDS[i];
                         Router::new(config().with_claim_names(true))
                             .with_token_source(tokens(prefix))
                     })
@@ -306,6 +360,7 @@ impl World {
                 login_of: HashMap::new(),
                 now,
                 forwarded: 0,
+                handed_over: 0,
             },
             slots: [None; SLOTS],
             next: 1,
@@ -402,17 +457,24 @@ impl World {
                     self.drop_conn(conn, clean);
                 }
             }
-            Op::Resume { slot, name, last } => {
-                // Cross-node resume is not built yet: resume where the session lives.
+            Op::Resume {
+                slot,
+                name,
+                last,
+                node,
+                stale,
+            } => {
                 let Ok(user) = Username::new(NAMES[name]) else {
                     return;
                 };
-                let Some(&node) = self.cluster.names.get(&user) else {
-                    return;
+                let pick = |tokens: Option<&Vec<String>>| {
+                    let tokens = tokens?;
+                    let back = if stale { 2 } else { 1 };
+                    tokens.len().checked_sub(back).map(|i| tokens[i].clone())
                 };
                 let (Some(single), Some(cluster)) = (
-                    self.single.seen.tokens.get(user.as_str()).cloned(),
-                    self.cluster.seen.tokens.get(user.as_str()).cloned(),
+                    pick(self.single.seen.tokens.get(user.as_str())),
+                    pick(self.cluster.seen.tokens.get(user.as_str())),
                 ) else {
                     return;
                 };
@@ -427,10 +489,10 @@ impl World {
                 self.cluster.login_of.insert(conn, user);
                 self.single
                     .router
-                    .handle_text(conn, &resume(&single.0), now)
+                    .handle_text(conn, &resume(&single), now)
                     .unwrap();
                 self.cluster.routers[node]
-                    .handle_text(conn, &resume(&cluster.0), now)
+                    .handle_text(conn, &resume(&cluster), now)
                     .unwrap();
             }
             Op::Wait { secs } => {
@@ -505,12 +567,16 @@ impl World {
 }
 
 fn run(ops: &[Op]) -> Result<usize, TestCaseError> {
+    Ok(run_world(ops)?.cluster.forwarded)
+}
+
+fn run_world(ops: &[Op]) -> Result<World, TestCaseError> {
     let mut w = World::new();
     for op in ops {
         w.step(op);
         w.check(op)?;
     }
-    Ok(w.cluster.forwarded)
+    Ok(w)
 }
 
 fn cases() -> u32 {

@@ -86,7 +86,7 @@ pub async fn resume_mid_call(start: Start) {
 
     drop(alice); // TCP goes away without a close frame
     crate::patiently("the session to be suspended", async {
-        while !server.hub.with_router(|r| r.is_suspended("alice")) {
+        while !server.on_any_node(|r| r.is_suspended("alice")) {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })

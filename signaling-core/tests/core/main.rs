@@ -7,6 +7,7 @@ mod claims;
 mod cluster;
 mod common;
 mod driver;
+mod handover;
 mod names;
 mod properties;
 mod router_rules;

@@ -6,6 +6,7 @@
 
 mod bus;
 mod faults;
+mod handover;
 mod leases;
 mod lookalikes;
 mod scenarios;

@@ -5,9 +5,12 @@
 //! every test here prints one `SKIPPED:` line and passes, except under `CI=true`, where it fails.
 
 mod bus;
+mod cluster_faults;
 mod faults;
 mod leases;
 mod lookalikes;
+mod nodes;
+mod randomized;
 mod scenarios;
 
 use std::future::Future;

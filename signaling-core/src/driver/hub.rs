@@ -70,6 +70,9 @@ pub(super) struct Inner {
     timer_wake: Arc<Notify>,
     /// The timer task was spawned (at the first connection, inside the runtime).
     timer_started: AtomicBool,
+    /// Claims waiting in [`State::claims`] (so that a connection's task looks under the lock
+    /// only when there are some: a relay in cluster mode costs no extra lock).
+    claims_waiting: AtomicUsize,
 }
 
 impl Drop for Inner {
@@ -137,6 +140,7 @@ impl Hub {
                 ping_keys: std::collections::hash_map::RandomState::new(),
                 timer_wake: Arc::new(Notify::new()),
                 timer_started: AtomicBool::new(false),
+                claims_waiting: AtomicUsize::new(0),
             }),
         };
         if let Some(backend) = &hub.inner.config.cluster {
@@ -176,15 +180,18 @@ impl Hub {
     /// at a time, and hands each outcome to the router. The connection's task awaits this
     /// before it reads its next frame, so its messages keep their order.
     pub(super) async fn run_claims(&self, conn: ConnectionId) {
-        let Some(backend) = self.inner.config.cluster.clone() else {
+        let Some(backend) = &self.inner.config.cluster else {
             return;
         };
-        loop {
+        while self.inner.claims_waiting.load(Ordering::Acquire) > 0 {
             let claim = {
                 let mut state = self.lock();
                 let at = state.claims.iter().position(|(c, ..)| *c == conn);
                 at.map(|i| state.claims.swap_remove(i))
             };
+            if claim.is_some() {
+                self.inner.claims_waiting.fetch_sub(1, Ordering::AcqRel);
+            }
             let Some((_, name, skeleton)) = claim else {
                 return;
             };
@@ -613,7 +620,10 @@ impl Hub {
                         skeleton,
                     } => match cluster {
                         // The logging-in connection's task asks the backend (`run_claims`).
-                        Some(_) => state.claims.push((conn, name, skeleton)),
+                        Some(_) => {
+                            state.claims.push((conn, name, skeleton));
+                            self.inner.claims_waiting.fetch_add(1, Ordering::AcqRel);
+                        }
                         // No shared registry: this hub is the only node, its router already
                         // checked the name locally, so every claim wins and a release has
                         // nobody to tell.

@@ -456,6 +456,10 @@ fn accept(inner: &Inner, bytes: &[u8], batch: &mut Vec<Envelope>) {
     let here = lock(&inner.held).contains_key(&envelope.to);
     if !here && hops == 0 {
         // Sent on a stale cache entry: pass it on once, in order behind what is queued.
+        tracing::debug!(
+            to = envelope.to.as_str(),
+            "not held here: passing the message on"
+        );
         if let Err(e) = inner.tx.try_send(Work::Reroute(envelope)) {
             if let Work::Reroute(envelope) = e.into_inner() {
                 batch.push(envelope);

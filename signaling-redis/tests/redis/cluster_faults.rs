@@ -275,3 +275,39 @@ async fn carol_or_alice(alice: &mut Client, carol: &mut Client) -> serde_json::V
         }
     }
 }
+
+/// Name lookups are cached per node, and a cached owner goes stale when its user logs out
+/// and in again on another node: the message still reaches the user (the old node passes it
+/// on), nothing is refused, and the next ones go straight to the new node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_who_moved_is_still_reached() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let ttl = Duration::from_secs(10);
+    let a = Node::start(&redis.url(), "a", ttl).await;
+    let b = Node::start(&redis.url(), "b", ttl).await;
+    let c = Node::start(&redis.url(), "c", ttl).await;
+    let (mut alice, _) = try_login(&a.url, "alice").await;
+    let (mut bob, _) = try_login(&b.url, "bob").await;
+    call(&mut bob, "bob", &mut alice, "alice").await; // b caches alice → a
+    bob.send(json!({"type": "close"})).await;
+    assert_eq!(alice.recv().await["type"], "close");
+    // alice leaves a and comes back on c (her name released, then claimed by c).
+    drop(alice);
+    let (mut alice, _) = login_when_free(&c.url, "alice").await;
+    for n in 0..3 {
+        // The first goes to a on b's stale entry and is passed on; the others go to c.
+        call(&mut bob, "bob", &mut alice, "alice").await;
+        alice.send(json!({"type": "close"})).await;
+        assert_eq!(
+            bob.recv().await,
+            json!({"type": "close", "username": "alice"}),
+            "round {n}"
+        );
+    }
+    assert_eq!(
+        next_within(&mut bob, Duration::from_millis(300)).await,
+        None
+    );
+}

@@ -38,7 +38,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -135,6 +135,8 @@ struct Inner {
     link: OnceLock<ClusterLink>,
     available: AtomicBool,
     stopped: AtomicBool,
+    /// Envelopes that arrived here for a name held elsewhere and were passed on.
+    passed_on: AtomicU64,
 }
 
 impl fmt::Debug for RedisCluster {
@@ -150,8 +152,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The bus payload: one byte of hops (0 from the sender's node, 1 passed on once), then the
-/// envelope.
+/// A bus payload that tells a node its cached owner of a name is stale (the name follows).
+const FORGET: u8 = 2;
+
+/// The bus payload of an envelope: one byte of hops (0 from the sender's node, 1 passed on
+/// once), then the envelope. (A first byte of [`FORGET`] is a cache invalidation instead.)
 fn frame(hops: u8, envelope: &Envelope) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(128);
     bytes.push(hops);
@@ -182,6 +187,7 @@ impl RedisCluster {
                 link: OnceLock::new(),
                 available: AtomicBool::new(true),
                 stopped: AtomicBool::new(false),
+                passed_on: AtomicU64::new(0),
             }),
         })
     }
@@ -194,6 +200,12 @@ impl RedisCluster {
     /// The leases (for tests and tools: who holds a name).
     pub fn leases(&self) -> &Leases {
         &self.inner.leases
+    }
+
+    /// How many envelopes arrived here for a user of another node (sent on a stale cached
+    /// owner) and were passed on.
+    pub fn passed_on(&self) -> u64 {
+        self.inner.passed_on.load(Ordering::Relaxed)
     }
 
     /// How many names this node holds.
@@ -315,16 +327,21 @@ async fn publish_task(inner: Arc<Inner>, mut queue: mpsc::Receiver<Work>) {
 }
 
 async fn publish(inner: &Inner, link: &ClusterLink, envelopes: Vec<(u8, Envelope)>) {
-    // Owners not cached (a rerouted envelope always looks again: the cache was wrong).
+    // Owners not cached (a rerouted envelope always looks again: the cache was wrong; and
+    // where its sender is, to tell that node so).
     let missing: Vec<Username> = {
         let owners = lock(&inner.owners);
         let mut seen = HashSet::new();
-        envelopes
-            .iter()
-            .filter(|(hops, e)| *hops > 0 || !owners.contains_key(&e.to))
-            .filter(|(_, e)| seen.insert(e.to.clone()))
-            .map(|(_, e)| e.to.clone())
-            .collect()
+        let mut missing = Vec::new();
+        for (hops, e) in &envelopes {
+            if (*hops > 0 || !owners.contains_key(&e.to)) && seen.insert(e.to.clone()) {
+                missing.push(e.to.clone());
+            }
+            if *hops > 0 && seen.insert(e.from.clone()) {
+                missing.push(e.from.clone());
+            }
+        }
+        missing
     };
     if !missing.is_empty() {
         match inner.leases.owners(&missing).await {
@@ -344,6 +361,7 @@ async fn publish(inner: &Inner, link: &ClusterLink, envelopes: Vec<(u8, Envelope
         }
     }
     let mut batch = Vec::with_capacity(envelopes.len());
+    // The envelope of each entry of the batch (`None` for a cache invalidation).
     let mut sent = Vec::with_capacity(envelopes.len());
     {
         let owners = lock(&inner.owners);
@@ -351,7 +369,18 @@ async fn publish(inner: &Inner, link: &ClusterLink, envelopes: Vec<(u8, Envelope
             match owners.get(&envelope.to) {
                 Some(node) => {
                     batch.push((node.clone(), frame(hops, &envelope)));
-                    sent.push(envelope);
+                    let stale_at = owners.get(&envelope.from).filter(|_| hops > 0);
+                    if let Some(sender_node) = stale_at.filter(|n| **n != inner.config.node) {
+                        // After the envelope, so that what the sender's node sends next,
+                        // straight to the new owner, cannot overtake it.
+                        let mut forget = vec![FORGET];
+                        forget.extend_from_slice(envelope.to.as_str().as_bytes());
+                        batch.push((sender_node.clone(), forget));
+                        sent.push(Some(envelope));
+                        sent.push(None);
+                    } else {
+                        sent.push(Some(envelope));
+                    }
                 }
                 None if hops > 0 => {
                     // Passed on and nobody holds the name: let this node's router answer
@@ -369,6 +398,7 @@ async fn publish(inner: &Inner, link: &ClusterLink, envelopes: Vec<(u8, Envelope
         Ok(received) => {
             inner.available.store(true, Ordering::Relaxed);
             for (envelope, count) in sent.into_iter().zip(received) {
+                let Some(envelope) = envelope else { continue };
                 if count == 0 {
                     // Its node is not subscribed (dead or cut off): look again next time.
                     lock(&inner.owners).remove(&envelope.to);
@@ -377,7 +407,7 @@ async fn publish(inner: &Inner, link: &ClusterLink, envelopes: Vec<(u8, Envelope
             }
         }
         Err(e) => {
-            let envelopes = sent.into_iter().map(|e| (0, e)).collect();
+            let envelopes = sent.into_iter().flatten().map(|e| (0, e)).collect();
             unavailable(inner, link, envelopes, &e);
         }
     }
@@ -438,6 +468,13 @@ fn accept(inner: &Inner, bytes: &[u8], batch: &mut Vec<Envelope>) {
     let Some((&hops, body)) = bytes.split_first() else {
         return;
     };
+    if hops == FORGET {
+        if let Ok(name) = std::str::from_utf8(body) {
+            tracing::debug!(name, "cached owner is stale");
+            lock(&inner.owners).remove(name);
+        }
+        return;
+    }
     let envelope = match Envelope::decode(body) {
         Ok(envelope) => envelope,
         Err(e) => {
@@ -460,6 +497,7 @@ fn accept(inner: &Inner, bytes: &[u8], batch: &mut Vec<Envelope>) {
             to = envelope.to.as_str(),
             "not held here: passing the message on"
         );
+        inner.passed_on.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = inner.tx.try_send(Work::Reroute(envelope)) {
             if let Work::Reroute(envelope) = e.into_inner() {
                 batch.push(envelope);

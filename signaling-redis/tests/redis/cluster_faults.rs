@@ -310,4 +310,7 @@ async fn a_user_who_moved_is_still_reached() {
         next_within(&mut bob, Duration::from_millis(300)).await,
         None
     );
+    // Only the first took the detour: node a told node b its entry was stale.
+    assert_eq!(a.backend.passed_on(), 1);
+    assert_eq!(c.backend.passed_on(), 0);
 }

@@ -25,6 +25,8 @@ pub struct Node {
     pub url: String,
     /// The node's hub.
     pub hub: Hub,
+    /// Its cluster backend.
+    pub backend: RedisCluster,
 }
 
 impl Node {
@@ -48,17 +50,18 @@ impl Node {
             let backend = RedisCluster::connect(cluster)
                 .await
                 .expect("join the cluster");
-            let hub = Hub::new(config.with_cluster(Arc::new(backend)));
+            let hub = Hub::new(config.with_cluster(Arc::new(backend.clone())));
             let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
             let addr = listener.local_addr().expect("addr");
             tokio::spawn(signaling_ws::serve(listener, hub.clone()));
-            (hub, addr)
+            (hub, addr, backend)
         });
-        let (hub, addr) = started.await.expect("node started");
+        let (hub, addr, backend) = started.await.expect("node started");
         Node {
             runtime: Some(runtime),
             url: format!("ws://{addr}/"),
             hub,
+            backend,
         }
     }
 

@@ -38,7 +38,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -67,6 +67,10 @@ pub struct ClusterConfig {
     /// How many envelopes may wait to be published; beyond, relays to other nodes are refused
     /// with `unavailable`. Default 65,536.
     pub queue: usize,
+    /// How many bytes of envelopes may wait to be published (payloads and names): the memory
+    /// the queue may hold, whatever the envelopes' sizes; beyond, relays to other nodes are
+    /// refused with `unavailable`. Default 32 MiB.
+    pub queue_bytes: usize,
     /// How many name → node entries the owner cache keeps before it starts afresh. Default
     /// 100,000.
     pub cache: usize,
@@ -81,6 +85,7 @@ impl ClusterConfig {
             lease: LeaseConfig::default(),
             bus: BusConfig::default(),
             queue: 65_536,
+            queue_bytes: 32 * 1024 * 1024,
             cache: 100_000,
         }
     }
@@ -137,6 +142,20 @@ struct Inner {
     stopped: AtomicBool,
     /// Envelopes that arrived here for a name held elsewhere and were passed on.
     passed_on: AtomicU64,
+    /// Bytes of the envelopes in the queue (what [`ClusterConfig::queue_bytes`] bounds).
+    queued_bytes: AtomicUsize,
+}
+
+/// About what an envelope holds in memory.
+fn envelope_bytes(envelope: &Envelope) -> usize {
+    let body = match &envelope.body {
+        Remote::Relay { payload, .. } => payload.get().len(),
+        Remote::Probe { message, .. }
+        | Remote::Echo { message, .. }
+        | Remote::Refused { message, .. } => message.len(),
+        _ => 0,
+    };
+    body + envelope.from.as_str().len() + envelope.to.as_str().len() + 64
 }
 
 impl fmt::Debug for RedisCluster {
@@ -188,6 +207,7 @@ impl RedisCluster {
                 available: AtomicBool::new(true),
                 stopped: AtomicBool::new(false),
                 passed_on: AtomicU64::new(0),
+                queued_bytes: AtomicUsize::new(0),
             }),
         })
     }
@@ -258,8 +278,14 @@ impl ClusterBackend for RedisCluster {
     }
 
     fn forward(&self, envelope: Envelope) -> Result<(), Envelope> {
-        match self.inner.tx.try_reserve() {
+        let inner = &self.inner;
+        let bytes = envelope_bytes(&envelope);
+        if inner.queued_bytes.load(Ordering::Relaxed) + bytes > inner.config.queue_bytes {
+            return Err(envelope);
+        }
+        match inner.tx.try_reserve() {
             Ok(permit) => {
+                inner.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
                 permit.send(Work::Forward(envelope));
                 Ok(())
             }
@@ -307,7 +333,11 @@ async fn publish_task(inner: Arc<Inner>, mut queue: mpsc::Receiver<Work>) {
         let mut envelopes: Vec<(u8, Envelope)> = Vec::new();
         for item in work.drain(..) {
             match item {
-                Work::Forward(envelope) => envelopes.push((0, envelope)),
+                Work::Forward(envelope) => {
+                    let bytes = envelope_bytes(&envelope);
+                    inner.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+                    envelopes.push((0, envelope));
+                }
                 Work::Reroute(envelope) => envelopes.push((1, envelope)),
                 Work::Release(name, skeleton) => {
                     // A name released and claimed again meanwhile is ours again: keep it.

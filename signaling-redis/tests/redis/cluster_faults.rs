@@ -314,3 +314,41 @@ async fn a_user_who_moved_is_still_reached() {
     assert_eq!(a.backend.passed_on(), 1);
     assert_eq!(c.backend.passed_on(), 0);
 }
+
+/// What waits to be published is bounded in bytes, not only in envelopes: past the bound an
+/// envelope is handed back (the hub answers its sender `unavailable`), nothing grows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_forward_queue_is_bounded_in_bytes() {
+    use signaling_core::cluster::{Envelope, Remote};
+    use signaling_core::driver::cluster::ClusterBackend;
+    use signaling_core::{Payload, RelayKind, Username};
+    use signaling_redis::cluster::{ClusterConfig, RedisCluster};
+
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let mut config = ClusterConfig::new(redis.url());
+    config.queue_bytes = 64 * 1024;
+    // Not started: nothing drains the queue.
+    let backend = RedisCluster::connect(config).await.expect("connect");
+    let payload = Payload::from_json(&format!("\"{}\"", "x".repeat(8 * 1024))).unwrap();
+    let envelope = Envelope {
+        from: Username::new("alice").unwrap(),
+        to: Username::new("bob").unwrap(),
+        body: Remote::Relay {
+            kind: RelayKind::Candidate,
+            payload,
+            opens_call: false,
+        },
+    };
+    let mut queued = 0;
+    let refused = loop {
+        match backend.forward(envelope.clone()) {
+            Ok(()) => queued += 1,
+            Err(back) => break back,
+        }
+        assert!(queued < 100, "never refused");
+    };
+    assert_eq!(refused, envelope, "the refused envelope comes back whole");
+    assert_eq!(queued, 7, "8 KiB envelopes in a 64 KiB queue");
+}

@@ -83,7 +83,11 @@ impl ClusterConfig {
             url: url.into(),
             node: NodeId::random(),
             lease: LeaseConfig::default(),
-            bus: BusConfig::default(),
+            // 1,024 messages of at most 64 KiB: at most 64 MiB waiting for the hub.
+            bus: BusConfig {
+                capacity: 1024,
+                ..BusConfig::default()
+            },
             queue: 65_536,
             queue_bytes: 32 * 1024 * 1024,
             cache: 100_000,

@@ -176,7 +176,12 @@ pub fn aggregate(lines: &[Value]) -> Results {
 }
 
 /// The metrics shown in the markdown table for a workload, with their titles.
-fn headline(workload: &str, idle: bool, paced: bool) -> Vec<(&'static str, &'static str)> {
+fn headline(
+    workload: &str,
+    idle: bool,
+    paced: bool,
+    redis: bool,
+) -> Vec<(&'static str, &'static str)> {
     let mut m = match workload {
         "logins" => vec![
             ("logins_per_s", "logins/s"),
@@ -223,6 +228,17 @@ fn headline(workload: &str, idle: bool, paced: bool) -> Vec<(&'static str, &'sta
             ("victims_closed", "victims dropped by the server"),
             ("flooders_dropped", "flooders dropped by the server"),
         ],
+        // `redis-benchmark` pipelining PUBLISH to one channel with one subscriber (the
+        // reference of what Redis carries; `scripts/bench.sh --cluster`).
+        "redis_publish" => vec![
+            ("publish_per_s", "PUBLISH/s"),
+            ("latency_ms.p50", "redis-benchmark p50 (ms)"),
+            ("latency_ms.p99", "redis-benchmark p99 (ms)"),
+            ("received", "messages the subscriber got"),
+            ("lost", "lost"),
+            ("redis_cpu_pct", "Redis CPU (% of a core)"),
+            ("other_cpu_pct", "other processes' CPU (% of a core)"),
+        ],
         // Synthetic lines (a server that did not start) have only errors.
         _ => return vec![],
     };
@@ -241,8 +257,102 @@ fn headline(workload: &str, idle: bool, paced: bool) -> Vec<(&'static str, &'sta
         m.push(("server_cpu_pct", "server CPU (% of a core)"));
         m.push(("loadgen_cpu_pct", "loadgen CPU (% of a core)"));
     }
+    if redis {
+        m.push(("redis_cpu_pct", "Redis CPU (% of a core)"));
+    }
     m.push(("other_cpu_pct", "other processes' CPU (% of a core)"));
     m
+}
+
+/// The labels `scripts/bench.sh --cluster` measures: one node without Redis, two nodes with
+/// every pair on one node, two nodes with every pair across them, and Redis alone.
+pub const CLUSTER_SINGLE: &str = "ws_single";
+/// See [`CLUSTER_SINGLE`].
+pub const CLUSTER_SAME: &str = "ws_cluster_same";
+/// See [`CLUSTER_SINGLE`].
+pub const CLUSTER_CROSS: &str = "ws_cluster_cross";
+
+/// The figures compared in the cluster ratio table, per workload: (metric, title).
+fn ratio_metrics(workload: &str) -> &'static [(&'static str, &'static str)] {
+    match workload {
+        "relay" => &[
+            ("msgs_per_s", "msgs/s"),
+            ("latency_us.p50", "p50"),
+            ("latency_us.p99", "p99"),
+        ],
+        "pingpong" => &[
+            ("round_trips_per_s", "round trips/s"),
+            ("rtt_us.p50", "RTT p50"),
+            ("rtt_us.p99", "RTT p99"),
+        ],
+        "logins" => &[
+            ("logins_per_s", "logins/s"),
+            ("total_us.p50", "connect+login p50"),
+            ("total_us.p99", "connect+login p99"),
+        ],
+        _ => &[],
+    }
+}
+
+/// With the labels of a cluster run, a table of ratios of medians: same-node pairs in cluster
+/// mode against the single node, and pairs across nodes against same-node pairs (both from
+/// one interleaved run). Empty otherwise.
+pub fn cluster_ratios(r: &Results) -> String {
+    let pairs = [
+        (CLUSTER_SAME, CLUSTER_SINGLE, "same-node ÷ single"),
+        (CLUSTER_CROSS, CLUSTER_SAME, "cross-node ÷ same-node"),
+        (CLUSTER_CROSS, CLUSTER_SINGLE, "cross-node ÷ single"),
+    ];
+    let pairs: Vec<_> = pairs
+        .into_iter()
+        .filter(|(a, b, _)| r.results.contains_key(*a) && r.results.contains_key(*b))
+        .collect();
+    if pairs.is_empty() {
+        return String::new();
+    }
+    let mut md = String::from(
+        "### Cluster ratios (medians; > 1 means more throughput or a longer latency)\n\n| case | figure |",
+    );
+    for (_, _, title) in &pairs {
+        md.push_str(&format!(" {title} |"));
+    }
+    md.push_str("\n|---|---|");
+    md.push_str(&"---:|".repeat(pairs.len()));
+    md.push('\n');
+    for case in &r.cases {
+        let get = |label: &str| r.results.get(label).and_then(|c| c.get(case));
+        let Some(workload) = pairs
+            .iter()
+            .find_map(|(a, _, _)| get(a))
+            .map(|c| c.workload.clone())
+        else {
+            continue;
+        };
+        for (metric, title) in ratio_metrics(&workload) {
+            let mut row = format!("| {case} | {title} |");
+            let mut any = false;
+            for (a, b, _) in &pairs {
+                let ratio = get(a)
+                    .and_then(|c| c.median(metric))
+                    .zip(get(b).and_then(|c| c.median(metric)))
+                    .filter(|&(_, y)| y > 0.0)
+                    .map(|(x, y)| x / y);
+                match ratio {
+                    Some(q) => {
+                        any = true;
+                        row.push_str(&format!(" {q:.2} |"));
+                    }
+                    None => row.push_str(" – |"),
+                }
+            }
+            if any {
+                md.push_str(&row);
+                md.push('\n');
+            }
+        }
+    }
+    md.push('\n');
+    md
 }
 
 fn format_number(x: f64) -> String {
@@ -281,7 +391,8 @@ fn format_spread(s: &Spread) -> String {
 }
 
 /// A markdown table per case: one row per headline metric, one column per
-/// server, each cell `median (min–max)` over the rounds.
+/// server, each cell `median (min–max)` over the rounds; then, for a cluster run, the
+/// [`cluster_ratios`] table.
 pub fn markdown(r: &Results) -> String {
     let mut md = String::new();
     for case in &r.cases {
@@ -299,6 +410,9 @@ pub fn markdown(r: &Results) -> String {
         let paced = present
             .iter()
             .any(|c| c.median("offered_rate").is_some_and(|x| x > 0.0));
+        let redis = present
+            .iter()
+            .any(|c| c.metrics.contains_key("redis_cpu_pct"));
         md.push_str(&format!("### {case} ({})\n\n", first.workload));
         md.push_str("| metric |");
         for l in &r.labels {
@@ -320,7 +434,7 @@ pub fn markdown(r: &Results) -> String {
         }
         md.push_str(&rounds_row);
         md.push('\n');
-        for (key, title) in headline(&first.workload, idle, paced) {
+        for (key, title) in headline(&first.workload, idle, paced, redis) {
             md.push_str(&format!("| {title} |"));
             for l in &r.labels {
                 let cell = r
@@ -346,6 +460,7 @@ pub fn markdown(r: &Results) -> String {
         }
         md.push('\n');
     }
+    md.push_str(&cluster_ratios(r));
     md
 }
 
@@ -531,6 +646,41 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("first error: `boom`"));
+    }
+
+    #[test]
+    fn cluster_ratio_table() {
+        let redis = json!({"redis_cpu_pct": 30.0});
+        let lines = vec![
+            line(
+                CLUSTER_SINGLE,
+                "relay_rate_10000",
+                10000.0,
+                100.0,
+                json!({}),
+            ),
+            line(
+                CLUSTER_SAME,
+                "relay_rate_10000",
+                10000.0,
+                110.0,
+                redis.clone(),
+            ),
+            line(CLUSTER_CROSS, "relay_rate_10000", 10000.0, 330.0, redis),
+            json!({"workload": "redis_publish", "label": "redis_publish", "case": "publish_p32",
+                   "publish_per_s": 200000.0, "redis_cpu_pct": 99.0}),
+        ];
+        let md = markdown(&aggregate(&lines));
+        assert!(
+            md.contains("| Redis CPU (% of a core) | – | 30 | 30 | – |"),
+            "{md}"
+        );
+        assert!(md.contains("| PUBLISH/s |"), "{md}");
+        assert!(
+            md.contains("| relay_rate_10000 | p50 | 1.10 | 3.00 | 3.30 |"),
+            "{md}"
+        );
+        assert!(!markdown(&aggregate(&lines[..1])).contains("Cluster ratios"));
     }
 
     #[test]

@@ -137,6 +137,15 @@ pub fn aggregate(lines: &[Value]) -> Results {
             .1
             .push(line);
     }
+    // Redis's own cases (a cluster run's reference) after the servers'.
+    let redis_cases: Vec<&String> = raw
+        .iter()
+        .filter(|(_, (w, _))| w == "redis_publish")
+        .map(|((_, c), _)| c)
+        .collect();
+    let (mut cases, last): (Vec<String>, Vec<String>) =
+        cases.into_iter().partition(|c| !redis_cases.contains(&c));
+    cases.extend(last);
     let mut results: BTreeMap<String, BTreeMap<String, CaseResult>> = BTreeMap::new();
     for ((label, case), (workload, rounds)) in raw {
         let mut errors = 0;
@@ -168,8 +177,24 @@ pub fn aggregate(lines: &[Value]) -> Results {
             },
         );
     }
+    // A cluster run's labels in the order its ratios read; any other label keeps its place.
+    let rank = |l: &String| {
+        [
+            CLUSTER_SINGLE,
+            CLUSTER_ONE,
+            CLUSTER_SAME,
+            CLUSTER_CROSS,
+            CLUSTER_REDIS,
+        ]
+        .iter()
+        .position(|c| c == l)
+    };
+    let (mut known, other): (Vec<String>, Vec<String>) =
+        labels.into_iter().partition(|l| rank(l).is_some());
+    known.sort_by_key(rank);
+    known.extend(other);
     Results {
-        labels,
+        labels: known,
         cases,
         results,
     }
@@ -230,15 +255,18 @@ fn headline(
         ],
         // `redis-benchmark` pipelining PUBLISH to one channel with one subscriber (the
         // reference of what Redis carries; `scripts/bench.sh --cluster`).
-        "redis_publish" => vec![
-            ("publish_per_s", "PUBLISH/s"),
-            ("latency_ms.p50", "redis-benchmark p50 (ms)"),
-            ("latency_ms.p99", "redis-benchmark p99 (ms)"),
-            ("received", "messages the subscriber got"),
-            ("lost", "lost"),
-            ("redis_cpu_pct", "Redis CPU (% of a core)"),
-            ("other_cpu_pct", "other processes' CPU (% of a core)"),
-        ],
+        "redis_publish" => {
+            return vec![
+                ("publish_per_s", "PUBLISH/s"),
+                ("latency_ms.p50", "redis-benchmark p50 (ms)"),
+                ("latency_ms.p99", "redis-benchmark p99 (ms)"),
+                ("received", "messages the subscriber got"),
+                ("lost", "lost"),
+                ("redis_cpu_pct", "Redis CPU (% of a core)"),
+                ("loadgen_cpu_pct", "redis-benchmark CPU (% of a core)"),
+                ("other_cpu_pct", "other processes' CPU (% of a core)"),
+            ];
+        }
         // Synthetic lines (a server that did not start) have only errors.
         _ => return vec![],
     };
@@ -259,18 +287,27 @@ fn headline(
     }
     if redis {
         m.push(("redis_cpu_pct", "Redis CPU (% of a core)"));
+        m.push((
+            "redis_commands",
+            "Redis commands (whole case, set-up included)",
+        ));
     }
     m.push(("other_cpu_pct", "other processes' CPU (% of a core)"));
     m
 }
 
-/// The labels `scripts/bench.sh --cluster` measures: one node without Redis, two nodes with
-/// every pair on one node, two nodes with every pair across them, and Redis alone.
+/// The labels `scripts/bench.sh --cluster` measures: one node without Redis, one node in
+/// cluster mode, two nodes with every pair on one node, two nodes with every pair across
+/// them, and Redis alone.
 pub const CLUSTER_SINGLE: &str = "ws_single";
+/// See [`CLUSTER_SINGLE`].
+pub const CLUSTER_ONE: &str = "ws_cluster_one";
 /// See [`CLUSTER_SINGLE`].
 pub const CLUSTER_SAME: &str = "ws_cluster_same";
 /// See [`CLUSTER_SINGLE`].
 pub const CLUSTER_CROSS: &str = "ws_cluster_cross";
+/// See [`CLUSTER_SINGLE`].
+pub const CLUSTER_REDIS: &str = "redis_publish";
 
 /// The figures compared in the cluster ratio table, per workload: (metric, title).
 fn ratio_metrics(workload: &str) -> &'static [(&'static str, &'static str)] {
@@ -294,13 +331,22 @@ fn ratio_metrics(workload: &str) -> &'static [(&'static str, &'static str)] {
     }
 }
 
-/// With the labels of a cluster run, a table of ratios of medians: same-node pairs in cluster
-/// mode against the single node, and pairs across nodes against same-node pairs (both from
-/// one interleaved run). Empty otherwise.
+/// With the labels of a cluster run, a table of ratios of medians: one node in cluster mode
+/// and same-node pairs on two nodes against the single node, and pairs across nodes against
+/// same-node pairs (all from one interleaved run). Empty otherwise.
 pub fn cluster_ratios(r: &Results) -> String {
     let pairs = [
-        (CLUSTER_SAME, CLUSTER_SINGLE, "same-node ÷ single"),
-        (CLUSTER_CROSS, CLUSTER_SAME, "cross-node ÷ same-node"),
+        (
+            CLUSTER_ONE,
+            CLUSTER_SINGLE,
+            "1 node in cluster mode ÷ single",
+        ),
+        (
+            CLUSTER_SAME,
+            CLUSTER_SINGLE,
+            "2 nodes, same-node pairs ÷ single",
+        ),
+        (CLUSTER_CROSS, CLUSTER_SAME, "cross-node ÷ same-node pairs"),
         (CLUSTER_CROSS, CLUSTER_SINGLE, "cross-node ÷ single"),
     ];
     let pairs: Vec<_> = pairs
@@ -670,6 +716,14 @@ mod tests {
             json!({"workload": "redis_publish", "label": "redis_publish", "case": "publish_p32",
                    "publish_per_s": 200000.0, "redis_cpu_pct": 99.0}),
         ];
+        let mut reversed = lines.clone();
+        reversed.reverse();
+        let r = aggregate(&reversed);
+        assert_eq!(
+            r.labels,
+            [CLUSTER_SINGLE, CLUSTER_SAME, CLUSTER_CROSS, CLUSTER_REDIS]
+        );
+        assert_eq!(r.cases, ["relay_rate_10000", "publish_p32"]);
         let md = markdown(&aggregate(&lines));
         assert!(
             md.contains("| Redis CPU (% of a core) | – | 30 | 30 | – |"),

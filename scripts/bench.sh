@@ -71,6 +71,8 @@
 #                 node). Every target starts fresh processes (nodes, Redis) and
 #                 stops them after its cases. --targets picks among these five;
 #                 the plot goes to OUT/perf-latency.svg unless --svg says.
+#                 About 2 minutes a round; with --quick one round of small
+#                 cases (~30 s after the build).
 #                 Placement on the 2 cores: the nodes and Redis all on core 0
 #                 (--redis-core), the loadgen alone on core 1. So the cluster's
 #                 whole server side gets the one core the single node gets (the

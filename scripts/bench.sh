@@ -21,6 +21,7 @@
 # Usage: scripts/bench.sh [--quick] [--rounds N] [--targets "ceiling node"]
 #                         [--only REGEX] [--out DIR] [--svg PATH] [--nice N]
 #                         [--ws-path /ws] [--quiet-wait SECS] [--baseline REV]
+#                         [--cluster] [--redis-core C]
 #   --quick       one short round of small cases: a smoke run (~2 minutes)
 #   --rounds N    rounds of the full run (default 3; about 9 minutes for
 #                 ceiling, node and one of ours on an idle machine, plus
@@ -43,6 +44,44 @@
 #                 the targets unless --targets already names one)
 #   --quiet-wait  seconds to wait, before each server start, for the rest of
 #                 the machine to go quiet (default 5; 0 = do not wait)
+#   --cluster     the cluster part instead (issue 11; docs/performance.md,
+#                 "Cluster"): targets, rotated every round like the others,
+#                   ws_single         one ws_server without Redis (the reference)
+#                   ws_cluster_one    one ws_server with --redis, every client
+#                                     on it: cluster mode's cost on local relays
+#                                     alone (ws_cluster_same adds the cost of
+#                                     two processes sharing core 0)
+#                   ws_cluster_same   a throwaway redis-server (free port, no
+#                                     persistence) and two ws_server nodes with
+#                                     --redis on two free ports; loadgen
+#                                     --spread same: both users of a pair on
+#                                     one node (no message touches Redis)
+#                   ws_cluster_cross  the same, --spread cross: the caller on
+#                                     one node, the callee on the other (every
+#                                     relay goes through Redis pub/sub)
+#                   redis_publish     redis-server alone: redis-benchmark
+#                                     pipelining PUBLISH of a 300-byte payload
+#                                     (a relayed candidate's bus frame) to one
+#                                     channel a raw subscriber reads: what Redis
+#                                     itself carries (redis-benchmark has no
+#                                     built-in publish test: the command is given)
+#                 Cases: logins, relay_max, relay_rate_{5000..40000} (10,000 msgs/s
+#                 offered is the issue's p99 figure), pingpong_{1,100};
+#                 publish_p32, publish_p256 (-c 2: one publishing connection per
+#                 node). Every target starts fresh processes (nodes, Redis) and
+#                 stops them after its cases. --targets picks among these five;
+#                 the plot goes to OUT/perf-latency.svg unless --svg says.
+#                 About 2 minutes a round; with --quick one round of small
+#                 cases (~30 s after the build).
+#                 Placement on the 2 cores: the nodes and Redis all on core 0
+#                 (--redis-core), the loadgen alone on core 1. So the cluster's
+#                 whole server side gets the one core the single node gets (the
+#                 ratios compare equal hardware: the price of cluster mode
+#                 includes Redis's CPU), and Redis does not steal from the
+#                 loadgen, whose timestamps are the latency figures (at relay_max
+#                 it needs its whole core). redis_publish keeps Redis on that
+#                 core and redis-benchmark with the subscriber on core 1.
+#   --redis-core C  the core Redis is pinned to in --cluster (default 0)
 #
 # Honours CARGO_TARGET_DIR. Every loadgen run is bounded by its own deadline
 # and by `timeout`; servers are stopped by their process id.
@@ -61,6 +100,10 @@ NICE=0
 WS_PATH=/ws
 QUIET_WAIT=5
 QUIET_BUSY=40 # percent of one core that other processes may use
+CLUSTER=0
+REDIS_CORE=0
+TARGETS_SET=0
+CLUSTER_TARGETS="ws_single ws_cluster_one ws_cluster_same ws_cluster_cross redis_publish"
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
 
@@ -68,7 +111,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1; ROUNDS=1 ;;
     --rounds) ROUNDS=$2; shift ;;
-    --targets) TARGETS=$2; shift ;;
+    --targets) TARGETS=$2; TARGETS_SET=1; shift ;;
     --only) ONLY=$2; shift ;;
     --out) OUT=$2; shift ;;
     --svg) SVG=$2; shift ;;
@@ -76,25 +119,63 @@ while [ $# -gt 0 ]; do
     --ws-path) WS_PATH=$2; shift ;;
     --quiet-wait) QUIET_WAIT=$2; shift ;;
     --baseline) BASELINE=$2; shift ;;
+    --cluster) CLUSTER=1 ;;
+    --redis-core) REDIS_CORE=$2; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "bench.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
   esac
   shift
 done
 
+if [ $CLUSTER = 1 ]; then
+  if [ -n "$BASELINE" ]; then echo "bench.sh: --baseline does not combine with --cluster" >&2; exit 2; fi
+  if [ $TARGETS_SET = 0 ]; then TARGETS=$CLUSTER_TARGETS; fi
+  for t in $TARGETS; do
+    if ! grep -qw -- "$t" <<<"$CLUSTER_TARGETS"; then
+      echo "bench.sh: --cluster targets are: $CLUSTER_TARGETS (not $t)" >&2; exit 2
+    fi
+  done
+fi
 if [ -n "$BASELINE" ] && ! grep -q _base <<<"$TARGETS"; then
   TARGETS="$TARGETS ws_server_base basic_server_base"
 fi
-OUT=${OUT:-$TARGET_DIR/bench-results/$(date +%Y%m%d-%H%M%S)$([ $QUICK = 1 ] && echo -quick)}
+OUT=${OUT:-$TARGET_DIR/bench-results/$(date +%Y%m%d-%H%M%S)$([ $CLUSTER = 1 ] && echo -cluster)$([ $QUICK = 1 ] && echo -quick)}
 if [ -z "$SVG" ]; then
-  if [ $QUICK = 1 ]; then SVG=$OUT/perf-latency.svg; else SVG=$ROOT/docs/perf-latency.svg; fi
+  if [ $QUICK = 1 ] || [ $CLUSTER = 1 ]; then SVG=$OUT/perf-latency.svg; else SVG=$ROOT/docs/perf-latency.svg; fi
 fi
 mkdir -p "$OUT/raw" "$OUT/logs"
 log() { echo "bench: $*" >&2; }
 
 # Cases: "name|loadgen arguments". The relay_rate_* cases draw the plot.
 FRESH_CASES=()
-if [ $QUICK = 1 ]; then
+# --cluster's redis_publish cases: "name|redis-benchmark arguments".
+REDIS_CASES=()
+PUBLISH_BYTES=300
+if [ $CLUSTER = 1 ] && [ $QUICK = 1 ]; then
+  CASES=(
+    "logins_1k|logins --count 1000 --hold 0.5"
+    "relay_max|relay --pairs 10 --window 16 --warmup 0.3 --duration 1"
+    "relay_rate_10000|relay --pairs 10 --window 64 --warmup 0.3 --duration 1 --offered-rate 10000"
+    "pingpong_1|pingpong --pairs 1 --warmup 0.3 --duration 1"
+  )
+  REDIS_CASES=("publish_p32|-c 2 -P 32 -n 100000")
+elif [ $CLUSTER = 1 ]; then
+  CASES=(
+    "logins_5k|logins --count 5000 --hold 1"
+    "relay_max|relay --pairs 100 --window 16 --warmup 1 --duration 3"
+  )
+  for rate in 5000 10000 20000 40000; do
+    CASES+=("relay_rate_$rate|relay --pairs 100 --window 64 --warmup 0.5 --duration 2 --offered-rate $rate")
+  done
+  CASES+=(
+    "pingpong_1|pingpong --pairs 1 --warmup 0.5 --duration 2"
+    "pingpong_100|pingpong --pairs 100 --warmup 0.5 --duration 2"
+  )
+  REDIS_CASES=(
+    "publish_p32|-c 2 -P 32 -n 1000000"
+    "publish_p256|-c 2 -P 256 -n 2000000"
+  )
+elif [ $QUICK = 1 ]; then
   CASES=(
     "logins_1k|logins --count 1000 --hold 0.5"
     "relay_max|relay --pairs 10 --window 16 --warmup 0.3 --duration 1"
@@ -149,6 +230,11 @@ fi
 if [ "$(nproc)" -lt 2 ]; then
   log "needs 2 cores (server on 0, loadgen on 1); nproc says $(nproc)"; exit 1
 fi
+if [ $CLUSTER = 1 ]; then
+  for tool in redis-server redis-benchmark; do
+    command -v $tool >/dev/null || { log "--cluster needs $tool (redis 7)"; exit 1; }
+  done
+fi
 
 # ---- build -------------------------------------------------------------
 log "building release binaries into $TARGET_DIR"
@@ -177,6 +263,13 @@ for t in $TARGETS; do
       else
         log "skip $t: no build of $BASELINE (see $OUT/logs/build-$t.log)"
       fi ;;
+    ws_single|ws_cluster_one|ws_cluster_same|ws_cluster_cross)
+      if [ -n "${AVAILABLE[ws_server]:-}" ] || (cd "$ROOT" && cargo build --release -p signaling-examples --example ws_server) >"$OUT/logs/build-ws_server.log" 2>&1; then
+        AVAILABLE[ws_server]=1; AVAILABLE[$t]=1
+      else
+        log "skip $t: build failed (see $OUT/logs/build-ws_server.log)"
+      fi ;;
+    redis_publish) AVAILABLE[$t]=1 ;;
     ceiling) AVAILABLE[$t]=1 ;;
     node)
       NODE_DIR=$TARGET_DIR/bench-node-peer
@@ -207,6 +300,9 @@ if [ ${#TARGET_LIST[@]} = 0 ]; then log "no target available"; exit 1; fi
   echo "node: $(node --version 2>/dev/null || echo none)"
   echo "kernel: $(uname -sr); cores: $(nproc); $(grep -m1 'model name' /proc/cpuinfo || true)"
   echo "rounds: $ROUNDS; quick: $QUICK; nice: $NICE; targets: ${TARGET_LIST[*]}"
+  if [ $CLUSTER = 1 ]; then
+    echo "cluster: nodes on core 0, redis on core $REDIS_CORE, loadgen on core 1; $(redis-server --version)"
+  fi
 } >"$OUT/env.txt"
 log "targets: ${TARGET_LIST[*]}; rounds: $ROUNDS; cases: ${#CASES[@]}; out: $OUT"
 
@@ -239,14 +335,64 @@ wait_quiet() {
   done
 }
 
-SERVER_PID=""
-start_server() { # target port logfile [keep-budget]
-  local t=$1 port=$2 logf=$3 keep_budget=${4:-} cmd=()
+# Starts a command pinned to a core in the background (in a priority session
+# of its own with --nice); LAUNCHED_PID is then the process itself (every
+# wrapper execs).
+LAUNCHED_PID=""
+launch() { # core logfile command...
+  local core=$1 logf=$2 i pidfile=$OUT/logs/server.pid
+  shift 2
+  LAUNCHED_PID=""
+  if [ ${#PRIO[@]} -gt 0 ]; then
+    rm -f "$pidfile"
+    PIDFILE=$pidfile "${PRIO[@]}" taskset -c "$core" "$@" >"$logf" 2>&1 &
+    for i in $(seq 50); do [ -s "$pidfile" ] && break; sleep 0.1; done
+    LAUNCHED_PID=$(cat "$pidfile" 2>/dev/null || true)
+    if [ -z "$LAUNCHED_PID" ]; then log "$1: no pid from the priority wrapper"; return 1; fi
+  else
+    taskset -c "$core" "$@" >"$logf" 2>&1 &
+    LAUNCHED_PID=$!
+  fi
+}
+
+# Waits until process PID listens on PORT (up to 15 s).
+wait_listen() { # pid port name logfile
+  local pid=$1 port=$2 name=$3 logf=$4 i
+  for i in $(seq 150); do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      log "$name exited before listening (see $logf)"; return 1
+    fi
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  log "$name did not listen on $port within 15 s"; return 1
+}
+
+# Stops one process we started, by its id: TERM, up to 5 s, then KILL.
+stop_pid() { # pid
+  [ -n "$1" ] || return 0
+  kill "$1" 2>/dev/null || true
+  local i
+  for i in $(seq 50); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
+
+# A port at or above FIRST that nothing on 127.0.0.1 listens on.
+free_port() { # first
+  local p=$1
+  while (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; do p=$(( p + 1 )); done
+  echo "$p"
+}
+
+SERVER_CMD=()
+server_cmd() { # target [keep-budget] -> SERVER_CMD
+  local t=$1 keep_budget=${2:-} cmd=()
   case $t in
     ws_server|basic_server|ws_server_base|basic_server_base)
       local bin=$TARGET_DIR/release/examples/$t
       case $t in *_base) bin=$TARGET_DIR/bench-baseline/release/examples/${t%_base} ;; esac
-      cmd=("$bin" --addr "127.0.0.1:$port")
+      cmd=("$bin")
       # Limits off, for the flags this build has (a missing one is logged:
       # its default limit may then shape the figures).
       local help flag
@@ -255,67 +401,238 @@ start_server() { # target port logfile [keep-budget]
           --max-pending-requests --max-pending-requests-per-ip \
           --max-not-logged-in --max-not-logged-in-per-ip --max-total-queued-mib; do
         if [ "$flag" = --max-total-queued-mib ] && [ -n "$keep_budget" ]; then continue; fi
-        if grep -qE -- "$flag[ =]" <<<"$help"; then
+        if grep -qE -- "${flag}[ =]" <<<"$help"; then
           cmd+=("$flag" 0)
         else
           log "$t has no $flag option; running with its default"
         fi
       done ;;
-    ceiling) cmd=("$TARGET_DIR/release/ceiling" --addr "127.0.0.1:$port") ;;
-    node) cmd=(env PORT="$port" QUIET=1 node "$NODE_DIR/server.js") ;;
+    ceiling) cmd=("$TARGET_DIR/release/ceiling") ;;
+    node) cmd=(env QUIET=1 node "$NODE_DIR/server.js") ;;
   esac
-  local i pidfile=$OUT/logs/server.pid
-  if [ ${#PRIO[@]} -gt 0 ]; then
-    rm -f "$pidfile"
-    PIDFILE=$pidfile "${PRIO[@]}" taskset -c 0 "${cmd[@]}" >"$logf" 2>&1 &
-    for i in $(seq 50); do [ -s "$pidfile" ] && break; sleep 0.1; done
-    SERVER_PID=$(cat "$pidfile" 2>/dev/null || true)
-    if [ -z "$SERVER_PID" ]; then log "$t: no pid from the priority wrapper"; return 1; fi
-  else
-    taskset -c 0 "${cmd[@]}" >"$logf" 2>&1 &
-    SERVER_PID=$!
-  fi
-  # Every wrapper execs, so SERVER_PID is the server itself; wait until it listens.
-  for i in $(seq 150); do
-    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-      log "$t exited before listening (see $logf)"; SERVER_PID=""; return 1
-    fi
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  log "$t did not listen on $port within 15 s"; stop_server; return 1
+  SERVER_CMD=("${cmd[@]}")
+}
+
+SERVER_PID=""
+start_server() { # target port logfile [keep-budget]
+  local t=$1 port=$2 logf=$3
+  server_cmd "$t" "${4:-}"
+  case $t in
+    node) SERVER_CMD=(env PORT="$port" "${SERVER_CMD[@]:1}") ;;
+    *) SERVER_CMD+=(--addr "127.0.0.1:$port") ;;
+  esac
+  launch 0 "$logf" "${SERVER_CMD[@]}" || return 1
+  SERVER_PID=$LAUNCHED_PID
+  if ! wait_listen "$SERVER_PID" "$port" "$t" "$logf"; then stop_server; return 1; fi
 }
 
 stop_server() {
-  [ -n "$SERVER_PID" ] || return 0
-  kill "$SERVER_PID" 2>/dev/null || true
-  local i
-  for i in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-  kill -9 "$SERVER_PID" 2>/dev/null || true
-  wait "$SERVER_PID" 2>/dev/null || true
+  stop_pid "$SERVER_PID"
   SERVER_PID=""
 }
-trap stop_server EXIT
 
-summary() { # one loadgen JSON line -> a few figures for the console
-  grep -oE '"(logins_per_s|msgs_per_s|round_trips_per_s|p50|p99|failures|lost|other_cpu_pct|server_rss_per_conn_bytes|server_rss_peak_kib|server_rss_after_close_kib|refused_server_overloaded|error)":("[^"]*"|[0-9.]+)' \
-    <<<"$1" | awk -F'":' '!seen[$1]++' | tr '\n' ' '
+# ---- cluster (--cluster) ----------------------------------------------------
+REDIS_PID=""
+REDIS_PORT=""
+NODE_PIDS=()
+NODE_PORTS=()
+
+# A throwaway redis-server on a free port, no persistence, pinned to REDIS_CORE.
+start_redis() { # logfile
+  REDIS_PORT=$(free_port 26300)
+  launch "$REDIS_CORE" "$1" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 \
+    --save "" --appendonly no || return 1
+  REDIS_PID=$LAUNCHED_PID
+  wait_listen "$REDIS_PID" "$REDIS_PORT" redis-server "$1" || return 1
+  # The port was free a moment ago; make sure the Redis answering is ours.
+  if command -v redis-cli >/dev/null \
+      && ! redis-cli -p "$REDIS_PORT" info server 2>/dev/null | grep -q "^process_id:$REDIS_PID"; then
+    log "the Redis on $REDIS_PORT is not ours (pid $REDIS_PID)"; return 1
+  fi
 }
 
-run_case() { # target url round "name|loadgen arguments"
-  local t=$1 url=$2 round=$3 c=$4 name args line raw=$OUT/raw/r$3-$1.jsonl
+# Redis and NODES ws_server nodes with --redis, the nodes on core 0.
+start_cluster() { # round target nodes
+  local round=$1 t=$2 x port logf names=(a b c d)
+  start_redis "$OUT/logs/redis-r$round-$t.log" || return 1
+  NODE_PIDS=(); NODE_PORTS=()
+  for x in "${names[@]:0:$3}"; do
+    port=$(free_port $(( 18300 + ${#NODE_PORTS[@]} * 10 )))
+    logf=$OUT/logs/server-r$round-$t-$x.log
+    server_cmd ws_server
+    SERVER_CMD+=(--addr "127.0.0.1:$port" --redis "redis://127.0.0.1:$REDIS_PORT" --node-id "bench-$$-$x")
+    launch 0 "$logf" "${SERVER_CMD[@]}" || return 1
+    NODE_PIDS+=("$LAUNCHED_PID"); NODE_PORTS+=("$port")
+    wait_listen "$LAUNCHED_PID" "$port" "node $x" "$logf" || return 1
+  done
+}
+
+# Commands the cluster's Redis has run so far (empty without redis-cli).
+redis_commands() {
+  [ -n "$REDIS_PORT" ] && [ -n "$REDIS_PID" ] && command -v redis-cli >/dev/null || return 0
+  redis-cli -p "$REDIS_PORT" info stats 2>/dev/null | tr -d '\r' \
+    | awk -F: '$1 == "total_commands_processed" { print $2 }'
+}
+
+stop_cluster() {
+  local pid
+  # Nodes first: they release their names; then Redis.
+  for pid in "${NODE_PIDS[@]}"; do stop_pid "$pid"; done
+  NODE_PIDS=(); NODE_PORTS=()
+  stop_pid "$REDIS_PID"
+  REDIS_PID=""
+}
+trap 'stop_server; stop_cluster' EXIT
+
+# Busy CPU ticks (1/100 s) of the whole machine, and of one process.
+host_ticks() { awk 'NR == 1 { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
+proc_ticks() { # pid
+  sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{ print $12 + $13 }'
+}
+pct() { # ticks seconds -> percent of one core
+  awk -v t="$1" -v s="$2" 'BEGIN { printf "%.1f", (s > 0 ? t / s : 0) }'
+}
+
+# One redis_publish case on a fresh Redis: a raw subscriber (bash reading the
+# socket into wc -c) on core 1, redis-benchmark pipelining PUBLISH on core 1.
+run_publish() { # round "name|redis-benchmark arguments"
+  local round=$1 c=$2 name args raw=$OUT/raw/r$1-redis_publish.jsonl
   name=${c%%|*}
   args=${c#*|}
   if [ -n "$ONLY" ] && ! grep -qE "$ONLY" <<<"$name"; then return 0; fi
-  if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-    echo "{\"label\":\"$t\",\"case\":\"$name\",\"workload\":\"${args%% *}\",\"error\":\"server died earlier\"}" >>"$raw"
-    return 0
+  local err="" channel=signaling:node:bench payload bytes=$OUT/logs/sub-r$round-$name.bytes
+  payload=$(printf '%*s' "$PUBLISH_BYTES" '' | tr ' ' x)
+  wait_quiet
+  if ! start_redis "$OUT/logs/redis-r$round-$name.log"; then
+    echo "{\"label\":\"redis_publish\",\"case\":\"$name\",\"workload\":\"redis_publish\",\"error\":\"redis-server did not start\"}" >>"$raw"
+    stop_cluster; return 0
   fi
+  # shellcheck disable=SC2016 # expanded by the inner bash
+  taskset -c 1 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
+    printf "SUBSCRIBE %s\r\n" "$2" >&3; cat <&3 | wc -c' sub "$REDIS_PORT" "$channel" >"$bytes" 2>/dev/null &
+  local sub=$! i
+  for i in $(seq 50); do
+    if command -v redis-cli >/dev/null; then
+      [ "$(redis-cli -p "$REDIS_PORT" pubsub numsub "$channel" 2>/dev/null | tail -1)" = 1 ] && break
+    elif [ "$i" -ge 5 ]; then break
+    fi
+    sleep 0.1
+  done
+  local h0 r0 t0 h1 r1 t1 out csv own
+  h0=$(host_ticks); r0=$(proc_ticks "$REDIS_PID"); t0=$(date +%s.%N)
+  # `times` reports the CPU of this subshell's children: redis-benchmark.
   # shellcheck disable=SC2086 # args is a list of words
+  out=$("${PRIO[@]}" taskset -c 1 timeout 300 redis-benchmark -p "$REDIS_PORT" $args --csv \
+    PUBLISH "$channel" "$payload" 2>>"$OUT/logs/redis-benchmark-r$round.log"; times)
+  h1=$(host_ticks); r1=$(proc_ticks "$REDIS_PID"); t1=$(date +%s.%N)
+  stop_cluster # the subscriber's socket closes: wc prints
+  for i in $(seq 50); do kill -0 "$sub" 2>/dev/null || break; sleep 0.1; done
+  kill "$sub" 2>/dev/null || true
+  wait "$sub" 2>/dev/null || true
+  csv=$(grep -m1 '^"PUBLISH' <<<"$out" || true)
+  own=$(tail -1 <<<"$out" | awk '{ n = 0; for (i = 1; i <= NF; i++) { split($i, a, /[ms]/); n += a[1] * 60 + a[2] } print n * 100 }')
+  [ -n "$csv" ] || err="no CSV line from redis-benchmark (see logs/redis-benchmark-r$round.log)"
+  local line requests
+  requests=$(grep -oE -- '-n [0-9]+' <<<"$args" | awk '{ print $2 }')
+  if [ -n "$err" ]; then
+    line="{\"label\":\"redis_publish\",\"case\":\"$name\",\"workload\":\"redis_publish\",\"error\":\"$err\"}"
+  else
+    local secs sub_head msg got
+    secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')
+    # What the subscriber read: its subscribe reply, then one push per message.
+    # shellcheck disable=SC2016 # RESP's $ is literal
+    sub_head=$(printf '*3\r\n$9\r\nsubscribe\r\n$%d\r\n%s\r\n:1\r\n' "${#channel}" "$channel" | wc -c)
+    # shellcheck disable=SC2016 # RESP's $ is literal
+    msg=$(printf '*3\r\n$7\r\nmessage\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n' "${#channel}" "$channel" "${#payload}" "$payload" | wc -c)
+    got=$(( ($(cat "$bytes" 2>/dev/null || echo 0) - sub_head) / msg ))
+    line=$(tr -d '"' <<<"$csv" | awk -F, -v name="$name" -v args="$args" -v req="$requests" \
+      -v bytes="$PUBLISH_BYTES" -v got="$got" -v redis="$(pct $(( r1 - r0 )) "$secs")" \
+      -v own="$(pct "$own" "$secs")" -v host="$(pct $(( h1 - h0 )) "$secs")" '{
+        other = host - redis - own; if (other < 0) other = 0
+        printf "{\"label\":\"redis_publish\",\"case\":\"%s\",\"workload\":\"redis_publish\",", name
+        printf "\"redis_benchmark_args\":\"%s\",\"requests\":%d,\"payload_bytes\":%d,\"subscribers\":1,", args, req, bytes
+        printf "\"publish_per_s\":%s,\"latency_ms\":{\"mean\":%s,\"min\":%s,\"p50\":%s,\"p95\":%s,\"p99\":%s,\"max\":%s},", $2, $3, $4, $5, $6, $7, $8
+        printf "\"received\":%d,\"lost\":%d,\"redis_cpu_pct\":%s,\"loadgen_cpu_pct\":%s,", got, req - got, redis, own
+        printf "\"host_busy_pct\":%s,\"other_cpu_pct\":%.1f}\n", host, other
+      }')
+  fi
+  echo "$line" >>"$raw"
+  log "  $name: $(summary "$line")"
+}
+
+# One --cluster target for one round: fresh processes, every case, stop.
+run_cluster_target() { # target round
+  local t=$1 round=$2 raw=$OUT/raw/r$2-$1.jsonl port url c
+  case $t in
+    ws_single)
+      port=$(free_port 18300)
+      wait_quiet
+      if ! start_server ws_server "$port" "$OUT/logs/server-r$round-$t.log"; then
+        echo "{\"label\":\"$t\",\"case\":\"start\",\"workload\":\"start\",\"error\":\"server did not start\"}" >>"$raw"
+        return 0
+      fi
+      log "round $round/$ROUNDS: $t (pid $SERVER_PID) on 127.0.0.1:$port"
+      CASE_PIDS=$SERVER_PID CASE_REDIS_PID="" CASE_EXTRA=""
+      for c in "${CASES[@]}"; do run_case "$t" "ws://127.0.0.1:$port$WS_PATH" "$round" "$c"; done
+      stop_server ;;
+    ws_cluster_one|ws_cluster_same|ws_cluster_cross)
+      local nodes=2
+      if [ "$t" = ws_cluster_one ]; then nodes=1; fi
+      wait_quiet
+      if ! start_cluster "$round" "$t" "$nodes"; then
+        echo "{\"label\":\"$t\",\"case\":\"start\",\"workload\":\"start\",\"error\":\"cluster did not start\"}" >>"$raw"
+        stop_cluster; return 0
+      fi
+      log "round $round/$ROUNDS: $t (redis $REDIS_PID on $REDIS_PORT; nodes ${NODE_PIDS[*]} on ${NODE_PORTS[*]})"
+      url=$(printf "ws://127.0.0.1:%s$WS_PATH," "${NODE_PORTS[@]}")
+      CASE_PIDS=$(IFS=,; echo "${NODE_PIDS[*]}") CASE_REDIS_PID=$REDIS_PID CASE_EXTRA=""
+      if [ "$nodes" -gt 1 ]; then CASE_EXTRA="--spread ${t#ws_cluster_}"; fi
+      url=${url%,}
+      for c in "${CASES[@]}"; do run_case "$t" "$url" "$round" "$c"; done
+      stop_cluster ;;
+    redis_publish)
+      log "round $round/$ROUNDS: $t"
+      for c in "${REDIS_CASES[@]}"; do run_publish "$round" "$c"; done ;;
+  esac
+  CASE_PIDS="" CASE_REDIS_PID="" CASE_EXTRA=""
+}
+
+summary() { # one loadgen JSON line -> a few figures for the console
+  grep -oE '"(logins_per_s|msgs_per_s|round_trips_per_s|publish_per_s|p50|p99|failures|lost|redis_cpu_pct|other_cpu_pct|server_rss_per_conn_bytes|server_rss_peak_kib|server_rss_after_close_kib|refused_server_overloaded|error)":("[^"]*"|[0-9.]+)' \
+    <<<"$1" | awk -F'":' '!seen[$1]++' | tr '\n' ' '
+}
+
+# The servers' pids (comma list; default SERVER_PID), Redis's pid and more
+# loadgen arguments for run_case (--cluster sets them).
+CASE_PIDS="" CASE_REDIS_PID="" CASE_EXTRA=""
+run_case() { # target url round "name|loadgen arguments"
+  local t=$1 url=$2 round=$3 c=$4 name args line raw=$OUT/raw/r$3-$1.jsonl
+  local pids=${CASE_PIDS:-$SERVER_PID} pid extra=()
+  name=${c%%|*}
+  args=${c#*|}
+  if [ -n "$ONLY" ] && ! grep -qE "$ONLY" <<<"$name"; then return 0; fi
+  for pid in ${pids//,/ } ${CASE_REDIS_PID:-}; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "{\"label\":\"$t\",\"case\":\"$name\",\"workload\":\"${args%% *}\",\"error\":\"server died earlier\"}" >>"$raw"
+      return 0
+    fi
+  done
+  local cmds0=""
+  if [ -n "${CASE_REDIS_PID:-}" ]; then
+    extra=(--redis-pid "$CASE_REDIS_PID")
+    cmds0=$(redis_commands)
+  fi
+  # shellcheck disable=SC2086 # args and CASE_EXTRA are lists of words
   line=$("${PRIO[@]}" taskset -c 1 timeout 600 "$LOADGEN" --url "$url" --label "$t" --case "$name" \
-    --server-pid "$SERVER_PID" $args 2>>"$OUT/logs/loadgen-r$round-$t.log" | tail -1) || true
+    --server-pid "$pids" "${extra[@]}" $CASE_EXTRA $args 2>>"$OUT/logs/loadgen-r$round-$t.log" | tail -1) || true
   if [ -z "$line" ]; then
     line="{\"label\":\"$t\",\"case\":\"$name\",\"workload\":\"${args%% *}\",\"error\":\"loadgen printed nothing\"}"
+  fi
+  local cmds1
+  cmds1=$(redis_commands)
+  if [ -n "$cmds0" ] && [ -n "$cmds1" ] && [[ $line == *\} ]]; then
+    # Commands Redis ran during the case (less our first INFO): same-node relays must add none.
+    line="${line%\}},\"redis_commands\":$(( cmds1 - cmds0 - 1 ))}"
   fi
   echo "$line" >>"$raw"
   log "  $name: $(summary "$line")"
@@ -329,6 +646,7 @@ for round in $(seq "$ROUNDS"); do
   for k in $(seq 0 $(( n_targets - 1 ))); do
     idx=$(( (k + round - 1) % n_targets ))
     t=${TARGET_LIST[$idx]}
+    if [ $CLUSTER = 1 ]; then run_cluster_target "$t" "$round"; continue; fi
     port=$(( 18100 + (round % 50) * 10 + idx ))
     raw=$OUT/raw/r$round-$t.jsonl
     wait_quiet
@@ -349,7 +667,7 @@ for round in $(seq "$ROUNDS"); do
       if [[ $t == ws_server* || $t == basic_server* ]] \
           && { [ -z "$ONLY" ] || grep -qE "$ONLY" <<<"$name"; }; then
         wait_quiet
-        if start_server "$t" "$port" "$OUT/logs/server-r$round-$t-$name.log" $budget; then
+        if start_server "$t" "$port" "$OUT/logs/server-r$round-$t-$name.log" "$budget"; then
           run_case "$t" "$url" "$round" "${fresh%|*}"
         fi
         stop_server

@@ -6,7 +6,9 @@
 //!
 //! - `loadgen` (in `src/bin/`): the load generator. Workloads `logins`, `relay`,
 //!   `pingpong` and `hoard` (non-reading victims flooded: the server's memory),
-//!   each printing one JSON line of results.
+//!   each printing one JSON line of results. Given several URLs (cluster nodes, issue 11) it
+//!   spreads the clients over them, each pair on one node (`--spread same`) or across two
+//!   (`--spread cross`).
 //! - `ceiling`: a bare forwarding server with no validation and no call state,
 //!   the upper bound a real server is compared against.
 //! - `report`: turns the raw JSON lines of several rounds into medians, a

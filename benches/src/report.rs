@@ -137,6 +137,15 @@ pub fn aggregate(lines: &[Value]) -> Results {
             .1
             .push(line);
     }
+    // Redis's own cases (a cluster run's reference) after the servers'.
+    let redis_cases: Vec<&String> = raw
+        .iter()
+        .filter(|(_, (w, _))| w == "redis_publish")
+        .map(|((_, c), _)| c)
+        .collect();
+    let (mut cases, last): (Vec<String>, Vec<String>) =
+        cases.into_iter().partition(|c| !redis_cases.contains(&c));
+    cases.extend(last);
     let mut results: BTreeMap<String, BTreeMap<String, CaseResult>> = BTreeMap::new();
     for ((label, case), (workload, rounds)) in raw {
         let mut errors = 0;
@@ -168,15 +177,36 @@ pub fn aggregate(lines: &[Value]) -> Results {
             },
         );
     }
+    // A cluster run's labels in the order its ratios read; any other label keeps its place.
+    let rank = |l: &String| {
+        [
+            CLUSTER_SINGLE,
+            CLUSTER_ONE,
+            CLUSTER_SAME,
+            CLUSTER_CROSS,
+            CLUSTER_REDIS,
+        ]
+        .iter()
+        .position(|c| c == l)
+    };
+    let (mut known, other): (Vec<String>, Vec<String>) =
+        labels.into_iter().partition(|l| rank(l).is_some());
+    known.sort_by_key(rank);
+    known.extend(other);
     Results {
-        labels,
+        labels: known,
         cases,
         results,
     }
 }
 
 /// The metrics shown in the markdown table for a workload, with their titles.
-fn headline(workload: &str, idle: bool, paced: bool) -> Vec<(&'static str, &'static str)> {
+fn headline(
+    workload: &str,
+    idle: bool,
+    paced: bool,
+    redis: bool,
+) -> Vec<(&'static str, &'static str)> {
     let mut m = match workload {
         "logins" => vec![
             ("logins_per_s", "logins/s"),
@@ -223,6 +253,20 @@ fn headline(workload: &str, idle: bool, paced: bool) -> Vec<(&'static str, &'sta
             ("victims_closed", "victims dropped by the server"),
             ("flooders_dropped", "flooders dropped by the server"),
         ],
+        // `redis-benchmark` pipelining PUBLISH to one channel with one subscriber (the
+        // reference of what Redis carries; `scripts/bench.sh --cluster`).
+        "redis_publish" => {
+            return vec![
+                ("publish_per_s", "PUBLISH/s"),
+                ("latency_ms.p50", "redis-benchmark p50 (ms)"),
+                ("latency_ms.p99", "redis-benchmark p99 (ms)"),
+                ("received", "messages the subscriber got"),
+                ("lost", "lost"),
+                ("redis_cpu_pct", "Redis CPU (% of a core)"),
+                ("loadgen_cpu_pct", "redis-benchmark CPU (% of a core)"),
+                ("other_cpu_pct", "other processes' CPU (% of a core)"),
+            ];
+        }
         // Synthetic lines (a server that did not start) have only errors.
         _ => return vec![],
     };
@@ -241,8 +285,120 @@ fn headline(workload: &str, idle: bool, paced: bool) -> Vec<(&'static str, &'sta
         m.push(("server_cpu_pct", "server CPU (% of a core)"));
         m.push(("loadgen_cpu_pct", "loadgen CPU (% of a core)"));
     }
+    if redis {
+        m.push(("redis_cpu_pct", "Redis CPU (% of a core)"));
+        m.push((
+            "redis_commands",
+            "Redis commands (whole case, set-up included)",
+        ));
+    }
     m.push(("other_cpu_pct", "other processes' CPU (% of a core)"));
     m
+}
+
+/// The labels `scripts/bench.sh --cluster` measures: one node without Redis, one node in
+/// cluster mode, two nodes with every pair on one node, two nodes with every pair across
+/// them, and Redis alone.
+pub const CLUSTER_SINGLE: &str = "ws_single";
+/// See [`CLUSTER_SINGLE`].
+pub const CLUSTER_ONE: &str = "ws_cluster_one";
+/// See [`CLUSTER_SINGLE`].
+pub const CLUSTER_SAME: &str = "ws_cluster_same";
+/// See [`CLUSTER_SINGLE`].
+pub const CLUSTER_CROSS: &str = "ws_cluster_cross";
+/// See [`CLUSTER_SINGLE`].
+pub const CLUSTER_REDIS: &str = "redis_publish";
+
+/// The figures compared in the cluster ratio table, per workload: (metric, title).
+fn ratio_metrics(workload: &str) -> &'static [(&'static str, &'static str)] {
+    match workload {
+        "relay" => &[
+            ("msgs_per_s", "msgs/s"),
+            ("latency_us.p50", "p50"),
+            ("latency_us.p99", "p99"),
+        ],
+        "pingpong" => &[
+            ("round_trips_per_s", "round trips/s"),
+            ("rtt_us.p50", "RTT p50"),
+            ("rtt_us.p99", "RTT p99"),
+        ],
+        "logins" => &[
+            ("logins_per_s", "logins/s"),
+            ("total_us.p50", "connect+login p50"),
+            ("total_us.p99", "connect+login p99"),
+        ],
+        _ => &[],
+    }
+}
+
+/// With the labels of a cluster run, a table of ratios of medians: one node in cluster mode
+/// and same-node pairs on two nodes against the single node, and pairs across nodes against
+/// same-node pairs (all from one interleaved run). Empty otherwise.
+pub fn cluster_ratios(r: &Results) -> String {
+    let pairs = [
+        (
+            CLUSTER_ONE,
+            CLUSTER_SINGLE,
+            "1 node in cluster mode ÷ single",
+        ),
+        (
+            CLUSTER_SAME,
+            CLUSTER_SINGLE,
+            "2 nodes, same-node pairs ÷ single",
+        ),
+        (CLUSTER_CROSS, CLUSTER_SAME, "cross-node ÷ same-node pairs"),
+        (CLUSTER_CROSS, CLUSTER_SINGLE, "cross-node ÷ single"),
+    ];
+    let pairs: Vec<_> = pairs
+        .into_iter()
+        .filter(|(a, b, _)| r.results.contains_key(*a) && r.results.contains_key(*b))
+        .collect();
+    if pairs.is_empty() {
+        return String::new();
+    }
+    let mut md = String::from(
+        "### Cluster ratios (medians; > 1 means more throughput or a longer latency)\n\n| case | figure |",
+    );
+    for (_, _, title) in &pairs {
+        md.push_str(&format!(" {title} |"));
+    }
+    md.push_str("\n|---|---|");
+    md.push_str(&"---:|".repeat(pairs.len()));
+    md.push('\n');
+    for case in &r.cases {
+        let get = |label: &str| r.results.get(label).and_then(|c| c.get(case));
+        let Some(workload) = pairs
+            .iter()
+            .find_map(|(a, _, _)| get(a))
+            .map(|c| c.workload.clone())
+        else {
+            continue;
+        };
+        for (metric, title) in ratio_metrics(&workload) {
+            let mut row = format!("| {case} | {title} |");
+            let mut any = false;
+            for (a, b, _) in &pairs {
+                let ratio = get(a)
+                    .and_then(|c| c.median(metric))
+                    .zip(get(b).and_then(|c| c.median(metric)))
+                    .filter(|&(_, y)| y > 0.0)
+                    .map(|(x, y)| x / y);
+                match ratio {
+                    Some(q) => {
+                        any = true;
+                        row.push_str(&format!(" {q:.2} |"));
+                    }
+                    None => row.push_str(" – |"),
+                }
+            }
+            if any {
+                md.push_str(&row);
+                md.push('\n');
+            }
+        }
+    }
+    md.push('\n');
+    md
 }
 
 fn format_number(x: f64) -> String {
@@ -281,7 +437,8 @@ fn format_spread(s: &Spread) -> String {
 }
 
 /// A markdown table per case: one row per headline metric, one column per
-/// server, each cell `median (min–max)` over the rounds.
+/// server, each cell `median (min–max)` over the rounds; then, for a cluster run, the
+/// [`cluster_ratios`] table.
 pub fn markdown(r: &Results) -> String {
     let mut md = String::new();
     for case in &r.cases {
@@ -299,6 +456,9 @@ pub fn markdown(r: &Results) -> String {
         let paced = present
             .iter()
             .any(|c| c.median("offered_rate").is_some_and(|x| x > 0.0));
+        let redis = present
+            .iter()
+            .any(|c| c.metrics.contains_key("redis_cpu_pct"));
         md.push_str(&format!("### {case} ({})\n\n", first.workload));
         md.push_str("| metric |");
         for l in &r.labels {
@@ -320,7 +480,7 @@ pub fn markdown(r: &Results) -> String {
         }
         md.push_str(&rounds_row);
         md.push('\n');
-        for (key, title) in headline(&first.workload, idle, paced) {
+        for (key, title) in headline(&first.workload, idle, paced, redis) {
             md.push_str(&format!("| {title} |"));
             for l in &r.labels {
                 let cell = r
@@ -346,6 +506,7 @@ pub fn markdown(r: &Results) -> String {
         }
         md.push('\n');
     }
+    md.push_str(&cluster_ratios(r));
     md
 }
 
@@ -531,6 +692,49 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("first error: `boom`"));
+    }
+
+    #[test]
+    fn cluster_ratio_table() {
+        let redis = json!({"redis_cpu_pct": 30.0});
+        let lines = vec![
+            line(
+                CLUSTER_SINGLE,
+                "relay_rate_10000",
+                10000.0,
+                100.0,
+                json!({}),
+            ),
+            line(
+                CLUSTER_SAME,
+                "relay_rate_10000",
+                10000.0,
+                110.0,
+                redis.clone(),
+            ),
+            line(CLUSTER_CROSS, "relay_rate_10000", 10000.0, 330.0, redis),
+            json!({"workload": "redis_publish", "label": "redis_publish", "case": "publish_p32",
+                   "publish_per_s": 200000.0, "redis_cpu_pct": 99.0}),
+        ];
+        let mut reversed = lines.clone();
+        reversed.reverse();
+        let r = aggregate(&reversed);
+        assert_eq!(
+            r.labels,
+            [CLUSTER_SINGLE, CLUSTER_SAME, CLUSTER_CROSS, CLUSTER_REDIS]
+        );
+        assert_eq!(r.cases, ["relay_rate_10000", "publish_p32"]);
+        let md = markdown(&aggregate(&lines));
+        assert!(
+            md.contains("| Redis CPU (% of a core) | – | 30 | 30 | – |"),
+            "{md}"
+        );
+        assert!(md.contains("| PUBLISH/s |"), "{md}");
+        assert!(
+            md.contains("| relay_rate_10000 | p50 | 1.10 | 3.00 | 3.30 |"),
+            "{md}"
+        );
+        assert!(!markdown(&aggregate(&lines[..1])).contains("Cluster ratios"));
     }
 
     #[test]

@@ -442,6 +442,47 @@ mod tests {
         assert!(config_err(&["--trusted-proxy", "10.0.0.2"]));
     }
 
+    #[test]
+    fn cluster_flags() {
+        use clap::Parser;
+        let parse = |args: &[&str]| {
+            let args = std::iter::once("server").chain(args.iter().copied());
+            Cli::try_parse_from(args).map(|c| c.server)
+        };
+        let single = parse(&[]).expect("no flags");
+        assert_eq!(single.redis, None);
+        assert_eq!(single.lease_ttl, 10);
+        let node = parse(&[
+            "--redis",
+            "redis://127.0.0.1:6379/",
+            "--node-id",
+            "a",
+            "--lease-ttl",
+            "4",
+        ])
+        .expect("cluster flags");
+        assert_eq!(node.redis.as_deref(), Some("redis://127.0.0.1:6379/"));
+        assert_eq!(node.node_id.as_deref(), Some("a"));
+        assert_eq!(node.lease_ttl, 4);
+        assert!(config_err(&["--node-id", "a"]), "a node id needs --redis");
+        assert!(config_err(&["--redis", "redis://x/", "--lease-ttl", "0"]));
+    }
+
+    /// Without `--redis`, `server_config` is `config` and needs no Redis.
+    #[tokio::test]
+    async fn without_redis_there_is_no_backend() {
+        use clap::Parser;
+        let cli = Cli::try_parse_from(["server"]).expect("flags");
+        let config = cli.server.server_config().await.expect("single node");
+        assert!(config.cluster.is_none());
+        let mut bad = Cli::try_parse_from(["server", "--redis", "not a url"]).expect("flags");
+        bad.server.lease_ttl = 1;
+        assert!(
+            bad.server.server_config().await.is_err(),
+            "a bad URL is an error at start-up"
+        );
+    }
+
     fn config_err(args: &[&str]) -> bool {
         use clap::Parser;
         let args = std::iter::once("server").chain(args.iter().copied());

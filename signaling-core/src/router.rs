@@ -667,10 +667,6 @@ struct Connection {
     /// [`Router::claims`]), or its `resume` for the session from another node
     /// ([`Output::Fetch`]).
     claiming: bool,
-    /// Cluster mode: the user of another node this connection last sent a relay to. Refusals
-    /// of its relays come back from that node, so this connection's own error replies go
-    /// there and back too ([`Remote::Echo`]): its replies keep the order of its messages.
-    remote_tail: Option<Username>,
 }
 
 /// The pure routing state machine: sessions (logged-in names, which may outlive their
@@ -728,6 +724,11 @@ pub struct Router {
     /// to users it does not hold are refused with `unavailable` (they are on their way to
     /// another node), not `unknown_user`.
     evacuated: bool,
+    /// Cluster mode: the user of another node each connection last sent a relay to (only
+    /// connections that did). Refusals of its relays come back from that node, so the
+    /// connection's own error replies go there and back too ([`Remote::Echo`]): its replies
+    /// keep the order of its messages. Beside [`Connection`], which every idle user holds.
+    remote_tails: HashMap<ConnectionId, Username, RandomState>,
 }
 
 impl Default for Router {
@@ -760,6 +761,7 @@ impl Router {
             remote_peers: BTreeSet::new(),
             detached: false,
             evacuated: false,
+            remote_tails: HashMap::default(),
         }
     }
 
@@ -803,7 +805,6 @@ impl Router {
                 closing: false,
                 congested: false,
                 claiming: false,
-                remote_tail: None,
             },
         );
         Ok(())
@@ -999,6 +1000,9 @@ impl Router {
             .connections
             .remove(&conn)
             .ok_or(RouterError::UnknownConnection(conn))?;
+        if !self.remote_tails.is_empty() {
+            self.remote_tails.remove(&conn);
+        }
         if self.outputs.iter().any(|o| o.connection() == Some(conn)) {
             self.outputs.retain(|o| o.connection() != Some(conn));
         }
@@ -1646,7 +1650,7 @@ impl Router {
         let Some(c) = self.connections.get(&conn) else {
             return;
         };
-        match (&c.session, &c.remote_tail, message) {
+        match (&c.session, self.remote_tails.get(&conn), message) {
             (Some(name), Some(tail), ServerMessage::Error { code, message }) => {
                 // Behind the refusals still to come from `tail`'s node.
                 let (name, tail) = (name.clone(), tail.clone());
@@ -1670,11 +1674,11 @@ impl Router {
 
     /// Cluster mode: `me`'s connection sent something to `target`, a user of another node.
     fn note_remote_tail(&mut self, me: &Username, target: &Username) {
-        let conn = self.sessions.get(me).and_then(|s| s.conn);
-        if let Some(c) = conn.and_then(|conn| self.connections.get_mut(&conn)) {
-            if c.remote_tail.as_ref() != Some(target) {
-                c.remote_tail = Some(target.clone());
-            }
+        let Some(conn) = self.sessions.get(me).and_then(|s| s.conn) else {
+            return;
+        };
+        if self.remote_tails.get(&conn) != Some(target) {
+            self.remote_tails.insert(conn, target.clone());
         }
     }
 

@@ -47,7 +47,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -79,6 +79,10 @@ pub struct ClusterConfig {
     /// How many envelopes may wait to be published; beyond, relays to other nodes are refused
     /// with `unavailable`. Default 65,536.
     pub queue: usize,
+    /// How many bytes of envelopes may wait to be published (payloads and names): the memory
+    /// the queue may hold, whatever the envelopes' sizes; beyond, relays to other nodes are
+    /// refused with `unavailable`. Default 32 MiB.
+    pub queue_bytes: usize,
     /// How many name → node entries the owner cache keeps before it starts afresh. Default
     /// 100,000.
     pub cache: usize,
@@ -94,8 +98,13 @@ impl ClusterConfig {
             url: url.into(),
             node: NodeId::random(),
             lease: LeaseConfig::default(),
-            bus: BusConfig::default(),
+            // 1,024 messages of at most 64 KiB: at most 64 MiB waiting for the hub.
+            bus: BusConfig {
+                capacity: 1024,
+                ..BusConfig::default()
+            },
             queue: 65_536,
+            queue_bytes: 32 * 1024 * 1024,
             cache: 100_000,
             fetch_timeout: Duration::from_secs(3),
         }
@@ -152,9 +161,10 @@ struct Pending {
     done: oneshot::Sender<Result<(), (ErrorCode, String)>>,
 }
 
-/// The first byte of a bus payload: an envelope (with its hops, 0 or 1), or one of these.
-const FETCH_REQUEST: u8 = 2;
-const FETCH_REPLY: u8 = 3;
+/// The first byte of a bus payload: an envelope (with its hops, 0 or 1), [`FORGET`], or one
+/// of these.
+const FETCH_REQUEST: u8 = 3;
+const FETCH_REPLY: u8 = 4;
 
 /// A fetch request (`FETCH_REQUEST`): node `n` asks for the session of token `t`.
 #[derive(Serialize, Deserialize)]
@@ -255,6 +265,22 @@ struct Inner {
     link: OnceLock<ClusterLink>,
     available: AtomicBool,
     stopped: AtomicBool,
+    /// Envelopes that arrived here for a name held elsewhere and were passed on.
+    passed_on: AtomicU64,
+    /// Bytes of the envelopes in the queue (what [`ClusterConfig::queue_bytes`] bounds).
+    queued_bytes: AtomicUsize,
+}
+
+/// About what an envelope holds in memory.
+fn envelope_bytes(envelope: &Envelope) -> usize {
+    let body = match &envelope.body {
+        Remote::Relay { payload, .. } => payload.get().len(),
+        Remote::Probe { message, .. }
+        | Remote::Echo { message, .. }
+        | Remote::Refused { message, .. } => message.len(),
+        _ => 0,
+    };
+    body + envelope.from.as_str().len() + envelope.to.as_str().len() + 64
 }
 
 impl fmt::Debug for RedisCluster {
@@ -270,8 +296,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The bus payload: one byte of hops (0 from the sender's node, 1 passed on once), then the
-/// envelope.
+/// A bus payload that tells a node its cached owner of a name is stale (the name follows).
+const FORGET: u8 = 2;
+
+/// The bus payload of an envelope: one byte of hops (0 from the sender's node, 1 passed on
+/// once), then the envelope. (A first byte of [`FORGET`] is a cache invalidation instead.)
 fn frame(hops: u8, envelope: &Envelope) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(128);
     bytes.push(hops);
@@ -304,6 +333,8 @@ impl RedisCluster {
                 link: OnceLock::new(),
                 available: AtomicBool::new(true),
                 stopped: AtomicBool::new(false),
+                passed_on: AtomicU64::new(0),
+                queued_bytes: AtomicUsize::new(0),
             }),
         })
     }
@@ -316,6 +347,12 @@ impl RedisCluster {
     /// The leases (for tests and tools: who holds a name).
     pub fn leases(&self) -> &Leases {
         &self.inner.leases
+    }
+
+    /// How many envelopes arrived here for a user of another node (sent on a stale cached
+    /// owner) and were passed on.
+    pub fn passed_on(&self) -> u64 {
+        self.inner.passed_on.load(Ordering::Relaxed)
     }
 
     /// How many names this node holds.
@@ -368,8 +405,14 @@ impl ClusterBackend for RedisCluster {
     }
 
     fn forward(&self, envelope: Envelope) -> Result<(), Envelope> {
-        match self.inner.tx.try_reserve() {
+        let inner = &self.inner;
+        let bytes = envelope_bytes(&envelope);
+        if inner.queued_bytes.load(Ordering::Relaxed) + bytes > inner.config.queue_bytes {
+            return Err(envelope);
+        }
+        match inner.tx.try_reserve() {
             Ok(permit) => {
+                inner.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
                 permit.send(Work::Forward(envelope));
                 Ok(())
             }
@@ -596,7 +639,11 @@ async fn publish_task(inner: Arc<Inner>, mut queue: mpsc::Receiver<Work>) {
         let mut envelopes: Vec<(u8, Envelope)> = Vec::new();
         for item in work.drain(..) {
             match item {
-                Work::Forward(envelope) => envelopes.push((0, envelope)),
+                Work::Forward(envelope) => {
+                    let bytes = envelope_bytes(&envelope);
+                    inner.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+                    envelopes.push((0, envelope));
+                }
                 Work::Reroute(envelope) => envelopes.push((1, envelope)),
                 Work::Release(name, skeleton) => {
                     // A name released and claimed again meanwhile is ours again: keep it.
@@ -674,16 +721,21 @@ async fn hand_over(inner: &Inner, link: &ClusterLink, id: u64, to: NodeId, expor
 }
 
 async fn publish(inner: &Inner, link: &ClusterLink, envelopes: Vec<(u8, Envelope)>) {
-    // Owners not cached (a rerouted envelope always looks again: the cache was wrong).
+    // Owners not cached (a rerouted envelope always looks again: the cache was wrong; and
+    // where its sender is, to tell that node so).
     let missing: Vec<Username> = {
         let owners = lock(&inner.owners);
         let mut seen = HashSet::new();
-        envelopes
-            .iter()
-            .filter(|(hops, e)| *hops > 0 || !owners.contains_key(&e.to))
-            .filter(|(_, e)| seen.insert(e.to.clone()))
-            .map(|(_, e)| e.to.clone())
-            .collect()
+        let mut missing = Vec::new();
+        for (hops, e) in &envelopes {
+            if (*hops > 0 || !owners.contains_key(&e.to)) && seen.insert(e.to.clone()) {
+                missing.push(e.to.clone());
+            }
+            if *hops > 0 && seen.insert(e.from.clone()) {
+                missing.push(e.from.clone());
+            }
+        }
+        missing
     };
     if !missing.is_empty() {
         match inner.leases.owners(&missing).await {
@@ -703,6 +755,7 @@ async fn publish(inner: &Inner, link: &ClusterLink, envelopes: Vec<(u8, Envelope
         }
     }
     let mut batch = Vec::with_capacity(envelopes.len());
+    // The envelope of each entry of the batch (`None` for a cache invalidation).
     let mut sent = Vec::with_capacity(envelopes.len());
     {
         let owners = lock(&inner.owners);
@@ -710,7 +763,18 @@ async fn publish(inner: &Inner, link: &ClusterLink, envelopes: Vec<(u8, Envelope
             match owners.get(&envelope.to) {
                 Some(node) => {
                     batch.push((node.clone(), frame(hops, &envelope)));
-                    sent.push(envelope);
+                    let stale_at = owners.get(&envelope.from).filter(|_| hops > 0);
+                    if let Some(sender_node) = stale_at.filter(|n| **n != inner.config.node) {
+                        // After the envelope, so that what the sender's node sends next,
+                        // straight to the new owner, cannot overtake it.
+                        let mut forget = vec![FORGET];
+                        forget.extend_from_slice(envelope.to.as_str().as_bytes());
+                        batch.push((sender_node.clone(), forget));
+                        sent.push(Some(envelope));
+                        sent.push(None);
+                    } else {
+                        sent.push(Some(envelope));
+                    }
                 }
                 None if hops > 0 => {
                     // Passed on and nobody holds the name: let this node's router answer
@@ -728,6 +792,7 @@ async fn publish(inner: &Inner, link: &ClusterLink, envelopes: Vec<(u8, Envelope
         Ok(received) => {
             inner.available.store(true, Ordering::Relaxed);
             for (envelope, count) in sent.into_iter().zip(received) {
+                let Some(envelope) = envelope else { continue };
                 if count == 0 {
                     // Its node is not subscribed (dead or cut off): look again next time.
                     lock(&inner.owners).remove(&envelope.to);
@@ -736,7 +801,7 @@ async fn publish(inner: &Inner, link: &ClusterLink, envelopes: Vec<(u8, Envelope
             }
         }
         Err(e) => {
-            let envelopes = sent.into_iter().map(|e| (0, e)).collect();
+            let envelopes = sent.into_iter().flatten().map(|e| (0, e)).collect();
             unavailable(inner, link, envelopes, &e);
         }
     }
@@ -797,6 +862,13 @@ fn accept(inner: &Inner, link: &ClusterLink, bytes: &[u8], batch: &mut Vec<Envel
     let Some((&hops, body)) = bytes.split_first() else {
         return;
     };
+    if hops == FORGET {
+        if let Ok(name) = std::str::from_utf8(body) {
+            tracing::debug!(name, "cached owner is stale");
+            lock(&inner.owners).remove(name);
+        }
+        return;
+    }
     if hops == FETCH_REQUEST || hops == FETCH_REPLY {
         // What arrived before is handled before: the session is still here for it (a
         // request), or not yet (a reply).
@@ -828,6 +900,11 @@ fn accept(inner: &Inner, link: &ClusterLink, bytes: &[u8], batch: &mut Vec<Envel
     let here = lock(&inner.held).contains_key(&envelope.to);
     if !here && hops == 0 {
         // Sent on a stale cache entry: pass it on once, in order behind what is queued.
+        tracing::debug!(
+            to = envelope.to.as_str(),
+            "not held here: passing the message on"
+        );
+        inner.passed_on.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = inner.tx.try_send(Work::Reroute(envelope)) {
             if let Work::Reroute(envelope) = e.into_inner() {
                 batch.push(envelope);

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! loadgen [--url ws://127.0.0.1:18080/] [--server-pid PID] logins   --count 10000
+//! loadgen --url ws://127.0.0.1:18081/ --url ws://127.0.0.1:18082/ --spread cross relay ...
 //! loadgen ... relay    --pairs 100 --window 16 --duration 5 [--offered-rate 20000] [--idle 19000]
 //! loadgen ... pingpong --pairs 1 --duration 5
 //! loadgen ... hoard    --victims 1000 --size 16384 --duration 10 --settle 5
@@ -13,13 +14,19 @@
 //! watchdog thread ends the process (printing a JSON line with `"error"`) at
 //! the hard deadline whatever the server does. Only `ws://` URLs that resolve
 //! to loopback addresses are accepted.
+//!
+//! Several servers (cluster nodes, issue 11): `--url` more than once (or a
+//! comma list) spreads the clients over them. `--spread same` puts both users
+//! of pair i on URL i mod n; `--spread cross` puts the caller on URL i mod n
+//! and the callee on URL (i+1) mod n, so that every pair crosses nodes.
+//! Connections that are not in pairs (logins, idle) go round-robin.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
@@ -50,18 +57,35 @@ struct Cli {
 
 #[derive(Args, Debug)]
 struct Common {
-    /// Server URL; must be ws:// and resolve to loopback addresses only.
-    #[arg(long, global = true, default_value = "ws://127.0.0.1:18080/")]
-    url: String,
+    /// Server URL; must be ws:// and resolve to loopback addresses only. Repeat it (or give a
+    /// comma list) to spread the clients over several servers (see --spread).
+    #[arg(
+        long,
+        global = true,
+        value_delimiter = ',',
+        default_value = "ws://127.0.0.1:18080/"
+    )]
+    url: Vec<String>,
+    /// With several URLs: where the two users of a pair connect. `same`: both on URL i mod n
+    /// (pairs round-robin over the URLs); `cross`: the caller on URL i mod n, the callee on
+    /// URL (i+1) mod n (every pair crosses servers). Unpaired connections go round-robin.
+    #[arg(long, global = true, value_enum, default_value_t = Spread::Same)]
+    spread: Spread,
     /// Name of the server under test, echoed in the output.
     #[arg(long, global = true, default_value = "")]
     label: String,
     /// Name of this measurement, echoed in the output.
     #[arg(long, global = true, default_value = "")]
     case: String,
-    /// Server process id: its VmRSS and CPU use are read from /proc.
+    /// Server process id: its VmRSS and CPU use are read from /proc. Repeat it (or give a comma
+    /// list) for several servers: RSS and CPU are then summed (`server_cpu_pct_each` lists
+    /// each).
+    #[arg(long, global = true, value_delimiter = ',')]
+    server_pid: Vec<u32>,
+    /// Process id of a shared backend the servers use (Redis in cluster mode): its CPU share is
+    /// reported as `redis_cpu_pct` and not counted in `other_cpu_pct`.
     #[arg(long, global = true)]
-    server_pid: Option<u32>,
+    redis_pid: Option<u32>,
     /// Runtime worker threads (1 = current-thread runtime).
     #[arg(long, global = true, default_value_t = 1)]
     threads: usize,
@@ -81,6 +105,24 @@ struct Common {
     /// field).
     #[arg(long, global = true)]
     resumable: bool,
+}
+
+/// Placement of the two users of a pair over several servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Spread {
+    /// Both users of pair i on server i mod n.
+    Same,
+    /// Caller on server i mod n, callee on server (i+1) mod n.
+    Cross,
+}
+
+impl Spread {
+    fn as_str(self) -> &'static str {
+        match self {
+            Spread::Same => "same",
+            Spread::Cross => "cross",
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -174,13 +216,16 @@ struct HoardArgs {
 
 /// What every task needs to know about the run.
 struct Ctx {
-    target: LoopbackTarget,
+    /// The servers (at least one); a connection goes to `targets[node % len]`.
+    targets: Vec<LoopbackTarget>,
+    spread: Spread,
     src: SourceAddrs,
     connect_timeout: Duration,
     concurrency: usize,
     prefix: String,
     epoch: Instant,
-    server_pid: Option<String>,
+    server_pids: Vec<String>,
+    redis_pid: Option<String>,
     resumable: bool,
 }
 
@@ -188,6 +233,30 @@ impl Ctx {
     fn now_ns(&self) -> u64 {
         self.epoch.elapsed().as_nanos() as u64
     }
+
+    fn target(&self, node: usize) -> &LoopbackTarget {
+        &self.targets[node % self.targets.len()]
+    }
+
+    /// The servers (as indexes into `targets`) of the caller and the callee of pair `i`.
+    fn pair_nodes(&self, i: usize) -> (usize, usize) {
+        pair_nodes(self.spread, self.targets.len(), i)
+    }
+}
+
+/// The servers of the caller and the callee of pair `i` over `n` servers.
+fn pair_nodes(spread: Spread, n: usize, i: usize) -> (usize, usize) {
+    match spread {
+        Spread::Same => (i % n, i % n),
+        Spread::Cross => (i % n, (i + 1) % n),
+    }
+}
+
+/// A connection to open: its index (for the source address), user name and server.
+struct Want {
+    index: usize,
+    name: String,
+    node: usize,
 }
 
 const WARMUP: u8 = 0;
@@ -233,7 +302,11 @@ fn main() {
     header.insert("workload".into(), workload_name(&cli.workload).into());
     header.insert("label".into(), cli.common.label.clone().into());
     header.insert("case".into(), cli.common.case.clone().into());
-    header.insert("url".into(), cli.common.url.clone().into());
+    header.insert("url".into(), cli.common.url.join(",").into());
+    if cli.common.url.len() > 1 {
+        header.insert("nodes".into(), cli.common.url.len().into());
+        header.insert("spread".into(), cli.common.spread.as_str().into());
+    }
     header.insert("loadgen_threads".into(), cli.common.threads.into());
     header.insert("nofile_limit".into(), nofile.into());
 
@@ -306,20 +379,31 @@ fn start_watchdog(after: Duration, mut header: Map<String, Value>) {
 }
 
 async fn run(cli: Cli) -> Result<Map<String, Value>, String> {
-    let target = loopback::resolve(&cli.common.url).await?;
+    let mut targets = Vec::with_capacity(cli.common.url.len());
+    for url in &cli.common.url {
+        targets.push(loopback::resolve(url).await?);
+    }
+    if targets.is_empty() {
+        return Err("no --url".into());
+    }
+    if cli.common.spread == Spread::Cross && targets.len() < 2 {
+        return Err("--spread cross needs at least two --url".into());
+    }
     let seed = u64::from(std::process::id()) << 20
         ^ std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0);
     let ctx = Arc::new(Ctx {
-        target,
+        targets,
+        spread: cli.common.spread,
         src: SourceAddrs::new(cli.common.per_source_ip, seed),
         connect_timeout: Duration::from_secs_f64(cli.common.connect_timeout),
         concurrency: cli.common.concurrency.max(1),
         prefix: format!("lg{:x}", seed % 0xff_ffff),
         epoch: Instant::now(),
-        server_pid: cli.common.server_pid.map(|p| p.to_string()),
+        server_pids: cli.common.server_pid.iter().map(u32::to_string).collect(),
+        redis_pid: cli.common.redis_pid.map(|p| p.to_string()),
         resumable: cli.common.resumable,
     });
     match cli.workload {
@@ -392,15 +476,15 @@ impl From<WebSocketConfig> for ConnConfig {
 /// Returns the connection and the handshake and login durations.
 async fn open(
     ctx: &Ctx,
-    index: usize,
-    name: &str,
+    want: &Want,
     cfg: ConnConfig,
 ) -> Result<(Opened, Duration, Duration), OpenError> {
+    let (index, name, target) = (want.index, want.name.as_str(), ctx.target(want.node));
     let attempt = async {
         let fail =
             |what: &str, e: &dyn std::fmt::Display| OpenError::Failed(format!("{what}: {e}"));
         let t0 = Instant::now();
-        let sock = if ctx.target.addr.is_ipv4() {
+        let sock = if target.addr.is_ipv4() {
             TcpSocket::new_v4()
         } else {
             TcpSocket::new_v6()
@@ -414,16 +498,16 @@ async fn open(
             sock.set_send_buffer_size(size)
                 .map_err(|e| fail("SO_SNDBUF", &e))?;
         }
-        if let Some(src) = ctx.src.for_index(&ctx.target.addr, index) {
+        if let Some(src) = ctx.src.for_index(&target.addr, index) {
             sock.bind(src)
                 .map_err(|e| fail(&format!("bind {src}"), &e))?;
         }
         let stream = sock
-            .connect(ctx.target.addr)
+            .connect(target.addr)
             .await
             .map_err(|e| fail("connect", &e))?;
         stream.set_nodelay(true).map_err(|e| fail("nodelay", &e))?;
-        let (mut ws, _) = client_async_with_config(ctx.target.url.as_str(), stream, Some(cfg.ws))
+        let (mut ws, _) = client_async_with_config(target.url.as_str(), stream, Some(cfg.ws))
             .await
             .map_err(|e| fail("handshake", &e))?;
         let t1 = Instant::now();
@@ -460,11 +544,11 @@ async fn open(
         .unwrap_or_else(|_| Err(OpenError::Failed("timed out".into())))
 }
 
-/// Opens and logs in `names` (connection index, user name), `ctx.concurrency`
-/// at a time. The result keeps the order of `names`.
+/// Opens and logs in `names`, `ctx.concurrency` at a time. The result keeps
+/// the order of `names`.
 async fn open_many(
     ctx: &Arc<Ctx>,
-    names: Vec<(usize, String)>,
+    names: Vec<Want>,
     cfg: impl Into<ConnConfig>,
 ) -> (Vec<Option<Opened>>, OpenStats) {
     let cfg = cfg.into();
@@ -472,12 +556,12 @@ async fn open_many(
     let gate = Arc::new(Semaphore::new(ctx.concurrency));
     let mut set = JoinSet::new();
     let n = names.len();
-    for (pos, (index, name)) in names.into_iter().enumerate() {
+    for (pos, want) in names.into_iter().enumerate() {
         let ctx = ctx.clone();
         let gate = gate.clone();
         set.spawn(async move {
             let _permit = gate.acquire_owned().await.expect("gate never closed");
-            (pos, open(&ctx, index, &name, cfg).await)
+            (pos, open(&ctx, &want, cfg).await)
         });
     }
     let mut stats = OpenStats {
@@ -540,7 +624,8 @@ fn hold_idle(conns: Vec<Option<Opened>>, dropped: &Arc<AtomicU64>) -> JoinSet<()
 /// CPU readings of the server, the load generator and the whole machine at
 /// the start of a measured phase.
 struct Marks {
-    server: Option<CpuMark>,
+    servers: Vec<CpuMark>,
+    redis: Option<CpuMark>,
     own: CpuMark,
     host: HostMark,
 }
@@ -548,7 +633,8 @@ struct Marks {
 impl Marks {
     fn now(ctx: &Ctx) -> Self {
         Self {
-            server: ctx.server_pid.as_deref().map(CpuMark::now),
+            servers: ctx.server_pids.iter().map(|p| CpuMark::now(p)).collect(),
+            redis: ctx.redis_pid.as_deref().map(CpuMark::now),
             own: CpuMark::now("self"),
             host: HostMark::now(),
         }
@@ -558,18 +644,31 @@ impl Marks {
     /// rest of the machine used meanwhile: a busy neighbour makes a
     /// measurement suspect.
     fn finish(&self, out: &mut Map<String, Value>) {
-        let server = self.server.as_ref().and_then(CpuMark::percent_since);
+        let each: Vec<Option<f64>> = self.servers.iter().map(CpuMark::percent_since).collect();
+        let server = each
+            .iter()
+            .flatten()
+            .copied()
+            .reduce(|a, b| a + b)
+            .map(round1);
+        let redis = self.redis.as_ref().and_then(CpuMark::percent_since);
         let own = self.own.percent_since();
         let host = self.host.percent_since();
         if let Some(p) = server {
             out.insert("server_cpu_pct".into(), p.into());
+        }
+        if each.len() > 1 {
+            out.insert("server_cpu_pct_each".into(), each.into());
+        }
+        if let Some(p) = redis {
+            out.insert("redis_cpu_pct".into(), p.into());
         }
         if let Some(p) = own {
             out.insert("loadgen_cpu_pct".into(), p.into());
         }
         if let Some(h) = host {
             out.insert("host_busy_pct".into(), h.into());
-            let others = h - server.unwrap_or(0.0) - own.unwrap_or(0.0);
+            let others = h - server.unwrap_or(0.0) - redis.unwrap_or(0.0) - own.unwrap_or(0.0);
             out.insert("other_cpu_pct".into(), round1(others.max(0.0)).into());
         }
     }
@@ -583,8 +682,16 @@ fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
+/// The servers' VmRSS summed, in KiB (`None` if one cannot be read).
 fn server_rss(ctx: &Ctx) -> Option<u64> {
-    ctx.server_pid.as_deref().and_then(procfs::rss_kib)
+    sum_rss(&ctx.server_pids)
+}
+
+fn sum_rss(pids: &[String]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|p| procfs::rss_kib(p)).sum()
 }
 
 async fn logins(ctx: Arc<Ctx>, args: LoginArgs) -> Result<Map<String, Value>, String> {
@@ -594,7 +701,11 @@ async fn logins(ctx: Arc<Ctx>, args: LoginArgs) -> Result<Map<String, Value>, St
     let rss_before = server_rss(&ctx);
     let marks = Marks::now(&ctx);
     let names = (0..args.count)
-        .map(|i| (i, format!("{}u{i}", ctx.prefix)))
+        .map(|i| Want {
+            index: i,
+            name: format!("{}u{i}", ctx.prefix),
+            node: i,
+        })
         .collect();
     let (conns, stats) = open_many(&ctx, names, idle_config()).await;
     marks.finish(&mut out);
@@ -647,7 +758,11 @@ async fn setup(
     if idle > 0 {
         let rss_before = server_rss(ctx);
         let names = (0..idle)
-            .map(|i| (i, format!("{}i{i}", ctx.prefix)))
+            .map(|i| Want {
+                index: i,
+                name: format!("{}i{i}", ctx.prefix),
+                node: i,
+            })
             .collect();
         let (conns, stats) = open_many(ctx, names, idle_config()).await;
         stats.to_json("idle_", out);
@@ -670,9 +785,18 @@ async fn setup(
     }
     let names = (0..pairs)
         .flat_map(|i| {
+            let (a, b) = ctx.pair_nodes(i);
             [
-                (idle + 2 * i, format!("{}a{i}", ctx.prefix)),
-                (idle + 2 * i + 1, format!("{}b{i}", ctx.prefix)),
+                Want {
+                    index: idle + 2 * i,
+                    name: format!("{}a{i}", ctx.prefix),
+                    node: a,
+                },
+                Want {
+                    index: idle + 2 * i + 1,
+                    name: format!("{}b{i}", ctx.prefix),
+                    node: b,
+                },
             ]
         })
         .collect();
@@ -1264,15 +1388,16 @@ struct RssSamples {
 }
 
 impl RssSampler {
-    fn start(pid: Option<String>) -> Self {
+    /// Samples the sum of the RSS of `pids` (none: no thread).
+    fn start(pids: Vec<String>) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
-        let thread = pid.map(|pid| {
+        let thread = (!pids.is_empty()).then(|| {
             let stop = stop.clone();
             std::thread::spawn(move || {
                 let mut s = RssSamples::default();
                 let started = Instant::now();
                 while !stop.load(Ordering::Relaxed) {
-                    if let Some(rss) = procfs::rss_kib(&pid) {
+                    if let Some(rss) = sum_rss(&pids) {
                         s.peak_kib = s.peak_kib.max(rss);
                         let second = started.elapsed().as_secs() as usize;
                         if s.per_second_kib.len() <= second {
@@ -1362,12 +1487,22 @@ async fn hoard(ctx: Arc<Ctx>, args: HoardArgs) -> Result<Map<String, Value>, Str
         rcvbuf: None,
         sndbuf: (args.flooder_sndbuf > 0).then_some(args.flooder_sndbuf),
     };
-    let names = (0..n).map(|i| (i, format!("{}b{i}", ctx.prefix))).collect();
+    let names = (0..n)
+        .map(|i| Want {
+            index: i,
+            name: format!("{}b{i}", ctx.prefix),
+            node: ctx.pair_nodes(i).1,
+        })
+        .collect();
     let (victims, stats) = open_many(&ctx, names, victim_cfg).await;
     stats.to_json("victims_", &mut out);
     let victims_ok = stats.ok;
     let names = (0..n)
-        .map(|i| (n + i, format!("{}a{i}", ctx.prefix)))
+        .map(|i| Want {
+            index: n + i,
+            name: format!("{}a{i}", ctx.prefix),
+            node: ctx.pair_nodes(i).0,
+        })
         .collect();
     let (flooders, stats) = open_many(&ctx, names, flooder_cfg).await;
     stats.to_json("flooders_", &mut out);
@@ -1396,7 +1531,7 @@ async fn hoard(ctx: Arc<Ctx>, args: HoardArgs) -> Result<Map<String, Value>, Str
 
     // The victims are kept and never polled again: the server's writes to
     // them stall once the kernel's buffers are full.
-    let sampler = RssSampler::start(ctx.server_pid.clone());
+    let sampler = RssSampler::start(ctx.server_pids.clone());
     let counts = Arc::new(HoardCounts::default());
     let until = Instant::now() + Duration::from_secs_f64(args.duration);
     let marks = Marks::now(&ctx);
@@ -1515,4 +1650,44 @@ async fn flood(mut tx: WsTx, msg: Message, until: Instant, counts: Arc<HoardCoun
         }
     };
     let _ = tokio::time::timeout_at(until.into(), run).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_placed_by_spread() {
+        // One server: the single-URL form, whatever the spread.
+        assert_eq!(pair_nodes(Spread::Same, 1, 7), (0, 0));
+        let same: Vec<_> = (0..4).map(|i| pair_nodes(Spread::Same, 2, i)).collect();
+        assert_eq!(same, [(0, 0), (1, 1), (0, 0), (1, 1)]);
+        let cross: Vec<_> = (0..4).map(|i| pair_nodes(Spread::Cross, 3, i)).collect();
+        assert_eq!(cross, [(0, 1), (1, 2), (2, 0), (0, 1)]);
+        assert!((0..100).all(|i| {
+            let (a, b) = pair_nodes(Spread::Cross, 2, i);
+            a != b
+        }));
+    }
+
+    #[test]
+    fn url_list_and_repeats() {
+        let cli = Cli::parse_from(["loadgen", "logins"]);
+        assert_eq!(cli.common.url, ["ws://127.0.0.1:18080/"]);
+        let cli = Cli::parse_from([
+            "loadgen",
+            "--url",
+            "ws://127.0.0.1:1/,ws://127.0.0.1:2/",
+            "--url",
+            "ws://127.0.0.1:3/",
+            "--server-pid",
+            "10,11",
+            "relay",
+            "--spread",
+            "cross",
+        ]);
+        assert_eq!(cli.common.url.len(), 3);
+        assert_eq!(cli.common.server_pid, [10, 11]);
+        assert_eq!(cli.common.spread, Spread::Cross);
+    }
 }

@@ -82,6 +82,11 @@ pub(super) struct Inner {
     timer_wake: Arc<Notify>,
     /// The timer task was spawned (at the first connection, inside the runtime).
     timer_started: AtomicBool,
+    /// Claims waiting in [`State::claims`] (so that a connection's task looks under the lock
+    /// only when there are some: a relay in cluster mode costs no extra lock).
+    claims_waiting: AtomicUsize,
+    /// Fetches waiting in [`State::fetches`], likewise.
+    fetches_waiting: AtomicUsize,
 }
 
 impl Drop for Inner {
@@ -162,6 +167,8 @@ impl Hub {
                 ping_keys: std::collections::hash_map::RandomState::new(),
                 timer_wake: Arc::new(Notify::new()),
                 timer_started: AtomicBool::new(false),
+                claims_waiting: AtomicUsize::new(0),
+                fetches_waiting: AtomicUsize::new(0),
             }),
         };
         if let Some(backend) = &hub.inner.config.cluster {
@@ -201,15 +208,18 @@ impl Hub {
     /// at a time, and hands each outcome to the router. The connection's task awaits this
     /// before it reads its next frame, so its messages keep their order.
     pub(super) async fn run_claims(&self, conn: ConnectionId) {
-        let Some(backend) = self.inner.config.cluster.clone() else {
+        let Some(backend) = &self.inner.config.cluster else {
             return;
         };
-        loop {
+        while self.inner.claims_waiting.load(Ordering::Acquire) > 0 {
             let claim = {
                 let mut state = self.lock();
                 let at = state.claims.iter().position(|(c, ..)| *c == conn);
                 at.map(|i| state.claims.swap_remove(i))
             };
+            if claim.is_some() {
+                self.inner.claims_waiting.fetch_sub(1, Ordering::AcqRel);
+            }
             let Some((_, name, skeleton)) = claim else {
                 return;
             };
@@ -226,15 +236,18 @@ impl Hub {
     /// connection's task awaits this before it reads its next frame. The backend hands a
     /// fetched session in itself ([`ClusterLink::import`]); a refusal is handed in here.
     pub(super) async fn run_fetches(&self, conn: ConnectionId) {
-        let Some(backend) = self.inner.config.cluster.clone() else {
+        let Some(backend) = &self.inner.config.cluster else {
             return;
         };
-        loop {
+        while self.inner.fetches_waiting.load(Ordering::Acquire) > 0 {
             let fetch = {
                 let mut state = self.lock();
                 let at = state.fetches.iter().position(|f| f.conn == conn);
                 at.map(|i| state.fetches.swap_remove(i))
             };
+            if fetch.is_some() {
+                self.inner.fetches_waiting.fetch_sub(1, Ordering::AcqRel);
+            }
             let Some(fetch) = fetch else {
                 return;
             };
@@ -706,7 +719,10 @@ impl Hub {
                         skeleton,
                     } => match cluster {
                         // The logging-in connection's task asks the backend (`run_claims`).
-                        Some(_) => state.claims.push((conn, name, skeleton)),
+                        Some(_) => {
+                            state.claims.push((conn, name, skeleton));
+                            self.inner.claims_waiting.fetch_add(1, Ordering::AcqRel);
+                        }
                         // No shared registry: this hub is the only node, its router already
                         // checked the name locally, so every claim wins and a release has
                         // nobody to tell.
@@ -724,12 +740,15 @@ impl Hub {
                         verified,
                     } => match cluster {
                         // The resuming connection's task asks the backend (`run_fetches`).
-                        Some(_) => state.fetches.push(Fetch {
-                            conn,
-                            token,
-                            last_seq,
-                            verified,
-                        }),
+                        Some(_) => {
+                            state.fetches.push(Fetch {
+                                conn,
+                                token,
+                                last_seq,
+                                verified,
+                            });
+                            self.inner.fetches_waiting.fetch_add(1, Ordering::AcqRel);
+                        }
                         // No other node: nobody else issued the token.
                         None => unknown_tokens.push(conn),
                     },

@@ -757,3 +757,94 @@ fn a_peer_gone_ends_the_call_once() {
     );
     assert!(r.poll_output().is_none());
 }
+
+/// A router in cluster mode with alice and carol logged in and in an answered call.
+fn two_in_a_call() -> (Router, ConnectionId, ConnectionId, Instant) {
+    let mut r = Router::new(config().with_claim_names(true));
+    let now = Instant::now();
+    let (a, c) = (ConnectionId(1), ConnectionId(2));
+    for (conn, name) in [(a, "alice"), (c, "carol")] {
+        r.handle_connect(conn).unwrap();
+        r.handle_text(
+            conn,
+            &format!(r#"{{"type":"login","username":"{name}"}}"#),
+            now,
+        )
+        .unwrap();
+        r.handle_claimed(conn, &Username::new(name).unwrap(), ClaimOutcome::Won)
+            .unwrap();
+    }
+    r.handle_text(
+        a,
+        r#"{"type":"offer","offer":{},"otherUsername":"carol"}"#,
+        now,
+    )
+    .unwrap();
+    r.handle_text(
+        c,
+        r#"{"type":"answer","answer":{},"otherUsername":"alice"}"#,
+        now,
+    )
+    .unwrap();
+    while r.poll_output().is_some() {}
+    (r, a, c, now)
+}
+
+fn frames(r: &mut Router) -> Vec<(ConnectionId, String)> {
+    let mut out = Vec::new();
+    while let Some(o) = r.poll_output() {
+        match o {
+            Output::Transmit(t) => out.push((t.to, t.to_json())),
+            Output::Disconnect { conn, reason } => {
+                out.push((conn, format!("<close {}>", reason.code())))
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+#[test]
+fn a_detached_node_refuses_relays_but_lets_calls_end() {
+    let (mut r, a, c, now) = two_in_a_call();
+    r.handle_detached(true);
+    r.handle_text(a, r#"{"type":"candidate","candidate":{}}"#, now)
+        .unwrap();
+    let out = frames(&mut r);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].0, a);
+    assert!(out[0].1.contains(r#""code":"unavailable""#), "{out:?}");
+    r.handle_text(a, r#"{"type":"close"}"#, now).unwrap();
+    assert_eq!(
+        frames(&mut r),
+        vec![(c, r#"{"type":"close","username":"alice"}"#.to_string())]
+    );
+    r.handle_detached(false);
+    r.handle_text(
+        c,
+        r#"{"type":"offer","offer":{},"otherUsername":"alice"}"#,
+        now,
+    )
+    .unwrap();
+    assert_eq!(frames(&mut r)[0].0, a, "relays again");
+}
+
+#[test]
+fn a_lost_name_ends_its_session_here() {
+    let (mut r, a, c, _) = two_in_a_call();
+    let alice = Username::new("alice").unwrap();
+    r.handle_names_lost([&alice]);
+    let out = frames(&mut r);
+    assert_eq!(
+        out,
+        vec![
+            (c, r#"{"type":"close","username":"alice"}"#.to_string()),
+            (a, "<close 4001>".to_string()),
+        ]
+    );
+    assert!(!r.is_logged_in("alice"));
+    assert!(r.is_logged_in("carol"));
+    // Unknown names are ignored.
+    r.handle_names_lost([&Username::new("nobody").unwrap()]);
+    assert!(frames(&mut r).is_empty());
+}

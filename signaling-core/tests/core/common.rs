@@ -176,3 +176,11 @@ pub fn candidate(to: &str, n: u32) -> String {
         r#"{{"type":"candidate","candidate":{{"candidate":"c{n}","sdpMid":"0"}},"otherUsername":"{to}"}}"#
     )
 }
+
+/// Cases per property test: `PROPTEST_CASES`, default 1,000.
+pub fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(1_000)
+}

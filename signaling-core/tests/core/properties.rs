@@ -9,6 +9,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
 use proptest::prelude::*;
+
+use crate::common::cases;
 use serde_json::Value;
 use signaling_core::{ConnectionId, Output, Router, RouterConfig, UnansweredLimits};
 use unicode_normalization::UnicodeNormalization;
@@ -615,13 +617,6 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
         prop_assert!(seqs.windows(2).all(|p| p[0] < p[1]), "{pair:?}: {seqs:?}");
     }
     Ok(())
-}
-
-fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(1_000)
 }
 
 proptest! {

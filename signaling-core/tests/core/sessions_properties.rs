@@ -13,6 +13,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
+
+use crate::common::cases;
 use serde_json::Value;
 use signaling_core::{
     CallEnd, ConnectionId, DisconnectReason, Event, Output, RedialBackoff, Router, RouterConfig,
@@ -1403,13 +1405,6 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
         w.check_invariants()?;
     }
     w.check_order()
-}
-
-fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(1_000)
 }
 
 proptest! {

@@ -5,10 +5,13 @@
 //! every test here prints one `SKIPPED:` line and passes, except under `CI=true`, where it fails.
 
 mod bus;
+mod cluster_faults;
 mod faults;
 mod handover;
 mod leases;
 mod lookalikes;
+mod nodes;
+mod randomized;
 mod scenarios;
 
 use std::future::Future;

@@ -85,8 +85,13 @@ cluster_scenarios!(
     ring_timeout,
     answered_call_never_expires,
     clean_close_ends_the_session,
-    slow_reader_keeps_its_name,
+    grace_expiry,
+    // The balancer sends the resume to the other node than the session's: it is handed over.
     resume_mid_call,
     takeover_of_a_half_open_connection,
-    grace_expiry,
 );
+// Not here: the scenarios of one server's own limits (caps, budgets, heartbeats, the
+// authenticator), which the balancer would blur; and `slow_reader_keeps_its_name`, whose flood
+// must outrun a reader that sleeps 20 ms per message — through Redis on a loaded 2-core machine
+// it sometimes does not (it passes alone; the refusal it checks comes from the receiver's node
+// like every refusal the property test and the random run check).

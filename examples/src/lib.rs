@@ -246,12 +246,35 @@ pub fn init_tracing() {
     tracing_subscriber::fmt().with_env_filter(filter).init();
 }
 
-/// Resolves on Ctrl-C (or if the signal handler cannot be installed, never).
+/// Resolves on Ctrl-C (SIGINT) or, on Unix, SIGTERM — what `kill`, systemd and Kubernetes
+/// send to stop a process, so that a rolling restart shuts a node down gracefully (in cluster
+/// mode its resumable sessions move to other nodes). A signal whose handler cannot be
+/// installed is not waited for.
 pub async fn ctrl_c() {
-    if tokio::signal::ctrl_c().await.is_err() {
-        std::future::pending::<()>().await;
-    }
-    tracing::info!("Ctrl-C: shutting down gracefully");
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        "SIGINT"
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+        "SIGTERM"
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<&str>();
+    let signal = tokio::select! {
+        signal = interrupt => signal,
+        signal = terminate => signal,
+    };
+    tracing::info!(signal, "shutting down gracefully");
 }
 
 #[cfg(test)]

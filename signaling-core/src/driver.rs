@@ -48,7 +48,9 @@
 //!   the history kept for a resume holds only what may not have arrived. What sessions keep
 //!   counts in the global budget.
 //!
-//! Close codes the driver sends: 1001 on shutdown and on a heartbeat timeout, 1008 on the login
+//! Close codes the driver sends: 1001 on shutdown and on a heartbeat timeout (1012 on shutdown,
+//! in cluster mode, for a connection whose resumable session was kept for another node), 1008
+//! on the login
 //! deadline and when the router asks (rate limit), 1009 for an oversize message, 4000 when a
 //! `resume` took the connection's session elsewhere, 4001 when a `resume` elsewhere ended it
 //! (`history_lost`), 1013 for a socket handed to

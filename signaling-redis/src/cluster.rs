@@ -1,6 +1,6 @@
-//! The cluster backend on Redis: [`RedisCluster`] implements the driver's
-//! [`ClusterBackend`](signaling_core::driver::cluster::ClusterBackend) with the name leases of
-//! [`lease`](crate::lease) and the per-node channels of [`bus`](crate::bus).
+//! The cluster backend on Redis: [`RedisCluster`] implements the driver's [`ClusterBackend`]
+//! with the name leases of [`lease`](crate::lease) and the per-node channels of
+//! [`bus`](crate::bus).
 //!
 //! ```no_run
 //! use std::sync::Arc;

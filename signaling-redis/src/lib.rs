@@ -23,6 +23,7 @@
 //! | `<prefix>:name:<username>` | key | the owning node's id | lease TTL (10 s) |
 //! | `<prefix>:skeleton:<skeleton>` | key | `<node id>\n<username>` | lease TTL (10 s) |
 //! | `<prefix>:node:<node id>` | pub/sub channel | the node's messages | — |
+//! | `<prefix>:session:<token>` | key | a resumable session a node that shut down left for another | what was left of its grace |
 //!
 //! `<prefix>` is `signaling` by default ([`LeaseConfig::prefix`], [`BusConfig::prefix`]).
 //!

@@ -848,3 +848,75 @@ fn a_lost_name_ends_its_session_here() {
     r.handle_names_lost([&Username::new("nobody").unwrap()]);
     assert!(frames(&mut r).is_empty());
 }
+
+/// The property above would pass vacuously if no resume ever crossed nodes: a fixed script
+/// hands a session over (and refuses a spent token across nodes) with the frames of one node.
+#[test]
+fn a_resume_on_another_node_hands_the_session_over_and_matches() {
+    let ops = [
+        Op::Connect { slot: 0, node: 0 },
+        Op::Login {
+            slot: 0,
+            name: 0,
+            resumable: true,
+        },
+        Op::Connect { slot: 1, node: 1 },
+        Op::Login {
+            slot: 1,
+            name: 1,
+            resumable: false,
+        },
+        Op::Relay {
+            slot: 1,
+            kind: 0,
+            to: Some(0),
+        },
+        Op::Relay {
+            slot: 0,
+            kind: 1,
+            to: Some(1),
+        },
+        Op::Drop {
+            slot: 0,
+            clean: false,
+        },
+        Op::Relay {
+            slot: 1,
+            kind: 2,
+            to: Some(0),
+        },
+        Op::Resume {
+            slot: 2,
+            name: 0,
+            last: 1,
+            node: 2,
+            stale: false,
+        },
+        Op::Relay {
+            slot: 2,
+            kind: 2,
+            to: None,
+        },
+        Op::Resume {
+            slot: 3,
+            name: 0,
+            last: 1,
+            node: 1,
+            stale: true,
+        },
+        Op::Close { slot: 1, to: None },
+    ];
+    let w = run_world(&ops).unwrap();
+    assert_eq!(w.cluster.handed_over, 1);
+    let resumed = w.slots[2].unwrap();
+    let frames = &w.cluster.seen.frames[&resumed];
+    assert_eq!(
+        frames[..2],
+        [
+            r#"{"graceMs":40500,"success":true,"token":"<token>","type":"resume","username":"alice"}"#,
+            r#"{"candidate":{"n":5,"sdp":"v=0\r\n"},"seq":2,"type":"candidate","username":"bob"}"#,
+        ]
+    );
+    let spent = w.slots[3].unwrap();
+    assert!(w.cluster.seen.frames[&spent][0].contains("invalid_token"));
+}

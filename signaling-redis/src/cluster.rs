@@ -265,6 +265,8 @@ struct Inner {
     link: OnceLock<ClusterLink>,
     available: AtomicBool,
     stopped: AtomicBool,
+    /// `park` has started: this node's sessions are on their way into Redis.
+    parking: AtomicBool,
     /// Envelopes that arrived here for a name held elsewhere and were passed on.
     passed_on: AtomicU64,
     /// Bytes of the envelopes in the queue (what [`ClusterConfig::queue_bytes`] bounds).
@@ -333,6 +335,7 @@ impl RedisCluster {
                 link: OnceLock::new(),
                 available: AtomicBool::new(true),
                 stopped: AtomicBool::new(false),
+                parking: AtomicBool::new(false),
                 passed_on: AtomicU64::new(0),
                 queued_bytes: AtomicUsize::new(0),
             }),
@@ -499,6 +502,7 @@ impl ClusterBackend for RedisCluster {
 
     async fn park(&self, sessions: &[Evacuated]) -> Vec<bool> {
         let inner = &self.inner;
+        inner.parking.store(true, Ordering::Release);
         // Not refreshed from now on (a refresh would cut their leases back to the TTL).
         {
             let mut held = lock(&inner.held);
@@ -946,6 +950,17 @@ fn answer_fetch(inner: &Inner, link: &ClusterLink, body: &[u8]) {
                 id: request.i,
                 to,
                 export,
+            }
+        }
+        Err((ErrorCode::InvalidToken, _)) if inner.parking.load(Ordering::Acquire) => {
+            // Not in the router any more, perhaps on its way into Redis this very moment:
+            // the asking node looks there again when its client retries.
+            let (code, message) = fetch_unavailable();
+            Work::Refuse {
+                id: request.i,
+                to,
+                code,
+                message,
             }
         }
         Err((code, message)) => Work::Refuse {

@@ -59,7 +59,7 @@ pub trait ClusterBackend: Send + Sync + 'static {
 
     /// This node's id, unique in the cluster: the hub's session tokens start with it
     /// (`<node id>.<22 characters>`), so that a `resume` on another node finds the node that
-    /// holds the session. It should be at most 100 bytes (a token is at most 128); a longer
+    /// holds the session. It should be at most 105 bytes (a token is at most 128); a longer
     /// one is not put into tokens, and their sessions cannot move.
     fn node_id(&self) -> &str;
 

@@ -2719,16 +2719,7 @@ impl Router {
             return self.relay_remote(me, call, target, kind, payload, opens_call, now);
         }
         if opens_call {
-            let ring = self.config.ring_timeout.map(|t| {
-                let at = now.checked_add(t).unwrap_or(now);
-                self.schedule(
-                    at,
-                    Timer::Ring {
-                        caller: me.clone(),
-                        callee: target.clone(),
-                    },
-                )
-            });
+            let ring = self.start_ringing(&me, &target, now);
             self.set_call(&me, &target, true, ring);
             self.set_call(&target, &me, false, ring);
             self.event(Event::CallRinging {
@@ -2830,16 +2821,7 @@ impl Router {
         if opens_call {
             // The caller's side: the ring timer runs on the caller's node. Until the callee's
             // node accepts the offer (or refuses it: `busy`, …) the call is pending here.
-            let ring = self.config.ring_timeout.map(|t| {
-                let at = now.checked_add(t).unwrap_or(now);
-                self.schedule(
-                    at,
-                    Timer::Ring {
-                        caller: me.clone(),
-                        callee: target.clone(),
-                    },
-                )
-            });
+            let ring = self.start_ringing(&me, &target, now);
             self.set_call(&me, &target, true, ring);
         } else if kind == RelayKind::Answer {
             // The answered event comes from the node whose side was still ringing when the
@@ -2862,6 +2844,22 @@ impl Router {
                 opens_call,
             },
         );
+    }
+
+    /// The ring timer of a call `caller` opens to `callee` at `now`, if calls ring out.
+    fn start_ringing(
+        &mut self,
+        caller: &Username,
+        callee: &Username,
+        now: Instant,
+    ) -> Option<TimerKey> {
+        let timeout = self.config.ring_timeout?;
+        let at = now.checked_add(timeout).unwrap_or(now);
+        let timer = Timer::Ring {
+            caller: caller.clone(),
+            callee: callee.clone(),
+        };
+        Some(self.schedule(at, timer))
     }
 
     fn forward(&mut self, from: Username, to: Username, body: Remote) {

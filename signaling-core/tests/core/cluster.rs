@@ -23,6 +23,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
+
+use crate::common::cases;
 use signaling_core::cluster::{Envelope, Remote, SessionExport, Unroutable};
 use signaling_core::{
     CallEnd, ClaimOutcome, ConnectionId, ErrorCode, Output, Payload, RedialBackoff, RelayKind,
@@ -577,13 +579,6 @@ fn run_world(ops: &[Op]) -> Result<World, TestCaseError> {
         w.check(op)?;
     }
     Ok(w)
-}
-
-fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(1_000)
 }
 
 proptest! {

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use signaling_core::Username;
-use signaling_examples::{ServerArgs, ctrl_c, init_allocator, init_tracing};
+use signaling_examples::{ServerArgs, base_url, ctrl_c, init_allocator, init_tracing};
 use signaling_ws::Hub;
 use signaling_ws::auth::HmacTokenAuthenticator;
 
@@ -68,7 +68,8 @@ async fn main() -> std::io::Result<ExitCode> {
         };
         let token = auth.mint_valid_for(&name, Duration::from_secs(cli.token_ttl));
         println!("{token}");
-        println!("ws://{}/?token={}", cli.addr, percent_encode(&token));
+        let base = base_url(cli.addr, cli.server.tls.enabled(), true);
+        println!("{base}/?token={}", percent_encode(&token));
         return Ok(ExitCode::SUCCESS);
     }
 
@@ -81,12 +82,19 @@ async fn main() -> std::io::Result<ExitCode> {
             .map_err(std::io::Error::other)?
             .with_authenticator(auth),
     );
+    let tls = cli.server.tls.load_or_exit(cli.addr);
     let listener = tokio::net::TcpListener::bind(cli.addr).await?;
-    tracing::info!(
-        "signaling at ws://{}/?token=… (mint one with --mint NAME)",
-        listener.local_addr()?
-    );
-    let server = tokio::spawn(signaling_ws::serve(listener, hub.clone()));
+    let addr = listener.local_addr()?;
+    let url = format!("{}/", base_url(addr, tls.is_some(), true));
+    tracing::info!("signaling at {url}?token=… (mint one with --mint NAME)");
+    let server = match tls {
+        Some(tls) => {
+            // Any path answers an https:// GET (with 400): enough to accept the certificate.
+            tls.announce(&format!("{}/", base_url(addr, true, false)), &url);
+            tokio::spawn(signaling_ws::serve_tls(listener, tls.acceptor, hub.clone()))
+        }
+        None => tokio::spawn(signaling_ws::serve(listener, hub.clone())),
+    };
     ctrl_c().await;
     hub.shutdown().await;
     server.await??;

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cargo run --example basic_server -- --addr 0.0.0.0:8080 --ice-server stun:stun.l.google.com:19302
+//! cargo run --example basic_server -- --addr 0.0.0.0:8443 --tls-self-signed   # https:// on the LAN
 //! ```
 //!
 //! `/config.json` gives the page the ICE servers from `--ice-server` (none by default). Ctrl-C
@@ -10,7 +11,7 @@
 use std::net::SocketAddr;
 
 use clap::Parser;
-use signaling_examples::{ServerArgs, ctrl_c, demo, init_allocator, init_tracing};
+use signaling_examples::{ServerArgs, base_url, ctrl_c, demo, init_allocator, init_tracing};
 use signaling_warp::Hub;
 
 /// WebRTC signaling server (warp) with the demo page.
@@ -44,15 +45,26 @@ async fn main() -> std::io::Result<()> {
 
     let app = demo::routes(hub.clone(), cli.ice_servers);
 
+    let tls = cli.server.tls.load_or_exit(cli.addr);
     // TCP_NODELAY on every connection: warp's server leaves Nagle on, which delays replies.
     let listener = signaling_warp::bind(cli.addr).await?;
-    tracing::info!(
-        "demo page at http://{}/, signaling at ws://{}/ws",
-        listener.local_addr()?,
-        listener.local_addr()?
-    );
+    let addr = listener.local_addr()?;
+    let page = format!("{}/", base_url(addr, tls.is_some(), false));
+    let signaling = format!("{}/ws", base_url(addr, tls.is_some(), true));
+    tracing::info!("demo page at {page}, signaling at {signaling}");
     // Bounds every phase of a connection (warp's own server leaves request heads unbounded).
-    let server = tokio::spawn(signaling_warp::serve(app, listener, hub.clone()));
+    let server = match tls {
+        Some(tls) => {
+            tls.announce(&page, &signaling);
+            tokio::spawn(signaling_warp::serve_tls(
+                app,
+                listener,
+                tls.acceptor,
+                hub.clone(),
+            ))
+        }
+        None => tokio::spawn(signaling_warp::serve(app, listener, hub.clone())),
+    };
     ctrl_c().await;
     hub.shutdown().await;
     let _ = server.await;

@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 
 use clap::Parser;
-use signaling_examples::{ServerArgs, ctrl_c, init_allocator, init_tracing};
+use signaling_examples::{ServerArgs, base_url, ctrl_c, init_allocator, init_tracing};
 use signaling_warp::Hub;
 use signaling_warp::warp::{self, Filter};
 
@@ -49,14 +49,26 @@ async fn main() -> std::io::Result<()> {
     });
 
     let app = hello.or(health).or(stats).or(signaling);
+    let tls = cli.server.tls.load_or_exit(cli.addr);
     // TCP_NODELAY on every connection: warp's server leaves Nagle on, which delays replies.
     let listener = signaling_warp::bind(cli.addr).await?;
-    tracing::info!(
-        "app at http://{0}/hello/you, signaling at ws://{0}/api/signaling",
-        listener.local_addr()?
-    );
+    let addr = listener.local_addr()?;
+    let page = format!("{}/hello/you", base_url(addr, tls.is_some(), false));
+    let signaling = format!("{}/api/signaling", base_url(addr, tls.is_some(), true));
+    tracing::info!("app at {page}, signaling at {signaling}");
     // Bounds every phase of a connection (warp's own server leaves request heads unbounded).
-    let server = tokio::spawn(signaling_warp::serve(app, listener, hub.clone()));
+    let server = match tls {
+        Some(tls) => {
+            tls.announce(&page, &signaling);
+            tokio::spawn(signaling_warp::serve_tls(
+                app,
+                listener,
+                tls.acceptor,
+                hub.clone(),
+            ))
+        }
+        None => tokio::spawn(signaling_warp::serve(app, listener, hub.clone())),
+    };
     ctrl_c().await;
     hub.shutdown().await;
     let _ = server.await;

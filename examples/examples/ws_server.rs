@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cargo run --example ws_server -- --addr 127.0.0.1:8081 --rate-limit 0
+//! cargo run --example ws_server -- --tls-self-signed   # wss:// with a development certificate
 //! ```
 //!
 //! Ctrl-C shuts down gracefully: every client gets a 1001 close frame.
@@ -9,7 +10,7 @@
 use std::net::SocketAddr;
 
 use clap::Parser;
-use signaling_examples::{ServerArgs, ctrl_c, init_allocator, init_tracing};
+use signaling_examples::{ServerArgs, base_url, ctrl_c, init_allocator, init_tracing};
 use signaling_ws::Hub;
 
 /// WebRTC signaling server (raw tokio-tungstenite).
@@ -33,9 +34,19 @@ async fn main() -> std::io::Result<()> {
             .await
             .map_err(std::io::Error::other)?,
     );
+    let tls = cli.server.tls.load_or_exit(cli.addr);
     let listener = tokio::net::TcpListener::bind(cli.addr).await?;
-    tracing::info!("signaling at ws://{}/", listener.local_addr()?);
-    let server = tokio::spawn(signaling_ws::serve(listener, hub.clone()));
+    let addr = listener.local_addr()?;
+    let url = format!("{}/", base_url(addr, tls.is_some(), true));
+    tracing::info!("signaling at {url}");
+    let server = match tls {
+        Some(tls) => {
+            // Any path answers an https:// GET (with 400): enough to accept the certificate.
+            tls.announce(&format!("{}/", base_url(addr, true, false)), &url);
+            tokio::spawn(signaling_ws::serve_tls(listener, tls.acceptor, hub.clone()))
+        }
+        None => tokio::spawn(signaling_ws::serve(listener, hub.clone())),
+    };
     ctrl_c().await;
     hub.shutdown().await;
     server.await??;

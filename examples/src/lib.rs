@@ -10,8 +10,9 @@
 //! cargo run --example auth_server     # HMAC-token authentication at the upgrade (127.0.0.1:8083)
 //! ```
 //!
-//! Every server takes the limit flags of [`ServerArgs`]; `docs/configuration.md` explains
-//! each, with its default and what it protects against.
+//! Every server takes the limit flags of [`ServerArgs`] and its TLS flags ([`TlsArgs`]:
+//! `--tls-cert PATH --tls-key PATH`, or `--tls-self-signed` for a development certificate);
+//! `docs/configuration.md` explains each, with its default and what it protects against.
 
 pub mod demo;
 
@@ -40,6 +41,9 @@ pub fn init_allocator() {
 use clap::Args;
 use signaling_core::driver::Config;
 use signaling_core::driver::ipnet::IpNet;
+use signaling_ws::tls::{SelfSigned, TlsAcceptor};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -142,6 +146,173 @@ pub struct ServerArgs {
     /// taken (refreshed every third of it).
     #[arg(long, env = "SIGNALING_LEASE_TTL", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub lease_ttl: u64,
+    /// `--tls-cert`, `--tls-key`, `--tls-self-signed`, `--tls-name`.
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// The TLS flags every example server takes (in [`ServerArgs`]): a certificate of your own, or
+/// a development certificate made at start. Without them the server speaks plain HTTP.
+#[derive(Debug, Clone, Default, Args)]
+pub struct TlsArgs {
+    /// Serve https:// and wss:// with the certificate chain in this PEM file: the server's
+    /// certificate first, then the intermediates (certbot's fullchain.pem). Needs --tls-key.
+    #[arg(
+        long,
+        env = "SIGNALING_TLS_CERT",
+        value_name = "PATH",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key, a PEM file: PKCS#8, PKCS#1 or SEC1, unencrypted
+    /// (certbot's privkey.pem). Needs --tls-cert.
+    #[arg(
+        long,
+        env = "SIGNALING_TLS_KEY",
+        value_name = "PATH",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// Serve https:// and wss:// with a development certificate made at start (self-signed, for
+    /// localhost, 127.0.0.1, ::1, this machine's address and --tls-name), printing its SHA-256
+    /// fingerprint: browsers warn once, then the page is a secure context (camera and
+    /// microphone work from other computers of the LAN). A new one at every start.
+    // Excludes --tls-cert and --tls-key, checked in `load`: clap's `conflicts_with` would also
+    // count SIGNALING_TLS_SELF_SIGNED=false as given. The variable takes 1/0, true/false,
+    // yes/no, on/off.
+    #[arg(
+        long,
+        env = "SIGNALING_TLS_SELF_SIGNED",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub tls_self_signed: bool,
+    /// Another host name or address the development certificate is valid for (how other
+    /// computers reach this one, e.g. `laptop.local`); repeat for several.
+    #[arg(
+        long = "tls-name",
+        env = "SIGNALING_TLS_NAMES",
+        value_delimiter = ',',
+        value_name = "NAME"
+    )]
+    pub tls_names: Vec<String>,
+}
+
+/// The TLS an example server serves with ([`TlsArgs::load`]).
+pub struct ServerTls {
+    /// For `signaling_ws::serve_tls` / `signaling_warp::serve_tls`.
+    pub acceptor: TlsAcceptor,
+    /// The development certificate of `--tls-self-signed`.
+    pub self_signed: Option<SelfSigned>,
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTls")
+            .field("self_signed", &self.self_signed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsArgs {
+    /// Whether a TLS flag was given (the server's URLs are `https://` and `wss://`).
+    pub fn enabled(&self) -> bool {
+        self.tls_self_signed || self.tls_cert.is_some()
+    }
+
+    /// The TLS these flags ask for (`None`: plain HTTP). `addr` is where the server listens: a
+    /// specific address there is one more name of the development certificate.
+    ///
+    /// # Errors
+    ///
+    /// `--tls-self-signed` with `--tls-cert`, or `--tls-name` without `--tls-self-signed`;
+    /// what is wrong with the certificate or key file (`signaling_ws::tls::Error`), or why the
+    /// development certificate could not be made.
+    pub fn load(&self, addr: SocketAddr) -> Result<Option<ServerTls>, String> {
+        if self.tls_self_signed && self.tls_cert.is_some() {
+            return Err(
+                "--tls-self-signed cannot be used with --tls-cert and --tls-key: \
+                        choose one certificate"
+                    .into(),
+            );
+        }
+        if !self.tls_self_signed && !self.tls_names.is_empty() {
+            return Err("--tls-name names the development certificate: it needs \
+                        --tls-self-signed"
+                .into());
+        }
+        if self.tls_self_signed {
+            let bound = (!addr.ip().is_unspecified()).then(|| addr.ip().to_string());
+            let names = bound.into_iter().chain(self.tls_names.iter().cloned());
+            let certificate = SelfSigned::for_this_machine(names).map_err(|e| e.to_string())?;
+            let config = certificate.server_config().map_err(|e| e.to_string())?;
+            return Ok(Some(ServerTls {
+                acceptor: TlsAcceptor::from(config),
+                self_signed: Some(certificate),
+            }));
+        }
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        let config =
+            signaling_ws::tls::server_config_from_pem(cert, key).map_err(|e| e.to_string())?;
+        Ok(Some(ServerTls {
+            acceptor: TlsAcceptor::from(config),
+            self_signed: None,
+        }))
+    }
+}
+
+impl TlsArgs {
+    /// [`load`](Self::load), or, when that fails, the reason on stderr as a flag error
+    /// (`error: …`, exit status 2), before the server starts.
+    pub fn load_or_exit(&self, addr: SocketAddr) -> Option<ServerTls> {
+        self.load(addr).unwrap_or_else(|e| {
+            clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("{e}\n")).exit()
+        })
+    }
+}
+
+impl ServerTls {
+    /// Prints (to stdout) the development certificate's names and SHA-256 fingerprint, the
+    /// `https://` URL to open once in a browser to accept it (`page`) and the `wss://` URL of
+    /// signaling; nothing for a certificate of your own.
+    pub fn announce(&self, page: &str, signaling: &str) {
+        let Some(certificate) = &self.self_signed else {
+            return;
+        };
+        println!(
+            "TLS: a development certificate made at start for {}",
+            certificate.names().join(", ")
+        );
+        println!("SHA-256 fingerprint: {}", certificate.fingerprint());
+        println!(
+            "Open {page} in the browser, check that its certificate has this fingerprint and \
+             accept it; signaling is at {signaling}"
+        );
+    }
+}
+
+/// The URL of a server listening on `addr`: `http://HOST:PORT` (`ws://` with `websocket`), or
+/// `https://`/`wss://` with `tls`. An unspecified address (`0.0.0.0`, `::`) is shown as the
+/// machine's address on its default route (the one other computers of the LAN use), or as
+/// 127.0.0.1.
+pub fn base_url(addr: SocketAddr, tls: bool, websocket: bool) -> String {
+    let scheme = match (websocket, tls) {
+        (false, false) => "http",
+        (false, true) => "https",
+        (true, false) => "ws",
+        (true, true) => "wss",
+    };
+    let ip = if addr.ip().is_unspecified() {
+        signaling_ws::tls::machine_addresses()
+            .into_iter()
+            .find(|ip| ip.is_ipv4() == addr.is_ipv4())
+            .unwrap_or(IpAddr::from([127, 0, 0, 1]))
+    } else {
+        addr.ip()
+    };
+    format!("{scheme}://{}", SocketAddr::new(ip, addr.port()))
 }
 
 /// `10.0.0.0/8`, `2001:db8::/32`, or a single address (`10.0.0.2`: a /32 or /128).
@@ -504,6 +675,81 @@ mod tests {
             bad.server.server_config().await.is_err(),
             "a bad URL is an error at start-up"
         );
+    }
+
+    fn tls_args(args: &[&str]) -> Result<TlsArgs, clap::Error> {
+        use clap::Parser;
+        let args = std::iter::once("server").chain(args.iter().copied());
+        Cli::try_parse_from(args).map(|c| c.server.tls)
+    }
+
+    fn fixture(name: &str) -> String {
+        format!(
+            "{}/../signaling-ws/tests/data/tls/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        )
+    }
+
+    #[test]
+    fn tls_flags() {
+        let addr: SocketAddr = "10.9.8.7:8443".parse().unwrap();
+        let plain = tls_args(&[]).expect("no flags");
+        assert!(!plain.enabled());
+        assert!(plain.load(addr).expect("plain").is_none());
+
+        let (cert, key) = (fixture("ec-chain.pem"), fixture("ec-sec1.pem"));
+        let own = tls_args(&["--tls-cert", &cert, "--tls-key", &key]).expect("flags");
+        assert!(own.enabled());
+        let loaded = own.load(addr).expect("loads").expect("TLS");
+        assert!(loaded.self_signed.is_none());
+        // A certificate needs its key and the other way round.
+        assert!(tls_args(&["--tls-cert", &cert]).is_err());
+        assert!(tls_args(&["--tls-key", &key]).is_err());
+        // A bad file is an error that names it, before the server starts.
+        let wrong = tls_args(&["--tls-cert", &key, "--tls-key", &key]).unwrap();
+        let e = wrong.load(addr).unwrap_err();
+        assert!(e.contains("ec-sec1.pem: no certificate found"), "{e}");
+
+        let dev = tls_args(&[
+            "--tls-self-signed",
+            "--tls-name",
+            "laptop.local,192.168.7.9",
+        ])
+        .expect("flags");
+        assert!(dev.enabled());
+        let loaded = dev.load(addr).expect("loads").expect("TLS");
+        let certificate = loaded.self_signed.expect("a development certificate");
+        let names = certificate.names();
+        assert_eq!(names[..3], ["localhost", "127.0.0.1", "::1"]);
+        for name in ["10.9.8.7", "laptop.local", "192.168.7.9"] {
+            assert!(names.iter().any(|n| n == name), "{name} in {names:?}");
+        }
+        // An unspecified address is no name.
+        let any = dev.load("0.0.0.0:8443".parse().unwrap()).unwrap().unwrap();
+        assert!(!any.self_signed.unwrap().names().contains(&"0.0.0.0".into()));
+
+        // One certificate or the other; names only for the development one.
+        let both = tls_args(&["--tls-self-signed", "--tls-cert", &cert, "--tls-key", &key]);
+        assert!(both.expect("parsed").load(addr).is_err());
+        let names_alone = tls_args(&["--tls-name", "laptop.local"]).expect("parsed");
+        assert!(names_alone.load(addr).is_err());
+    }
+
+    #[test]
+    fn urls_say_the_scheme_and_never_an_unspecified_host() {
+        let addr: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        assert_eq!(base_url(addr, false, false), "http://127.0.0.1:8080");
+        assert_eq!(base_url(addr, true, false), "https://127.0.0.1:8080");
+        assert_eq!(base_url(addr, false, true), "ws://127.0.0.1:8080");
+        assert_eq!(base_url(addr, true, true), "wss://127.0.0.1:8080");
+        let any = base_url("0.0.0.0:8443".parse().unwrap(), true, false);
+        assert!(
+            any.starts_with("https://") && any.ends_with(":8443"),
+            "{any}"
+        );
+        assert!(!any.contains("0.0.0.0"), "{any}");
+        let v6: SocketAddr = "[::1]:8443".parse().unwrap();
+        assert_eq!(base_url(v6, true, true), "wss://[::1]:8443");
     }
 
     fn config_err(args: &[&str]) -> bool {

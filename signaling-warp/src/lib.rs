@@ -32,6 +32,14 @@
 //!
 //! At another path, use the bare [`ws`] filter: `warp::path!("api" / "signal").and(ws(hub))`.
 //!
+//! ## TLS
+//!
+//! warp 0.4 has no TLS of its own. With the `tls` feature (on by default) [`serve_tls`] puts
+//! tokio-rustls in front of the same bounded HTTP/1.1 connections as [`serve`]: your routes over
+//! `https://`, signaling over `wss://`. The [`tls`] module (`signaling_ws::tls`, re-exported
+//! with `rustls` and `tokio-rustls`) builds the configuration from PEM files or a development
+//! certificate made at start.
+//!
 //! ## How the upgrade is done
 //!
 //! [`ws`] takes every `GET` with `Upgrade: websocket` (other requests are left to your other
@@ -59,10 +67,15 @@ pub use signaling_core::driver::auth;
 pub use signaling_core::driver::{Admission, Config, ConnectionInfo, Hub, Refusal, UpgradeRequest};
 use signaling_core::driver::{Inbound, Outbound, Transport};
 use signaling_ws::Tungstenite;
+/// TLS: server configurations from PEM files or a development certificate, and the rustls
+/// crates ([`signaling_ws::tls`], re-exported so that versions match).
+#[cfg(feature = "tls")]
+pub use signaling_ws::tls;
 use signaling_ws::tokio_tungstenite::WebSocketStream;
 use signaling_ws::tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use signaling_ws::tokio_tungstenite::tungstenite::protocol::Role;
-use tokio::net::{TcpListener, TcpSocket};
+pub use signaling_ws::{Handshake, Plain};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 pub use warp;
 use warp::filters::path::FullPath;
 use warp::filters::ws::{Message, WebSocket, Ws};
@@ -167,6 +180,52 @@ where
     F: Filter<Extract = (R,), Error = Rejection> + Clone + Send + Sync + 'static,
     R: Reply,
 {
+    serve_with(filter, listener, Plain, hub).await;
+}
+
+/// [`serve`] over TLS (`https://` and `wss://`): each connection's TLS handshake runs first,
+/// within [`Config::handshake_timeout`] and holding the connection's pending-request slot, then
+/// HTTP/1.1 as in [`serve`]. A client that stalls its TLS handshake, or speaks plain HTTP or
+/// anything else to this port, is dropped (logged at debug level) without delaying others.
+///
+/// warp 0.4 has no TLS of its own; this is tokio-rustls in front of the same hyper connection.
+/// Build the acceptor from a [`tls::server_config`] (or [`tls::server_config_from_pem`],
+/// [`tls::SelfSigned`]); a `ServerConfig` of your own must not offer `h2` by ALPN.
+///
+/// ```no_run
+/// use signaling_warp::{tls, warp, Hub};
+/// use warp::Filter;
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let hub = Hub::default();
+/// let app = warp::path("health").map(|| "ok").or(signaling_warp::routes(hub.clone()));
+/// let config = tls::server_config_from_pem("fullchain.pem", "privkey.pem")?;
+/// let listener = signaling_warp::bind("0.0.0.0:443".parse()?).await?;
+/// let server = tokio::spawn(signaling_warp::serve_tls(app, listener, config.into(), hub.clone()));
+/// tokio::signal::ctrl_c().await?;
+/// hub.shutdown().await;
+/// let _ = server.await;
+/// # Ok(()) }
+/// ```
+#[cfg(feature = "tls")]
+pub async fn serve_tls<F, R>(filter: F, listener: TcpListener, acceptor: tls::TlsAcceptor, hub: Hub)
+where
+    F: Filter<Extract = (R,), Error = Rejection> + Clone + Send + Sync + 'static,
+    R: Reply,
+{
+    serve_with(filter, listener, acceptor, hub).await;
+}
+
+/// [`serve`] with a [`Handshake`] run on every connection before HTTP ([`serve_tls`]: a TLS
+/// handshake), within [`Config::handshake_timeout`] and holding the connection's
+/// pending-request slot; it is abandoned when [`Hub::shutdown`] starts.
+pub async fn serve_with<F, R, H>(filter: F, listener: TcpListener, handshake: H, hub: Hub)
+where
+    F: Filter<Extract = (R,), Error = Rejection> + Clone + Send + Sync + 'static,
+    R: Reply,
+    H: Handshake<TcpStream> + Clone + 'static,
+    H::Stream: 'static,
+{
     let service = warp::service(filter);
     let mut connections = tokio::task::JoinSet::new();
     let stop = hub.shutdown_started();
@@ -193,7 +252,14 @@ where
             }
         };
         signaling_ws::tune_tcp(&tcp, hub.config());
-        connections.spawn(serve_http(tcp, addr, service.clone(), hub.clone(), pending));
+        connections.spawn(serve_http(
+            tcp,
+            handshake.clone(),
+            addr,
+            service.clone(),
+            hub.clone(),
+            pending,
+        ));
     }
     let timeout = hub.config().shutdown_timeout;
     let drained = tokio::time::timeout(timeout, async {
@@ -208,10 +274,11 @@ where
     }
 }
 
-/// One HTTP connection of [`serve`], holding its pending-request slot until it ends (an
-/// upgrade ends it: the WebSocket then runs on the hub).
-async fn serve_http<S>(
-    tcp: tokio::net::TcpStream,
+/// One HTTP connection of [`serve_with`], holding its pending-request slot until it ends (an
+/// upgrade ends it: the WebSocket then runs on the hub): the handshake step, then hyper.
+async fn serve_http<S, H>(
+    tcp: TcpStream,
+    handshake: H,
     addr: SocketAddr,
     service: S,
     hub: Hub,
@@ -225,7 +292,24 @@ async fn serve_http<S>(
         + Send
         + 'static,
     S::Future: Send + 'static,
+    H: Handshake<TcpStream>,
+    H::Stream: 'static,
 {
+    let deadline = hub.config().handshake_timeout;
+    let io = tokio::select! {
+        io = tokio::time::timeout(deadline, handshake.handshake(tcp)) => match io {
+            Ok(Ok(io)) => io,
+            Ok(Err(e)) => {
+                tracing::debug!(%addr, error = %e, "handshake failed before the request");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%addr, "handshake timed out before the request");
+                return;
+            }
+        },
+        () = hub.shutdown_started() => return,
+    };
     let service = hyper::service::service_fn(move |mut request| {
         request.extensions_mut().insert(PeerAddr(addr));
         let mut service = service.clone();
@@ -235,7 +319,7 @@ async fn serve_http<S>(
     http.timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(hub.config().handshake_timeout)
         .max_buf_size(signaling_ws::MAX_REQUEST_HEAD);
-    let io = hyper_util::rt::TokioIo::new(tcp);
+    let io = hyper_util::rt::TokioIo::new(io);
     let connection = http.serve_connection(io, service).with_upgrades();
     tokio::pin!(connection);
     let ended = tokio::select! {

@@ -26,6 +26,17 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## TLS
+//!
+//! With the `tls` feature (on by default) [`serve_tls`] serves `wss://` on rustls: the TLS
+//! handshake runs inside the handshake timeout below, holding a pending-request slot, so a
+//! client that stalls it or speaks plain HTTP to the port is dropped without delaying others.
+//! The [`tls`] module builds the rustls configuration from PEM files
+//! ([`tls::server_config_from_pem`]) or from a development certificate made at start
+//! ([`tls::SelfSigned`]), and re-exports `rustls` and `tokio-rustls`. Anything else that must
+//! run before the HTTP request (another TLS library, a PROXY protocol header) is a
+//! [`Handshake`] for [`serve_with`] and [`serve_io_with`].
+//!
 //! ## The handshake
 //!
 //! [`serve_io`] reads the HTTP request itself (at most [`MAX_REQUEST_HEAD`] bytes, within
@@ -84,6 +95,9 @@ pub use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use signaling_core::driver::{Inbound, Outbound, Transport};
 
+#[cfg(feature = "tls")]
+pub mod tls;
+
 /// The [`Transport`] for tungstenite messages: how `tungstenite::Message` maps to the driver's
 /// frames.
 #[derive(Debug, Clone, Copy, Default)]
@@ -138,6 +152,47 @@ pub fn websocket_config(config: &Config) -> WebSocketConfig {
 /// Accept errors (such as running out of file descriptors) are logged and retried after a
 /// short pause; they never end the loop.
 pub async fn serve(listener: TcpListener, hub: Hub) -> io::Result<()> {
+    serve_with(listener, Plain, hub).await
+}
+
+/// [`serve`] over TLS (`wss://`): each connection's TLS handshake runs inside
+/// [`Config::handshake_timeout`] while it holds a pending-request slot, then the WebSocket
+/// handshake as in [`serve_io`]. A client that stalls its TLS handshake, or speaks plain HTTP
+/// or anything else to this port, is dropped (logged at debug level) without delaying others.
+///
+/// Build the acceptor from a [`tls::server_config`] (or [`tls::server_config_from_pem`],
+/// [`tls::SelfSigned`]): `tls::TlsAcceptor::from(config)`.
+///
+/// ```no_run
+/// use signaling_ws::{tls, Hub};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let config = tls::server_config_from_pem("fullchain.pem", "privkey.pem")?;
+/// let listener = tokio::net::TcpListener::bind("0.0.0.0:8443").await?;
+/// let hub = Hub::default();
+/// let server = tokio::spawn(signaling_ws::serve_tls(listener, config.into(), hub.clone()));
+/// tokio::signal::ctrl_c().await?;
+/// hub.shutdown().await;
+/// server.await??;
+/// # Ok(()) }
+/// ```
+#[cfg(feature = "tls")]
+pub async fn serve_tls(
+    listener: TcpListener,
+    acceptor: tls::TlsAcceptor,
+    hub: Hub,
+) -> io::Result<()> {
+    serve_with(listener, acceptor, hub).await
+}
+
+/// [`serve`] with a [`Handshake`] run on every connection before its HTTP request (TLS:
+/// [`serve_tls`]), inside [`Config::handshake_timeout`] and holding a pending-request slot
+/// ([`serve_io_with`]).
+pub async fn serve_with<H>(listener: TcpListener, handshake: H, hub: Hub) -> io::Result<()>
+where
+    H: Handshake<TcpStream> + Clone + 'static,
+    H::Stream: 'static,
+{
     let stop = hub.shutdown_started();
     tokio::pin!(stop);
     loop {
@@ -147,13 +202,62 @@ pub async fn serve(listener: TcpListener, hub: Hub) -> io::Result<()> {
         };
         match accepted {
             Ok((tcp, addr)) => {
-                tokio::spawn(serve_tcp(tcp, hub.clone(), Some(addr)));
+                let (handshake, hub) = (handshake.clone(), hub.clone());
+                tokio::spawn(async move {
+                    tune_tcp(&tcp, hub.config());
+                    serve_io_with(tcp, handshake, hub, Some(addr)).await;
+                });
             }
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+/// A step run on each connection before its HTTP request is read, such as a TLS handshake.
+/// [`serve_with`] and [`serve_io_with`] run it inside [`Config::handshake_timeout`] while the
+/// connection holds its pending-request slot, so a client that stalls it, or fails it, is
+/// dropped like one that stalls its request.
+///
+/// Implemented by [`Plain`] (nothing: plain `ws://`) and, with the `tls` feature, by
+/// [`tls::TlsAcceptor`] (`wss://`). Implement it for anything else that must run first (a
+/// PROXY protocol header, another TLS library).
+pub trait Handshake<S>: Send + Sync {
+    /// The stream the HTTP request is read from afterwards.
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send;
+
+    /// Runs the step on the accepted `io`. An error drops the connection (logged at debug
+    /// level).
+    fn handshake(&self, io: S) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+}
+
+/// No step before the HTTP request: plain `ws://` ([`serve`], [`serve_io`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Plain;
+
+impl<S> Handshake<S> for Plain
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    type Stream = S;
+
+    fn handshake(&self, io: S) -> impl Future<Output = io::Result<S>> + Send {
+        std::future::ready(Ok(io))
+    }
+}
+
+/// The TLS handshake (`wss://`).
+#[cfg(feature = "tls")]
+impl<S> Handshake<S> for tls::TlsAcceptor
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    type Stream = tls::tokio_rustls::server::TlsStream<S>;
+
+    fn handshake(&self, io: S) -> impl Future<Output = io::Result<Self::Stream>> + Send {
+        self.accept(io)
     }
 }
 
@@ -182,17 +286,28 @@ pub fn tune_tcp(tcp: &TcpStream, config: &Config) {
 /// (16 KiB, as Node's HTTP server); a larger one is answered with 431.
 pub const MAX_REQUEST_HEAD: usize = 16 * 1024;
 
-/// Runs one connection over any byte stream (TLS, Unix socket, …) from `remote_addr`: reads
-/// the HTTP request, asks [`Hub::admit`] (origin, caps, authenticator) and answers a refusal
-/// with its HTTP status, or upgrades and runs the driver.
+/// Runs one connection over any byte stream (Unix socket, a stream you decrypted yourself, …)
+/// from `remote_addr`: reads the HTTP request, asks [`Hub::admit`] (origin, caps,
+/// authenticator) and answers a refusal with its HTTP status, or upgrades and runs the driver.
 ///
 /// Until the upgrade the connection holds a pending-request slot
 /// ([`Config::max_pending_requests`]; when they are taken it is closed at once, unanswered);
 /// the whole handshake, authenticator included, is bounded by [`Config::handshake_timeout`],
 /// and it is abandoned when [`Hub::shutdown`] starts.
-pub async fn serve_io<S>(mut io: S, hub: Hub, remote_addr: Option<SocketAddr>)
+pub async fn serve_io<S>(io: S, hub: Hub, remote_addr: Option<SocketAddr>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    serve_io_with(io, Plain, hub, remote_addr).await;
+}
+
+/// [`serve_io`] with a [`Handshake`] first (for TLS, a [`tls::TlsAcceptor`]): the step, the
+/// HTTP request and the admission all within one [`Config::handshake_timeout`], holding one
+/// pending-request slot, abandoned when [`Hub::shutdown`] starts.
+pub async fn serve_io_with<S, H>(io: S, handshake: H, hub: Hub, remote_addr: Option<SocketAddr>)
+where
+    S: Send,
+    H: Handshake<S>,
 {
     let pending = match hub.pending_request(remote_addr.map(|a| a.ip())) {
         Ok(pending) => pending,
@@ -202,8 +317,15 @@ where
         }
     };
     let deadline = hub.config().handshake_timeout;
-    let handshake = tokio::time::timeout(deadline, upgrade(&mut io, &hub, remote_addr));
-    let (admission, tail) = tokio::select! {
+    let handshake = tokio::time::timeout(deadline, async {
+        let mut io = handshake
+            .handshake(io)
+            .await
+            .map_err(HandshakeError::BeforeRequest)?;
+        let (admission, tail) = upgrade(&mut io, &hub, remote_addr).await?;
+        Ok::<_, HandshakeError>((io, admission, tail))
+    });
+    let (io, admission, tail) = tokio::select! {
         handshake = handshake => match handshake {
             Ok(Ok(upgraded)) => upgraded,
             Ok(Err(e)) => {
@@ -284,6 +406,8 @@ where
 
 #[derive(Debug)]
 enum HandshakeError {
+    /// The step before the request (the TLS handshake) failed.
+    BeforeRequest(io::Error),
     Io(io::Error),
     /// The connection ended before a whole request arrived.
     Eof,
@@ -295,6 +419,7 @@ enum HandshakeError {
 impl std::fmt::Display for HandshakeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            HandshakeError::BeforeRequest(e) => write!(f, "before the request: {e}"),
             HandshakeError::Io(e) => write!(f, "{e}"),
             HandshakeError::Eof => f.write_str("connection closed before the request ended"),
             HandshakeError::TooLarge => f.write_str("request head too large"),

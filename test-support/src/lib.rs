@@ -12,11 +12,13 @@ mod phases;
 mod pressure;
 pub mod raw;
 mod sessions;
+mod tls;
 
 pub use hostile::*;
 pub use phases::*;
 pub use pressure::*;
 pub use sessions::*;
+pub use tls::*;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -46,7 +48,8 @@ pub const PATIENCE: Duration = Duration::from_secs(30);
 
 /// A server under test: its WebSocket URL, its hub, and the task serving it.
 pub struct TestServer {
-    /// `ws://127.0.0.1:PORT/path`.
+    /// `ws://127.0.0.1:PORT/path`, or `wss://…` for a TLS server (whose certificate the adapter
+    /// registered with [`trust`]).
     pub url: String,
     /// The server's hub.
     pub hub: Hub,
@@ -121,11 +124,14 @@ pub async fn patiently<F: Future>(what: &str, fut: F) -> F::Output {
 }
 
 impl Client {
-    /// Connects to `url`.
+    /// Connects to `url`: `ws://`, or `wss://` over rustls trusting the certificates given to
+    /// [`trust`].
     pub async fn connect(url: &str) -> Client {
-        let (ws, _) = patiently("connect", tokio_tungstenite::connect_async(url))
-            .await
-            .expect("connect");
+        let connector = url
+            .starts_with("wss://")
+            .then(|| tokio_tungstenite::Connector::Rustls(tls::client_config()));
+        let connect = tokio_tungstenite::connect_async_tls_with_config(url, None, false, connector);
+        let (ws, _) = patiently("connect", connect).await.expect("connect");
         Client { ws }
     }
 

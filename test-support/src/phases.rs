@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::{Client, Start, patiently, quiet_config, raw};
 
 /// Reads until the server ends the connection and returns what it sent first.
-async fn answer_then_hang_up(tcp: &mut TcpStream) -> Vec<u8> {
+pub(crate) async fn answer_then_hang_up(tcp: &mut TcpStream) -> Vec<u8> {
     patiently("the server to end the connection", async {
         let mut got = Vec::new();
         let mut chunk = [0u8; 1024];
@@ -31,7 +31,7 @@ async fn answer_then_hang_up(tcp: &mut TcpStream) -> Vec<u8> {
 }
 
 /// Polls `check` until it holds (hang protection only).
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+pub(crate) async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     patiently(what, async {
         while !check() {
             tokio::time::sleep(Duration::from_millis(5)).await;

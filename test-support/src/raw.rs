@@ -199,9 +199,13 @@ async fn request(
     .await
 }
 
-/// `ws://127.0.0.1:1234/a/b?c` → (`127.0.0.1:1234`, `/a/b?c`).
+/// `ws://127.0.0.1:1234/a/b?c` → (`127.0.0.1:1234`, `/a/b?c`); `wss://` too (these clients
+/// then speak plain TCP to a TLS port, as the TLS scenarios want).
 fn split_url(url: &str) -> (SocketAddr, String) {
-    let rest = url.strip_prefix("ws://").expect("a ws:// url");
+    let rest = url
+        .strip_prefix("ws://")
+        .or_else(|| url.strip_prefix("wss://"))
+        .expect("a ws:// or wss:// url");
     let (host, target) = match rest.find(['/', '?']) {
         Some(i) => (&rest[..i], rest[i..].to_string()),
         None => (rest, "/".to_string()),

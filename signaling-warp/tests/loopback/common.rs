@@ -22,6 +22,29 @@ pub fn start(
     })
 }
 
+/// [`start`] over TLS: `signaling_warp::serve_tls` with a fresh self-signed certificate for
+/// 127.0.0.1, which the scenarios' clients are told to trust; the URL is `wss://…/ws`.
+pub fn start_tls(
+    config: Config,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = TestServer> + Send>> {
+    signaling_test_support::init_tracing();
+    Box::pin(async move {
+        let certificate = signaling_warp::tls::SelfSigned::generate(["localhost", "127.0.0.1"])
+            .expect("certificate");
+        signaling_test_support::trust(certificate.certificate().clone());
+        let acceptor = certificate.server_config().expect("TLS config").into();
+        let listener = signaling_warp::bind("127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let hub = Hub::new(config);
+        let routes = signaling_warp::routes(hub.clone());
+        let server = signaling_warp::serve_tls(routes, listener, acceptor, hub.clone());
+        let task = tokio::spawn(server);
+        TestServer::single(format!("wss://{addr}/ws"), hub, task)
+    })
+}
+
 /// Like [`start`], but through warp's own `Ws` upgrade and the [`signaling_warp::Warp`]
 /// transport ([`signaling_warp::serve_websocket`]).
 pub fn start_warp_ws(

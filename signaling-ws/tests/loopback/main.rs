@@ -4,3 +4,19 @@
 mod common;
 
 signaling_test_support::all_scenarios!(common::start);
+
+/// Over TLS (`serve_tls`): shared scenarios through rustls clients, and the TLS ones.
+mod tls {
+    use super::common;
+
+    signaling_test_support::scenarios!(common::start_tls:
+        full_call,
+        disconnect_mid_call,
+        hundred_calls,
+        graceful_shutdown,
+        oversize_message,
+        tls_strangers_are_dropped,
+        tls_stalled_handshakes_hold_pending_slots,
+        tls_slow_handshakes_are_cut,
+    );
+}

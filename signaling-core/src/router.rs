@@ -2663,8 +2663,9 @@ impl Router {
             }
         };
         let in_call_with_target = call.as_ref().is_some_and(|side| side.peer == target);
-        // Cluster mode: the receiver's side is checked on its node.
-        let remote = !self.sessions.contains_key(&target);
+        // Cluster mode: the receiver's side is checked on its node. (One node holds every
+        // user it relays to: no lookup on its hot path.)
+        let remote = self.config.claim_names && !self.sessions.contains_key(&target);
         // The rules first, then whether the message can be delivered, then the state changes.
         let opens_call = match kind {
             RelayKind::Offer if !in_call_with_target => {

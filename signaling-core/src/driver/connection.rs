@@ -114,8 +114,10 @@ impl Hub {
                             self.input(now, conn, |r, now| r.handle_text(conn, text, now));
                         // Cluster mode: a login waits for its claim, a resume with another
                         // node's token for the session, before the next frame.
-                        self.run_claims(conn).await;
-                        self.run_fetches(conn).await;
+                        if self.inner.config.cluster.is_some() {
+                            self.run_claims(conn).await;
+                            self.run_fetches(conn).await;
+                        }
                         if not_logged_in.is_some() && self.is_logged_in(conn) {
                             not_logged_in = None; // give the slot back
                         }

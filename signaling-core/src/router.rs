@@ -2754,6 +2754,8 @@ impl Router {
     /// target nobody holds, which only the target's node knows: for a user of another node
     /// the refusal goes there as a [`Remote::Probe`] and comes back as one or the other.
     #[allow(clippy::too_many_arguments)]
+    #[cold]
+    #[inline(never)]
     fn sender_refusal(
         &mut self,
         conn: ConnectionId,
@@ -2809,6 +2811,7 @@ impl Router {
     /// sender's side of the call changes here, the envelope goes out
     /// ([`Output::Forward`]), and the receiver's node does the rest.
     #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
     fn relay_remote(
         &mut self,
         me: Username,

@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 
 use clap::Parser;
-use signaling_examples::{ServerArgs, base_url, ctrl_c, init_allocator, init_tracing};
+use signaling_examples::{ServerArgs, base_url, ctrl_c, init_allocator, init_tracing, spawn_warp};
 use signaling_warp::Hub;
 use signaling_warp::warp::{self, Filter};
 
@@ -57,18 +57,7 @@ async fn main() -> std::io::Result<()> {
     let signaling = format!("{}/api/signaling", base_url(addr, tls.is_some(), true));
     tracing::info!("app at {page}, signaling at {signaling}");
     // Bounds every phase of a connection (warp's own server leaves request heads unbounded).
-    let server = match tls {
-        Some(tls) => {
-            tls.announce(&page, &signaling);
-            tokio::spawn(signaling_warp::serve_tls(
-                app,
-                listener,
-                tls.acceptor,
-                hub.clone(),
-            ))
-        }
-        None => tokio::spawn(signaling_warp::serve(app, listener, hub.clone())),
-    };
+    let server = spawn_warp(app, listener, tls, hub.clone(), &page, &signaling);
     ctrl_c().await;
     hub.shutdown().await;
     let _ = server.await;

@@ -293,6 +293,35 @@ impl ServerTls {
     }
 }
 
+/// Serves a warp app (signaling routes among others) on `listener` until the hub shuts down:
+/// over TLS when `tls` is given (printing a development certificate's fingerprint with the
+/// `page` and `signaling` URLs), plain HTTP otherwise. What `basic_server` and `embed_warp`
+/// share.
+pub fn spawn_warp<F, R>(
+    app: F,
+    listener: tokio::net::TcpListener,
+    tls: Option<ServerTls>,
+    hub: signaling_warp::Hub,
+    page: &str,
+    signaling: &str,
+) -> tokio::task::JoinHandle<()>
+where
+    F: signaling_warp::warp::Filter<Extract = (R,), Error = signaling_warp::warp::Rejection>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    R: signaling_warp::warp::Reply + 'static,
+{
+    match tls {
+        Some(tls) => {
+            tls.announce(page, signaling);
+            tokio::spawn(signaling_warp::serve_tls(app, listener, tls.acceptor, hub))
+        }
+        None => tokio::spawn(signaling_warp::serve(app, listener, hub)),
+    }
+}
+
 /// The URL of a server listening on `addr`: `http://HOST:PORT` (`ws://` with `websocket`), or
 /// `https://`/`wss://` with `tls`. An unspecified address (`0.0.0.0`, `::`) is shown as the
 /// machine's address on its default route (the one other computers of the LAN use), or as

@@ -571,6 +571,25 @@ macro_rules! scenarios {
     };
 }
 
+/// Declares the TLS suite against `$start` (a [`Start`] that serves `wss://`): the shared
+/// scenarios worth repeating over TLS and the TLS ones. Every adapter's loopback suite runs it,
+/// so a TLS scenario is added here once.
+#[macro_export]
+macro_rules! tls_scenarios {
+    ($start:path) => {
+        $crate::scenarios!($start:
+            full_call,
+            disconnect_mid_call,
+            hundred_calls,
+            graceful_shutdown,
+            oversize_message,
+            tls_strangers_are_dropped,
+            tls_stalled_handshakes_hold_pending_slots,
+            tls_slow_handshakes_are_cut,
+        );
+    };
+}
+
 /// Declares a `#[tokio::test]` for **every** scenario of this crate, each run against `$start`:
 /// what an adapter's loopback suite runs (`all_scenarios!(common::start);`). A new scenario is
 /// added here once, and every adapter runs it.

@@ -22,14 +22,5 @@ mod warp_websocket {
 mod tls {
     use super::common;
 
-    signaling_test_support::scenarios!(common::start_tls:
-        full_call,
-        disconnect_mid_call,
-        hundred_calls,
-        graceful_shutdown,
-        oversize_message,
-        tls_strangers_are_dropped,
-        tls_stalled_handshakes_hold_pending_slots,
-        tls_slow_handshakes_are_cut,
-    );
+    signaling_test_support::tls_scenarios!(common::start_tls);
 }

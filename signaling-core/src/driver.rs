@@ -120,6 +120,9 @@ mod heartbeat;
 mod hub;
 #[cfg(feature = "memory")]
 pub mod memory;
+#[cfg(feature = "metrics")]
+pub mod metrics;
+pub mod observe;
 mod outbox;
 mod tokens;
 mod transport;

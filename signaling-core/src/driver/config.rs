@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::Hub;
 use super::auth::Authenticator;
 use super::cluster::ClusterBackend;
+use super::observe::Observer;
 use crate::router::RouterConfig;
 
 /// Everything a server built on the driver can tune, with safe defaults.
@@ -151,6 +152,11 @@ pub struct Config {
     /// Cluster mode: the backend that shares names and carries messages between nodes (see
     /// [`cluster`](super::cluster)). `None` (default): a single server.
     pub cluster: Option<Arc<dyn ClusterBackend>>,
+    /// Told what the hub does (see [`observe`](super::observe)): the router's events,
+    /// connections opened and closed, upgrades refused, messages relayed. The `metrics`
+    /// feature's [`Metrics`](super::metrics::Metrics) exports them to Prometheus. `None`
+    /// (default): nobody is told.
+    pub observer: Option<Arc<dyn Observer>>,
 }
 
 impl Default for Config {
@@ -184,6 +190,7 @@ impl Default for Config {
             allowed_origins: None,
             authenticator: None,
             cluster: None,
+            observer: None,
         }
     }
 }
@@ -351,6 +358,12 @@ impl Config {
     /// Sets the allowed page origins (`None`: any).
     pub fn with_allowed_origins(mut self, origins: Option<Vec<String>>) -> Self {
         self.allowed_origins = origins;
+        self
+    }
+
+    /// Sets the [`observer`](Self::observer) (metrics), or removes it with `None`.
+    pub fn with_observer(mut self, observer: Option<Arc<dyn Observer>>) -> Self {
+        self.observer = observer;
         self
     }
 

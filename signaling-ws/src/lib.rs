@@ -373,6 +373,14 @@ where
             respond(io, 431, &[], body).await?;
             return Err(HandshakeError::TooLarge);
         }
+        Err(HandshakeError::PlainGet(path)) => {
+            // An HTTP/1.0 GET (tungstenite's parser takes HTTP/1.1 only): a health check, or 400.
+            let (status, body) = hub
+                .health_check(&path)
+                .unwrap_or((400, "not a WebSocket upgrade request: HTTP/1.1 required"));
+            respond(io, status, &[], body).await?;
+            return Err(HandshakeError::Answered);
+        }
         Err(HandshakeError::Invalid(e)) => {
             respond(
                 io,
@@ -433,6 +441,32 @@ enum HandshakeError {
     Refused(Refusal),
     /// A health check, answered.
     Answered,
+    /// A complete `GET` without `Upgrade` that tungstenite's parser refused (HTTP/1.0): its
+    /// path.
+    PlainGet(String),
+}
+
+/// The path of a complete `GET` request head without an `Upgrade` header, of any HTTP/1.x.
+fn plain_get(buf: &[u8]) -> Option<String> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut request = httparse::Request::new(&mut headers);
+    match request.parse(buf) {
+        Ok(httparse::Status::Complete(_)) => {}
+        _ => return None,
+    }
+    let upgrade = request
+        .headers
+        .iter()
+        .any(|h| h.name.eq_ignore_ascii_case("upgrade"));
+    if request.method != Some("GET") || upgrade {
+        return None;
+    }
+    let path = request.path?;
+    Some(
+        path.split_once('?')
+            .map_or(path, |(path, _)| path)
+            .to_string(),
+    )
 }
 
 /// A `GET` of `/healthz` or `/readyz` without an `Upgrade` header (the request parser only
@@ -456,6 +490,7 @@ impl std::fmt::Display for HandshakeError {
                 write!(f, "refused ({}): {refusal}", refusal.status())
             }
             HandshakeError::Answered => f.write_str("a health check, answered"),
+            HandshakeError::PlainGet(path) => write!(f, "a plain GET of {path}"),
         }
     }
 }
@@ -483,7 +518,12 @@ where
             Ok(Some((len, request))) => return Ok((request, buf.split_off(len))),
             Ok(None) if buf.len() >= MAX_REQUEST_HEAD => return Err(HandshakeError::TooLarge),
             Ok(None) => {}
-            Err(e) => return Err(HandshakeError::Invalid(e)),
+            Err(e) => {
+                return Err(match plain_get(&buf) {
+                    Some(path) => HandshakeError::PlainGet(path),
+                    None => HandshakeError::Invalid(e),
+                });
+            }
         }
     }
 }

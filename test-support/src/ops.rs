@@ -47,6 +47,12 @@ pub async fn health_checks(start: Start) {
     assert_eq!((healthz.status, healthz.body.trim()), (200, "ok"));
     let readyz = http_get(&server.url, "/readyz").await.expect("an answer");
     assert_eq!((readyz.status, readyz.body.trim()), (200, "ready"));
+    // HTTP/1.0, as HAProxy's `option httpchk` sends by default, and a query string.
+    let old = raw::send_head(&server.url, "GET /readyz?probe=1 HTTP/1.0\r\n\r\n").await;
+    assert!(
+        matches!(&old, Upgrade::Refused(answer) if answer.status == 200),
+        "{old:?}"
+    );
     // Other paths are not health checks: not answered 200.
     let other = http_get(&server.url, "/readyz/more").await;
     assert_ne!(status(&other), Some(200), "{other:?}");

@@ -15,6 +15,8 @@
 #   ws_server     our tokio-tungstenite example  (skipped if it is not there
 #   basic_server  our warp example                or does not start listening)
 #   ceiling       benches' bare forwarding server (the upper bound)
+#   ws_metrics    ws_server with --metrics-addr: the cost of the Prometheus
+#                 metrics (every event counted)
 #   node          the tutorial's Node server from shared/peers/tutorial-server,
 #                 copied to the target directory and npm-installed there
 #
@@ -263,7 +265,7 @@ for t in $TARGETS; do
       else
         log "skip $t: no build of $BASELINE (see $OUT/logs/build-$t.log)"
       fi ;;
-    ws_single|ws_cluster_one|ws_cluster_same|ws_cluster_cross)
+    ws_metrics|ws_single|ws_cluster_one|ws_cluster_same|ws_cluster_cross)
       if [ -n "${AVAILABLE[ws_server]:-}" ] || (cd "$ROOT" && cargo build --release -p signaling-examples --example ws_server) >"$OUT/logs/build-ws_server.log" 2>&1; then
         AVAILABLE[ws_server]=1; AVAILABLE[$t]=1
       else
@@ -389,9 +391,12 @@ SERVER_CMD=()
 server_cmd() { # target [keep-budget] -> SERVER_CMD
   local t=$1 keep_budget=${2:-} cmd=()
   case $t in
-    ws_server|basic_server|ws_server_base|basic_server_base)
+    ws_server|basic_server|ws_server_base|basic_server_base|ws_metrics)
       local bin=$TARGET_DIR/release/examples/$t
-      case $t in *_base) bin=$TARGET_DIR/bench-baseline/release/examples/${t%_base} ;; esac
+      case $t in
+        *_base) bin=$TARGET_DIR/bench-baseline/release/examples/${t%_base} ;;
+        ws_metrics) bin=$TARGET_DIR/release/examples/ws_server ;;
+      esac
       cmd=("$bin")
       # Limits off, for the flags this build has (a missing one is logged:
       # its default limit may then shape the figures).
@@ -406,7 +411,9 @@ server_cmd() { # target [keep-budget] -> SERVER_CMD
         else
           log "$t has no $flag option; running with its default"
         fi
-      done ;;
+      done
+      # Prometheus metrics on (issue 12): what counting every event costs.
+      if [ "$t" = ws_metrics ]; then cmd+=(--metrics-addr 127.0.0.1:0); fi ;;
     ceiling) cmd=("$TARGET_DIR/release/ceiling") ;;
     node) cmd=(env QUIET=1 node "$NODE_DIR/server.js") ;;
   esac

@@ -173,8 +173,9 @@ pub struct ServerArgs {
     )]
     pub turn_urls: Vec<String>,
     /// The secret shared with the TURN server (coturn's `static-auth-secret`), at least 16
-    /// bytes (`openssl rand -hex 32`): credentials are base64(HMAC-SHA1(secret,
-    /// "<expiry>:<name>")). Prefer the environment variable: a flag shows in `ps`.
+    /// bytes (`openssl rand -hex 32`): credentials are
+    /// `base64(HMAC-SHA1(secret, "<expiry>:<name>"))`. Prefer the environment variable: a flag
+    /// shows in `ps`.
     #[arg(
         long,
         env = "SIGNALING_TURN_SECRET",

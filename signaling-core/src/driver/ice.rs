@@ -124,10 +124,10 @@ struct RtcIceServer<'a> {
 pub struct TurnRest {
     /// TURN URLs (`turn:host:port`, `turn:host:port?transport=tcp`, `turns:host:443`).
     pub urls: Vec<String>,
-    /// How long minted credentials stay valid. Default 1 hour: long enough for a call set up
-    /// now (the TURN server checks the expiry when an allocation is made or refreshed, so an
-    /// allocation made in time outlives it only until its next refresh); short enough that a
-    /// credential copied out of a page is soon worthless.
+    /// How long minted credentials stay valid. Default 1 hour. The TURN server checks the
+    /// expiry when it authenticates a request, and a call whose credentials expired may lose its
+    /// relay at the allocation's next refresh (servers differ): keep it longer than most calls,
+    /// and short enough that a credential copied out of a page is soon worthless.
     pub ttl: Duration,
     /// Keyed with the shared secret (the key schedule runs once).
     mac: HmacSha1,

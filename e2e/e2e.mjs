@@ -6,7 +6,8 @@
 // The server command gets `--ice-server stun:127.0.0.1:3478 --ring-timeout 5 --addr 127.0.0.1:PORT`
 // appended, must serve the page at `/`, that ICE server at `/config.json` and the WebSocket at
 // `/ws`, and speak issue 10's sessions and ringing (docs/protocol.md). scripts/e2e.sh passes the
-// built basic_server binary.
+// built basic_server binary. The last tests start a second one with `--tls-self-signed --tls-name
+// signaling.test` too, and hold a call over https:// and wss:// on that name (see `TlsServer`).
 // TURN (issue 12): the script starts its own coturn (`turnserver`, use-auth-secret, a random
 // secret) on a free loopback port and appends `--turn-url turn:127.0.0.1:P --turn-secret S`; the
 // relay test's calls must go through it with the credentials of the pages' login replies. Without
@@ -17,11 +18,13 @@
 // Prints one line per test and a closing `N passed, N failed[, N skipped]`; exits 1 on any failure.
 
 import { spawn } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, randomBytes, X509Certificate } from 'node:crypto';
 import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
+import https from 'node:https';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
@@ -103,13 +106,16 @@ class Server {
     for (;;) {
       const exited = await Promise.race([this.exited, sleep(0).then(() => null)]);
       if (exited) throw new Error(`server exited early (${JSON.stringify(exited)}):\n${this.output.slice(-20).join('\n')}`);
-      try {
-        const response = await fetch(`http://127.0.0.1:${this.port}/`, { signal: AbortSignal.timeout(1000) });
-        if (response.ok) return;
-      } catch { /* not up yet */ }
+      if (await this.answers().catch(() => false)) return;
       if (Date.now() > deadline) throw new Error(`server did not answer on port ${this.port} within 20 s`);
       await sleep(150);
     }
+  }
+
+  /** Whether the server serves its page yet. */
+  async answers() {
+    const response = await fetch(`http://127.0.0.1:${this.port}/`, { signal: AbortSignal.timeout(1000) });
+    return response.ok;
   }
 
   async stop() {
@@ -254,12 +260,12 @@ class TcpProxy {
 const peers = [];
 
 /** One person: a separate Chromium with a fresh profile, one page. */
-async function newPeer(label, { denyCamera = false } = {}) {
+async function newPeer(label, { denyCamera = false, args = [] } = {}) {
   const profile = await mkdtemp(path.join(os.tmpdir(), `e2e-${label}-`));
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
     headless: true,
-    args: LAUNCH_FLAGS,
+    args: [...LAUNCH_FLAGS, ...args],
     viewport: { width: 1200, height: 900 },
     timeout: 30_000,
   });
@@ -730,13 +736,13 @@ async function selectedPair(peer) {
 
 test('16. TURN: two pages with ?iceTransportPolicy=relay call through coturn with the credentials of their login replies; video flows over the relay', async () => {
   if (!coturn) throw new Skip(`${TURNSERVER} not found`);
-  const [erin, frank] = await Promise.all([newPeer('erin'), newPeer('frank')]);
-  await Promise.all([erin, frank].map((p) => p.page.goto(`${base}?iceTransportPolicy=relay`)));
-  await Promise.all([login(erin, 'erin'), login(frank, 'frank')]);
-  await waitBody(erin, { media: 'camera' });
-  await call(erin, frank, 'frank');
-  await Promise.all([waitConnected(erin), waitConnected(frank)]);
-  for (const p of [erin, frank]) {
+  const [grace, heidi] = await Promise.all([newPeer('grace'), newPeer('heidi')]);
+  await Promise.all([grace, heidi].map((p) => p.page.goto(`${base}?iceTransportPolicy=relay`)));
+  await Promise.all([login(grace, 'grace'), login(heidi, 'heidi')]);
+  await waitBody(grace, { media: 'camera' });
+  await call(grace, heidi, 'heidi');
+  await Promise.all([waitConnected(grace), waitConnected(heidi)]);
+  for (const p of [grace, heidi]) {
     const config = await p.page.evaluate(() => window.pc.getConfiguration());
     assert(config.iceTransportPolicy === 'relay', `${p.label}: iceTransportPolicy ${config.iceTransportPolicy}`);
     const turn = config.iceServers.find((server) => [].concat(server.urls).includes(coturn.url));
@@ -744,15 +750,154 @@ test('16. TURN: two pages with ?iceTransportPolicy=relay call through coturn wit
     const pair = await selectedPair(p);
     assert(pair?.local === 'relay', `${p.label}: the selected candidate pair is not relayed: ${JSON.stringify(pair)}`);
   }
-  const [wErin, wFrank] = await Promise.all([waitRemoteVideoPlays(erin), waitRemoteVideoPlays(frank)]);
-  assert(wErin > 0 && wFrank > 0, 'videoWidth is 0');
-  await Promise.all([waitRemoteVideoAdvances(erin, 'over the relay'), waitRemoteVideoAdvances(frank, 'over the relay')]);
-  await Promise.all([screenshot(erin, '16-turn-relay'), screenshot(frank, '16-turn-relay')]);
-  await hangUpAndCheck(erin, frank);
+  const [wGrace, wHeidi] = await Promise.all([waitRemoteVideoPlays(grace), waitRemoteVideoPlays(heidi)]);
+  assert(wGrace > 0 && wHeidi > 0, 'videoWidth is 0');
+  await Promise.all([waitRemoteVideoAdvances(grace, 'over the relay'), waitRemoteVideoAdvances(heidi, 'over the relay')]);
+  await Promise.all([screenshot(grace, '16-turn-relay'), screenshot(heidi, '16-turn-relay')]);
+  await hangUpAndCheck(grace, heidi);
 });
 
 test('17. no uncaught errors in any page', async () => {
   const errors = peers.flatMap((p) => p.errors.map((e) => `${p.label}: ${e}`));
+  assert(errors.length === 0, `uncaught page errors:\n${errors.join('\n')}`);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Over https:// and wss:// on a host name that is not localhost, where getUserMedia needs a secure
+// context (localhost and 127.0.0.1 are secure even over http, so the tests above never exercise
+// it). A second server with a development certificate for signaling.test; a Chromium that maps
+// that name to 127.0.0.1 (--host-resolver-rules) and accepts exactly that certificate, by the
+// SHA-256 of its public key (--ignore-certificate-errors-spki-list; Chromium honours it only with
+// a --user-data-dir, which launchPersistentContext passes). The control: the plain-HTTP server
+// at http://signaling.test:PORT/, the same address, is not a secure context.
+
+const TLS_HOST = 'signaling.test';
+const MAP_TLS_HOST = `--host-resolver-rules=MAP ${TLS_HOST} 127.0.0.1`;
+
+/**
+ * The server with `--tls-self-signed --tls-name TLS_HOST`. Once started: `certificate` (the
+ * X509Certificate it serves, checked to be the one whose fingerprint it printed and to be valid
+ * for TLS_HOST) and `spki` (the base64 SHA-256 of its SubjectPublicKeyInfo, what Chromium pins).
+ */
+class TlsServer extends Server {
+  constructor(command, port) {
+    super([...command, '--tls-self-signed', '--tls-name', TLS_HOST], port);
+    this.url = `https://${TLS_HOST}:${port}/`;
+    this.certificate = null;
+    this.spki = null;
+  }
+
+  /** Up once a TLS handshake completes (trusting anything: the checks come after). */
+  async answers() {
+    this.certificate = await this.handshake();
+    return true;
+  }
+
+  handshake() {
+    return new Promise((resolve, reject) => {
+      const socket = tls.connect({
+        host: '127.0.0.1', port: this.port, servername: TLS_HOST, ALPNProtocols: ['http/1.1'],
+        rejectUnauthorized: false, timeout: 1000,
+      });
+      socket.once('secureConnect', () => {
+        const { raw } = socket.getPeerCertificate();
+        socket.end();
+        resolve(new X509Certificate(raw));
+      });
+      socket.once('error', reject);
+      socket.once('timeout', () => socket.destroy(new Error('TLS handshake timed out')));
+    });
+  }
+
+  async start() {
+    await super.start();
+    const cert = this.certificate;
+    // The fingerprint it printed (stdout, `SHA-256 fingerprint: AB:CD:…`) is the served certificate's.
+    let printed;
+    for (const deadline = Date.now() + 3000; !printed && Date.now() < deadline; await sleep(50)) {
+      printed = this.output.map((line) => /^SHA-256 fingerprint: ([0-9A-F:]{95})$/.exec(line)?.[1]).find(Boolean);
+    }
+    assert(printed, `the TLS server printed no SHA-256 fingerprint:\n${this.output.slice(-10).join('\n')}`);
+    assert(printed === cert.fingerprint256, `the TLS server printed fingerprint ${printed} but serves a certificate with ${cert.fingerprint256}`);
+    assert(cert.checkHost(TLS_HOST), `the development certificate is not valid for ${TLS_HOST}: ${cert.subjectAltName}`);
+    // And Node, trusting that certificate alone, gets the page for TLS_HOST (chain and name checked).
+    const status = await new Promise((resolve, reject) => {
+      https.get({ host: '127.0.0.1', port: this.port, servername: TLS_HOST, path: '/', ca: cert.toString(),
+        headers: { host: `${TLS_HOST}:${this.port}` }, timeout: 5000 }, (response) => {
+        response.resume();
+        resolve(response.statusCode);
+      }).once('error', reject).once('timeout', function () { this.destroy(new Error('timed out')); });
+    }).catch((error) => { throw new Error(`GET ${this.url} trusting only the development certificate: ${error.message}`); });
+    assert(status === 200, `GET ${this.url}: HTTP ${status}`);
+    this.spki = createHash('sha256').update(cert.publicKey.export({ type: 'spki', format: 'der' })).digest('base64');
+  }
+}
+
+let tlsServer;
+let erin, frank;
+
+/** Where a page is: its security, scheme, host and whether it has a camera API. */
+const whereIs = (page) => page.evaluate(() => ({
+  isSecureContext: window.isSecureContext,
+  protocol: location.protocol,
+  host: location.host,
+  mediaDevices: typeof navigator.mediaDevices,
+}));
+
+test(`18. a second server over https:// with a development certificate for ${TLS_HOST}: the fingerprint it prints is the certificate it serves; Chromium accepts exactly that certificate (its SPKI pinned), and refuses the page without the pin; with it the page is a secure context`, async () => {
+  tlsServer = new TlsServer(server.command, await freePort());
+  await tlsServer.start();
+  const pinned = { args: [MAP_TLS_HOST, `--ignore-certificate-errors-spki-list=${tlsServer.spki}`] };
+  let unpinned;
+  [erin, frank, unpinned] = await Promise.all([newPeer('erin', pinned), newPeer('frank', pinned), newPeer('unpinned', { args: [MAP_TLS_HOST] })]);
+  // The same browser without the pin: a certificate error, so the pin is what accepts it.
+  const refused = await unpinned.page.goto(tlsServer.url).then(() => 'the page loaded', (error) => error.message);
+  peers.splice(peers.indexOf(unpinned), 1);
+  await unpinned.context.close();
+  await rm(unpinned.profile, { recursive: true, force: true });
+  assert(refused.includes('net::ERR_CERT_AUTHORITY_INVALID'), `without the SPKI pin, ${tlsServer.url}: expected net::ERR_CERT_AUTHORITY_INVALID, got: ${brief(refused)}`);
+  for (const peer of [erin, frank]) {
+    peer.websockets = [];
+    peer.page.on('websocket', (socket) => peer.websockets.push(socket.url()));
+    await peer.page.goto(tlsServer.url).catch((error) => {
+      throw new Error(`${peer.label}: Chromium with the development certificate's SPKI pinned refused ${tlsServer.url}: ${brief(error)}`);
+    });
+    const where = await whereIs(peer.page);
+    const want = { isSecureContext: true, protocol: 'https:', host: `${TLS_HOST}:${tlsServer.port}`, mediaDevices: 'object' };
+    assert(JSON.stringify(where) === JSON.stringify(want), `${peer.label} at ${tlsServer.url}: ${JSON.stringify(where)}, expected ${JSON.stringify(want)}`);
+  }
+});
+
+test(`19. over https:// and wss:// on ${TLS_HOST}: the camera starts, a call connects, video frames advance both ways, hang-up`, async () => {
+  await Promise.all([login(erin, 'erin'), login(frank, 'frank')]);
+  await Promise.all([waitBody(erin, { media: 'camera' }), waitBody(frank, { media: 'camera' })]);
+  const wss = `wss://${TLS_HOST}:${tlsServer.port}/ws`;
+  for (const peer of [erin, frank]) {
+    assert(peer.websockets.length > 0 && peer.websockets.every((url) => url === wss), `${peer.label}: WebSocket URLs ${JSON.stringify(peer.websockets)}, expected ${wss}`);
+  }
+  await call(erin, frank, 'frank');
+  await Promise.all([waitConnected(erin), waitConnected(frank)]);
+  await Promise.all([waitRemoteVideoPlays(erin), waitRemoteVideoPlays(frank)]);
+  await Promise.all([waitRemoteVideoAdvances(erin, 'over https'), waitRemoteVideoAdvances(frank, 'over https')]);
+  await Promise.all([screenshot(erin, '19-https-call'), screenshot(frank, '19-https-call')]);
+  await hangUpAndCheck(frank, erin);
+});
+
+test(`20. control: the plain-HTTP server at http://${TLS_HOST}:PORT/ (127.0.0.1 too) is not a secure context: no navigator.mediaDevices, the page logs in without a camera and says why`, async () => {
+  const tab = await erin.context.newPage();  // the browser that just held the https call
+  const plain = { label: 'erin-http', page: tab };
+  tab.on('pageerror', (error) => erin.errors.push(`http tab: ${error}`));
+  const url = `http://${TLS_HOST}:${server.port}/`;
+  await tab.goto(url);
+  const where = await whereIs(tab);
+  const want = { isSecureContext: false, protocol: 'http:', host: `${TLS_HOST}:${server.port}`, mediaDevices: 'undefined' };
+  assert(JSON.stringify(where) === JSON.stringify(want), `${url}: ${JSON.stringify(where)}, expected ${JSON.stringify(want)}`);
+  await login(plain, 'erin');
+  await waitBody(plain, { media: 'none' });
+  await waitNotice(plain, 'camera_unavailable', 'https');
+  await screenshot(plain, '20-http-no-camera');
+  await tab.close();
+  const errors = [erin, frank].flatMap((p) => p.errors.map((e) => `${p.label}: ${e}`));
   assert(errors.length === 0, `uncaught page errors:\n${errors.join('\n')}`);
 });
 
@@ -806,6 +951,7 @@ async function main() {
     await closePeers();
     await proxy?.stop();
     await server?.stop();
+    await tlsServer?.stop();
     await coturn?.stop();
   }
   console.log(`screenshots: ${ARTIFACTS}`);
@@ -830,6 +976,7 @@ async function report(name) {
   }
   console.log(`     --- server output (last 15 lines${server.proc?.exitCode !== null ? ', server exited' : ''}):\n       ${server.output.slice(-15).join('\n       ')}`);
   if (coturn) console.log(`     --- turnserver output (last 10 lines):\n       ${coturn.output.slice(-10).join('\n       ')}`);
+  if (tlsServer) console.log(`     --- TLS server output (last 15 lines${tlsServer.proc?.exitCode !== null ? ', server exited' : ''}):\n       ${tlsServer.output.slice(-15).join('\n       ')}`);
 }
 
 const watchdog = setTimeout(() => {
@@ -837,6 +984,7 @@ const watchdog = setTimeout(() => {
   console.log('0 passed, 1 failed');
   server?.proc?.kill('SIGKILL');
   coturn?.proc?.kill('SIGKILL');
+  tlsServer?.proc?.kill('SIGKILL');
   process.exit(1);
 }, RUN_TIMEOUT);
 watchdog.unref();

@@ -22,7 +22,6 @@ use std::time::Duration;
 use clap::Parser;
 use signaling_core::Username;
 use signaling_examples::{ServerArgs, base_url, ctrl_c, init_allocator, init_tracing};
-use signaling_ws::Hub;
 use signaling_ws::auth::HmacTokenAuthenticator;
 
 /// WebRTC signaling server with HMAC-token authentication (raw tokio-tungstenite).
@@ -75,13 +74,10 @@ async fn main() -> std::io::Result<ExitCode> {
 
     init_tracing();
     init_allocator();
-    let hub = Hub::new(
-        cli.server
-            .server_config()
-            .await
-            .map_err(std::io::Error::other)?
-            .with_authenticator(auth),
-    );
+    let hub = cli
+        .server
+        .start_hub(|config| config.with_authenticator(auth))
+        .await?;
     let tls = cli.server.tls.load_or_exit(cli.addr);
     let listener = tokio::net::TcpListener::bind(cli.addr).await?;
     let addr = listener.local_addr()?;

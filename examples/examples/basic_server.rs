@@ -17,7 +17,6 @@ use clap::Parser;
 use signaling_examples::{
     ServerArgs, base_url, ctrl_c, demo, init_allocator, init_tracing, spawn_warp,
 };
-use signaling_warp::Hub;
 
 /// WebRTC signaling server (warp) with the demo page.
 #[derive(Debug, Parser)]
@@ -34,12 +33,7 @@ async fn main() -> std::io::Result<()> {
     let cli = Cli::parse();
     init_tracing();
     init_allocator();
-    let hub = Hub::new(
-        cli.server
-            .server_config()
-            .await
-            .map_err(std::io::Error::other)?,
-    );
+    let hub = cli.server.start_hub(|config| config).await?;
 
     // The STUN servers for anyone who loads the page; TURN credentials only come with a login.
     let app = demo::routes(hub.clone(), cli.server.ice_servers.clone());

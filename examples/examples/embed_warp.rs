@@ -10,7 +10,6 @@ use std::net::SocketAddr;
 
 use clap::Parser;
 use signaling_examples::{ServerArgs, base_url, ctrl_c, init_allocator, init_tracing, spawn_warp};
-use signaling_warp::Hub;
 use signaling_warp::warp::{self, Filter};
 
 /// An existing warp app that gains a signaling endpoint.
@@ -31,15 +30,9 @@ async fn main() -> std::io::Result<()> {
 
     // The app's own routes.
     let hello = warp::path!("hello" / String).map(|name| format!("Hello, {name}!"));
-    let health = warp::path!("health").map(|| "ok");
 
     // Signaling, mounted where the app wants it, with its stats beside it.
-    let hub = Hub::new(
-        cli.server
-            .server_config()
-            .await
-            .map_err(std::io::Error::other)?,
-    );
+    let hub = cli.server.start_hub(|config| config).await?;
     let signaling = warp::path!("api" / "signaling").and(signaling_warp::ws(hub.clone()));
     let stats_hub = hub.clone();
     let stats = warp::path!("api" / "stats").map(move || {
@@ -48,6 +41,8 @@ async fn main() -> std::io::Result<()> {
         warp::reply::json(&serde_json::json!({ "connections": connections, "users": users }))
     });
 
+    // `/healthz` and `/readyz` for the load balancer (503 once a shutdown starts).
+    let health = signaling_warp::health(hub.clone());
     let app = hello.or(health).or(stats).or(signaling);
     let tls = cli.server.tls.load_or_exit(cli.addr);
     // TCP_NODELAY on every connection: warp's server leaves Nagle on, which delays replies.

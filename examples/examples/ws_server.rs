@@ -11,7 +11,6 @@ use std::net::SocketAddr;
 
 use clap::Parser;
 use signaling_examples::{ServerArgs, base_url, ctrl_c, init_allocator, init_tracing};
-use signaling_ws::Hub;
 
 /// WebRTC signaling server (raw tokio-tungstenite).
 #[derive(Debug, Parser)]
@@ -28,12 +27,7 @@ async fn main() -> std::io::Result<()> {
     let cli = Cli::parse();
     init_tracing();
     init_allocator();
-    let hub = Hub::new(
-        cli.server
-            .server_config()
-            .await
-            .map_err(std::io::Error::other)?,
-    );
+    let hub = cli.server.start_hub(|config| config).await?;
     let tls = cli.server.tls.load_or_exit(cli.addr);
     let listener = tokio::net::TcpListener::bind(cli.addr).await?;
     let addr = listener.local_addr()?;

@@ -16,7 +16,8 @@ const APP_JS: &str = include_str!("../demo/app.js");
 const STYLE_CSS: &str = include_str!("../demo/style.css");
 
 /// The demo page at `/`, `/app.js`, `/style.css`, `/config.json` (the ICE servers for the
-/// page, see [`ice_config_json`]) and signaling at `/ws` ([`signaling_warp::routes`]).
+/// page, see [`ice_config_json`]), signaling at `/ws` ([`signaling_warp::routes`]) and the
+/// health checks `/healthz` and `/readyz` ([`signaling_warp::health`]).
 ///
 /// The page's routes answer `GET` and `HEAD`; any other method gets `405` with
 /// `Allow: GET, HEAD`.
@@ -35,6 +36,7 @@ pub fn routes(
         .or(asset("app.js", APP_JS, "text/javascript; charset=utf-8"))
         .or(asset("style.css", STYLE_CSS, "text/css; charset=utf-8"))
         .or(config_json)
+        .or(signaling_warp::health(hub.clone()))
         .or(signaling_warp::routes(hub))
 }
 

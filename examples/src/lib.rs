@@ -43,6 +43,7 @@ use signaling_core::driver::Config;
 use signaling_core::driver::auth::MIN_SECRET_BYTES;
 use signaling_core::driver::ice::{IceServers, TurnRest};
 use signaling_core::driver::ipnet::IpNet;
+use signaling_core::driver::metrics::{CONTENT_TYPE, Metrics};
 use signaling_ws::tls::{SelfSigned, TlsAcceptor};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -187,6 +188,10 @@ pub struct ServerArgs {
     /// Seconds the minted TURN credentials stay valid.
     #[arg(long, env = "SIGNALING_TURN_TTL", default_value_t = TurnRest::DEFAULT_TTL.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
     pub turn_ttl: u64,
+    /// Serve Prometheus metrics at `http://ADDR/metrics` on this separate address (keep it
+    /// private: bind it to loopback or an internal interface). Off by default.
+    #[arg(long, env = "SIGNALING_METRICS_ADDR", value_name = "HOST:PORT")]
+    pub metrics_addr: Option<SocketAddr>,
     /// `--tls-cert`, `--tls-key`, `--tls-self-signed`, `--tls-name`.
     #[command(flatten)]
     pub tls: TlsArgs,
@@ -405,6 +410,21 @@ where
     }
 }
 
+/// Serves `GET /metrics` (the hub's [`Metrics`] in the Prometheus text format) on `listener`
+/// until the hub has shut down. Other paths get 404.
+pub async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    hub: signaling_core::driver::Hub,
+    metrics: Arc<Metrics>,
+) {
+    use signaling_warp::warp::{self, Filter};
+    let scraped = hub.clone();
+    let route = warp::path!("metrics").and(warp::get()).map(move || {
+        warp::reply::with_header(metrics.render(&scraped), "content-type", CONTENT_TYPE)
+    });
+    signaling_warp::serve(route, listener, hub).await;
+}
+
 /// The URL of a server listening on `addr`: `http://HOST:PORT` (`ws://` with `websocket`), or
 /// `https://`/`wss://` with `tls`. An unspecified address (`0.0.0.0`, `::`) is shown as the
 /// machine's address on its default route (the one other computers of the LAN use), or as
@@ -463,6 +483,31 @@ impl ServerArgs {
             .map_err(|e| format!("cannot join the cluster at {url}: {e}"))?;
         tracing::info!(node = %backend.node(), redis = %url, "cluster mode");
         Ok(config.with_cluster(Arc::new(backend)))
+    }
+
+    /// The hub these flags ask for ([`server_config`](Self::server_config)), with what `adjust`
+    /// adds to its configuration (an authenticator), and its metrics served when
+    /// `--metrics-addr` is given ([`serve_metrics`]).
+    ///
+    /// # Errors
+    ///
+    /// Redis could not be reached, or the metrics address could not be bound.
+    pub async fn start_hub(
+        &self,
+        adjust: impl FnOnce(Config) -> Config,
+    ) -> std::io::Result<signaling_core::driver::Hub> {
+        let config = adjust(self.server_config().await.map_err(std::io::Error::other)?);
+        let Some(addr) = self.metrics_addr else {
+            return Ok(signaling_core::driver::Hub::new(config));
+        };
+        let metrics = Arc::new(Metrics::new());
+        let hub = signaling_core::driver::Hub::new(config.with_observer(Some(metrics.clone())));
+        let listener = signaling_warp::bind(addr)
+            .await
+            .map_err(|e| std::io::Error::new(e.kind(), format!("--metrics-addr {addr}: {e}")))?;
+        tracing::info!("metrics at http://{}/metrics", listener.local_addr()?);
+        tokio::spawn(serve_metrics(listener, hub.clone(), metrics));
+        Ok(hub)
     }
 
     /// The driver configuration these flags ask for (everything else at its default), without
@@ -578,6 +623,48 @@ pub async fn ctrl_c() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `--metrics-addr`: `GET /metrics` answers the Prometheus text with its content type, a
+    /// relay counted; other paths 404; the listener stops with the hub.
+    #[tokio::test]
+    async fn metrics_are_served_over_http() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        async fn get(addr: SocketAddr, path: &str) -> String {
+            let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            let head = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            tcp.write_all(head.as_bytes()).await.expect("request");
+            let mut answer = String::new();
+            tcp.read_to_string(&mut answer).await.expect("answer");
+            answer
+        }
+        let metrics = Arc::new(Metrics::new());
+        let hub = signaling_core::driver::Hub::new(
+            Config::default().with_observer(Some(metrics.clone())),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(serve_metrics(listener, hub.clone(), metrics));
+        let answer = get(addr, "/metrics").await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(
+            answer
+                .to_ascii_lowercase()
+                .contains(&format!("content-type: {CONTENT_TYPE}")),
+            "{answer}"
+        );
+        assert!(
+            answer.contains("\nsignaling_connections_open 0\n"),
+            "{answer}"
+        );
+        assert!(get(addr, "/").await.starts_with("HTTP/1.1 404"));
+        hub.shutdown().await;
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("the metrics server stops with the hub")
+            .expect("task");
+    }
 
     #[cfg(feature = "jemalloc")]
     #[test]

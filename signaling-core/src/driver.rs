@@ -121,6 +121,9 @@ mod hub;
 pub mod ice;
 #[cfg(feature = "memory")]
 pub mod memory;
+#[cfg(feature = "metrics")]
+pub mod metrics;
+pub mod observe;
 mod outbox;
 mod tokens;
 mod transport;

@@ -31,6 +31,7 @@
 //! ```
 //!
 //! At another path, use the bare [`ws`] filter: `warp::path!("api" / "signal").and(ws(hub))`.
+//! [`health`] adds `GET /healthz` and `GET /readyz` for a load balancer.
 //!
 //! ## TLS
 //!
@@ -113,13 +114,16 @@ pub fn ws(hub: Hub) -> impl Filter<Extract = (impl Reply,), Error = Rejection> +
                 async move {
                     let request = upgrade_request(&path, query, &headers, addr);
                     if let Err(refusal) = request.check_handshake() {
+                        hub.note_refusal(&refusal);
                         return refuse(&refusal);
                     }
                     // hyper hands out an upgrade handle only for an HTTP/1.1 request with an
                     // `Upgrade` header (or HTTP/2's extended CONNECT): without one (HTTP/1.0, or
                     // a `warp::test` request) a 101 would upgrade nothing.
                     let Some(on_upgrade) = on_upgrade else {
-                        return refuse(&Refusal::BadHandshake("HTTP/1.1 or later required"));
+                        let refusal = Refusal::BadHandshake("HTTP/1.1 or later required");
+                        hub.note_refusal(&refusal);
+                        return refuse(&refusal);
                     };
                     match hub.admit(&request).await {
                         Ok(admission) => accept(on_upgrade, &request, hub, admission),
@@ -230,7 +234,9 @@ where
 {
     let service = warp::service(filter);
     let mut connections = tokio::task::JoinSet::new();
-    let stop = hub.shutdown_started();
+    // Accepting goes on through the shutdown's drain (each connection then serves one request:
+    // `/readyz` says 503, upgrades are refused with 503) and stops once it is over.
+    let stop = hub.shutdown_finished();
     tokio::pin!(stop);
     loop {
         let accepted = tokio::select! {
@@ -263,7 +269,8 @@ where
             pending,
         ));
     }
-    let timeout = hub.config().shutdown_timeout;
+    // What is left is a request being answered (the hub's connections are gone).
+    let timeout = hub.config().close_timeout;
     let drained = tokio::time::timeout(timeout, async {
         while connections.join_next().await.is_some() {}
     });
@@ -310,23 +317,34 @@ async fn serve_http<S, H>(
                 return;
             }
         },
-        () = hub.shutdown_started() => return,
+        () = hub.shutdown_finished() => return,
     };
     let service = hyper::service::service_fn(move |mut request| {
         request.extensions_mut().insert(PeerAddr(addr));
         let mut service = service.clone();
         service.call(request)
     });
+    // A connection accepted during the shutdown's drain serves one request and closes; one
+    // accepted before finishes the request it is on (hyper's graceful shutdown).
+    let draining = hub.is_shutting_down();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(hub.config().handshake_timeout)
-        .max_buf_size(signaling_ws::MAX_REQUEST_HEAD);
+        .max_buf_size(signaling_ws::MAX_REQUEST_HEAD)
+        .keep_alive(!draining);
     let io = hyper_util::rt::TokioIo::new(io);
     let connection = http.serve_connection(io, service).with_upgrades();
     tokio::pin!(connection);
+    let shutdown = async {
+        if draining {
+            hub.shutdown_finished().await;
+        } else {
+            hub.shutdown_started().await;
+        }
+    };
     let ended = tokio::select! {
         ended = connection.as_mut() => ended,
-        () = hub.shutdown_started() => {
+        () = shutdown => {
             connection.as_mut().graceful_shutdown();
             connection.await
         }
@@ -407,6 +425,29 @@ pub async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 /// Signaling at `/ws`: [`ws`] mounted at that path.
 pub fn routes(hub: Hub) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
     warp::path("ws").and(warp::path::end()).and(ws(hub))
+}
+
+/// Health checks for a load balancer or an orchestrator: `GET /healthz` answers `200 ok`
+/// while the process runs (liveness); `GET /readyz` answers `200 ready` while the hub takes
+/// new connections, `503` with the reason otherwise ([`Hub::is_ready`]: not once a shutdown
+/// has started, not while a cluster backend is unreachable). Under [`serve`] the listener
+/// keeps answering them through the shutdown's drain.
+pub fn health(hub: Hub) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    warp::get()
+        .and(warp::path::full())
+        .and_then(move |path: FullPath| {
+            let answer = hub.health_check(path.as_str());
+            async move {
+                match answer {
+                    Some((status, body)) => {
+                        let status = StatusCode::from_u16(status)
+                            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                        Ok(warp::reply::with_status(format!("{body}\n"), status))
+                    }
+                    None => Err(warp::reject::not_found()),
+                }
+            }
+        })
 }
 
 /// Waits for hyper to hand over the upgraded connection (after the 101 went out), then runs

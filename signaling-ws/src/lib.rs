@@ -48,6 +48,15 @@
 //! gets 400, or 426 for another WebSocket version. Only then is the `101 Switching Protocols`
 //! sent.
 //!
+//! ## Health checks
+//!
+//! A plain `GET /healthz` (no `Upgrade` header) is answered `200 ok` while the process runs,
+//! and `GET /readyz` `200 ready` while the hub takes new connections, `503` otherwise
+//! ([`Hub::is_ready`]: not once a shutdown has started, not while a cluster backend is
+//! unreachable). The accept loop of [`serve`] keeps going through the shutdown's drain, so a
+//! load balancer sees `/readyz` fail (and new upgrades get 503) rather than refused
+//! connections, and stops once [`Hub::shutdown`] has returned.
+//!
 //! If you upgrade sockets yourself, do the same: build an [`UpgradeRequest`] from your HTTP
 //! request, call [`UpgradeRequest::check_handshake`] and [`Hub::admit`], answer a [`Refusal`]
 //! with its status and headers, or upgrade with
@@ -195,7 +204,9 @@ where
     H: Handshake<TcpStream> + Clone + 'static,
     H::Stream: 'static,
 {
-    let stop = hub.shutdown_started();
+    // Accepting goes on through the shutdown's drain: health checks are answered (`/readyz`
+    // says 503) and upgrades refused with 503, rather than connections refused.
+    let stop = hub.shutdown_finished();
     tokio::pin!(stop);
     loop {
         let accepted = tokio::select! {
@@ -339,7 +350,7 @@ where
                 return;
             }
         },
-        () = hub.shutdown_started() => return,
+        () = hub.shutdown_finished() => return,
     };
     drop(pending);
     let config = websocket_config(hub.config());
@@ -377,14 +388,20 @@ where
         Err(e) => return Err(e),
     };
     let view = upgrade_request(&request, remote_addr);
+    if let Some((status, body)) = health_check(&request, hub) {
+        respond(io, status, &[], body).await?;
+        return Err(HandshakeError::Answered);
+    }
     // RFC 6455's checks with their statuses (426 for a wrong version); tungstenite's own
     // checks below only catch what is left (the method).
     if let Err(refusal) = view.check_handshake() {
+        hub.note_refusal(&refusal);
         return Err(refuse(io, refusal).await);
     }
     let response = match create_response(&request) {
         Ok(response) => response,
         Err(e) => {
+            hub.note_refusal(&Refusal::BadHandshake("not a GET request"));
             respond(
                 io,
                 400,
@@ -416,6 +433,17 @@ enum HandshakeError {
     TooLarge,
     Invalid(tungstenite::Error),
     Refused(Refusal),
+    /// A health check, answered.
+    Answered,
+}
+
+/// A `GET` of `/healthz` or `/readyz` without an `Upgrade` header (the request parser only
+/// takes GETs): the answer ([`Hub::health_check`]).
+fn health_check(request: &Request, hub: &Hub) -> Option<(u16, &'static str)> {
+    if request.headers().contains_key("upgrade") {
+        return None;
+    }
+    hub.health_check(request.uri().path())
 }
 
 impl std::fmt::Display for HandshakeError {
@@ -429,6 +457,7 @@ impl std::fmt::Display for HandshakeError {
             HandshakeError::Refused(refusal) => {
                 write!(f, "refused ({}): {refusal}", refusal.status())
             }
+            HandshakeError::Answered => f.write_str("a health check, answered"),
         }
     }
 }

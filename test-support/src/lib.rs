@@ -8,6 +8,7 @@
 
 pub mod balancer;
 mod hostile;
+pub mod ops;
 mod phases;
 mod pressure;
 pub mod raw;
@@ -15,6 +16,7 @@ mod sessions;
 mod tls;
 
 pub use hostile::*;
+pub use ops::{health_checks, metrics_count_a_scripted_call};
 pub use phases::*;
 pub use pressure::*;
 pub use sessions::*;
@@ -635,6 +637,8 @@ macro_rules! all_scenarios {
             clean_close_ends_the_session,
             ring_timeout,
             answered_call_never_expires,
+            health_checks,
+            metrics_count_a_scripted_call,
         );
     };
 }

@@ -138,6 +138,9 @@ impl ClusterLink {
     /// up refuses the next relay to it, as for relays from this node).
     pub fn deliver(&self, envelopes: impl IntoIterator<Item = Envelope>) {
         self.with_hub(|hub| {
+            let envelopes = envelopes
+                .into_iter()
+                .inspect(|_| hub.observe(&super::observe::HubEvent::Arrived));
             hub.cluster_input_each(envelopes, |router, envelope, now| {
                 router.handle_remote(envelope, now);
             });

@@ -9,6 +9,7 @@ use super::Hub;
 use super::auth::Authenticator;
 use super::cluster::ClusterBackend;
 use super::ice::IceServers;
+use super::observe::Observer;
 use crate::router::RouterConfig;
 
 /// Everything a server built on the driver can tune, with safe defaults.
@@ -158,6 +159,11 @@ pub struct Config {
     /// [`ice`](super::ice)), so that only logged-in users can use the relay. `None` (default):
     /// the replies are the tutorial's, and pages find their ICE servers elsewhere.
     pub ice_servers: Option<IceServers>,
+    /// Told what the hub does (see [`observe`](super::observe)): the router's events,
+    /// connections opened and closed, upgrades refused, messages relayed. The `metrics`
+    /// feature's [`Metrics`](super::metrics::Metrics) exports them to Prometheus. `None`
+    /// (default): nobody is told.
+    pub observer: Option<Arc<dyn Observer>>,
 }
 
 impl Default for Config {
@@ -192,6 +198,7 @@ impl Default for Config {
             authenticator: None,
             cluster: None,
             ice_servers: None,
+            observer: None,
         }
     }
 }
@@ -359,6 +366,12 @@ impl Config {
     /// Sets the allowed page origins (`None`: any).
     pub fn with_allowed_origins(mut self, origins: Option<Vec<String>>) -> Self {
         self.allowed_origins = origins;
+        self
+    }
+
+    /// Sets the [`observer`](Self::observer) (metrics), or removes it with `None`.
+    pub fn with_observer(mut self, observer: Option<Arc<dyn Observer>>) -> Self {
+        self.observer = observer;
         self
     }
 

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use super::admission::{AddressKey, Permit};
 use super::guards::Registration;
 use super::heartbeat::Liveness;
+use super::observe::DisconnectCause;
 use super::outbox::{End, Outbox, Taken};
 use super::{CloseFrame, Hub, Inbound, Outbound, Transport};
 use crate::router::ConnectionId;
@@ -46,6 +47,7 @@ impl Hub {
             close = watchdog => Ending::Deadline(close),
         };
         tracing::debug!(%conn, ?ending, "disconnecting");
+        let _ = registration.cause.set(ending.cause(outbox));
         // Free the name (or suspend a resumable session) and tell the partner now; the close
         // handshake below may take a while.
         registration.teardown(ending.is_clean());
@@ -310,6 +312,27 @@ enum Ending {
 }
 
 impl Ending {
+    /// Why the connection ended, for the observer.
+    fn cause(&self, outbox: &Outbox) -> DisconnectCause {
+        let asked = || match outbox.end() {
+            Some(End::Close(close)) => Some(DisconnectCause::of_close(&close)),
+            Some(End::Abort) => Some(DisconnectCause::QueueOverflow),
+            None => None,
+        };
+        match self {
+            Ending::Abort | Ending::Write(WriteEnd::Aborted) => DisconnectCause::QueueOverflow,
+            Ending::Read(ReadEnd::Closed { clean: true }) => DisconnectCause::Clean,
+            Ending::Read(ReadEnd::Closed { clean: false } | ReadEnd::Error)
+            | Ending::Write(WriteEnd::Error) => DisconnectCause::Lost,
+            Ending::Read(ReadEnd::TooLarge) => DisconnectCause::TooLarge,
+            Ending::Write(WriteEnd::Stalled) => DisconnectCause::Timeout,
+            Ending::Deadline(close) => DisconnectCause::of_close(close),
+            Ending::Write(WriteEnd::SentClose) | Ending::Read(ReadEnd::Gone) => {
+                asked().unwrap_or(DisconnectCause::Replaced)
+            }
+        }
+    }
+
     /// Whether the connection ended cleanly — the client sent a close frame, or the server
     /// closed it on purpose (a close frame went out first, an oversize message) — rather than
     /// being lost (reset, no close frame, heartbeat timeout, stalled or failed writes). A

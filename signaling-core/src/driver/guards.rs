@@ -1,12 +1,13 @@
 //! Drop guards that keep the hub's books right however a connection task ends (normally, by a
 //! panic, or by cancellation).
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
 
 use super::Hub;
 use super::hub::Inner;
-use super::outbox::Outbox;
+use super::observe::{DisconnectCause, HubEvent};
+use super::outbox::{End, Outbox};
 use crate::router::ConnectionId;
 #[cfg(doc)]
 use crate::router::Router;
@@ -17,6 +18,8 @@ pub(super) struct Registration {
     pub(super) hub: Hub,
     pub(super) id: ConnectionId,
     pub(super) outbox: Arc<Outbox>,
+    /// How the connection ended, once its task knows; told to the observer on drop.
+    pub(super) cause: OnceLock<DisconnectCause>,
 }
 
 impl Registration {
@@ -44,6 +47,18 @@ impl Drop for Registration {
     fn drop(&mut self) {
         self.teardown(false);
         tracing::debug!(conn = %self.id, "disconnected");
+        // A task that ended without saying (a panic, the shutdown's deadline) was either
+        // being closed by the server or lost.
+        let cause = self
+            .cause
+            .get()
+            .copied()
+            .unwrap_or_else(|| match self.outbox.end() {
+                Some(End::Close(close)) => DisconnectCause::of_close(&close),
+                Some(End::Abort) => DisconnectCause::QueueOverflow,
+                None => DisconnectCause::Lost,
+            });
+        self.hub.observe(&HubEvent::Closed(cause));
     }
 }
 

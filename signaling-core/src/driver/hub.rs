@@ -5,7 +5,7 @@ use std::fmt;
 use std::future::Future;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
 use futures_util::{Sink, SinkExt, Stream};
@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use super::admission::{self, ConnectionPermits, Slots};
 use super::guards::{ActiveGuard, Registration};
 use super::ice::IceServers;
+use super::observe::HubEvent;
 use super::outbox::{Full, Outbox, Pushed};
 use super::tokens::OsTokens;
 use super::{
@@ -29,13 +30,16 @@ use crate::router::{ClaimOutcome, ConnectionId, DisconnectReason, Output, Router
 use super::cluster::ClusterLink;
 
 /// Lifecycle of the hub, watched by accept loops and connections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Phase {
     Running,
-    /// `shutdown` started: no new connections, live ones drain and close.
+    /// `shutdown` started: no new connections (accept loops still answer health checks and
+    /// refuse upgrades with 503), live ones drain and close.
     Draining,
     /// The shutdown timeout passed: drop what is left.
     Killed,
+    /// `shutdown` returned: accept loops stop.
+    Stopped,
 }
 
 pub(super) struct State {
@@ -307,12 +311,51 @@ impl Hub {
         *self.inner.phase.borrow() != Phase::Running
     }
 
-    /// Resolves once [`shutdown`](Self::shutdown) starts: accept loops select on it to stop
-    /// accepting, and it fits warp's `graceful` signal.
+    /// Resolves once [`shutdown`](Self::shutdown) starts; it fits warp's `graceful` signal.
     pub fn shutdown_started(&self) -> impl Future<Output = ()> + Send + 'static {
-        let mut phase = self.inner.phase.subscribe();
+        self.phase_reached(Phase::Draining)
+    }
+
+    /// Resolves once [`shutdown`](Self::shutdown) has returned (every connection gone). The
+    /// adapters' accept loops keep accepting until then, so that health checks see
+    /// [`is_ready`](Self::is_ready) turn false during the drain and upgrades get a 503.
+    pub fn shutdown_finished(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.phase_reached(Phase::Stopped)
+    }
+
+    fn phase_reached(&self, phase: Phase) -> impl Future<Output = ()> + Send + 'static {
+        let mut watched = self.inner.phase.subscribe();
         async move {
-            let _ = phase.wait_for(|p| *p != Phase::Running).await;
+            let _ = watched.wait_for(|p| *p >= phase).await;
+        }
+    }
+
+    /// Readiness (`/readyz`): whether the hub takes new connections — not once
+    /// [`shutdown`](Self::shutdown) has started, and in cluster mode not while the backend
+    /// is unreachable ([`ClusterBackend::is_available`](super::cluster::ClusterBackend::is_available):
+    /// logins would fail).
+    pub fn is_ready(&self) -> bool {
+        !self.is_shutting_down()
+            && self
+                .inner
+                .config
+                .cluster
+                .as_ref()
+                .is_none_or(|backend| backend.is_available())
+    }
+
+    /// The answer to a health check at `path`, for adapters that serve them on their main
+    /// port: `GET /healthz` is liveness (200 whenever the process answers), `GET /readyz` is
+    /// [`is_ready`](Self::is_ready) (200, or 503 saying why not). `None` for any other path.
+    pub fn health_check(&self, path: &str) -> Option<(u16, &'static str)> {
+        match path {
+            "/healthz" => Some((200, "ok")),
+            "/readyz" if self.is_shutting_down() => Some((503, "not ready: shutting down")),
+            "/readyz" if !self.is_ready() => {
+                Some((503, "not ready: the cluster backend is unreachable"))
+            }
+            "/readyz" => Some((200, "ready")),
+            _ => None,
         }
     }
 
@@ -389,6 +432,7 @@ impl Hub {
         if let Some(backend) = &self.inner.config.cluster {
             backend.shutdown().await;
         }
+        self.inner.phase.send_replace(Phase::Stopped);
     }
 
     async fn wait_idle(&self) {
@@ -438,10 +482,11 @@ impl Hub {
 
     /// Takes a pending-request slot for a TCP connection just accepted from `remote_ip`, to
     /// hold until its request is upgraded or answered; refused (close the connection at once)
-    /// while shutting down or when [`Config::max_pending_requests`] (or its per-address
-    /// twin) is reached. Adapters that read requests themselves call it after `accept`.
+    /// when [`Config::max_pending_requests`] (or its per-address twin) is reached, or once
+    /// the shutdown's deadline has passed. (During the shutdown's drain requests are still
+    /// read: health checks are answered, upgrades refused with 503.) Adapters that read requests themselves call it after `accept`.
     pub fn pending_request(&self, remote_ip: Option<IpAddr>) -> Result<PendingRequest, Refusal> {
-        if self.is_shutting_down() {
+        if *self.inner.phase.borrow() >= Phase::Killed {
             return Err(Refusal::ShuttingDown);
         }
         let config = &self.inner.config;
@@ -465,8 +510,23 @@ impl Hub {
         let decided = self.decide(request).await;
         if let Err(refusal) = &decided {
             tracing::debug!(addr = ?request.remote_addr, status = refusal.status(), %refusal, "upgrade refused");
+            self.observe(&HubEvent::Refused(refusal));
         }
         decided
+    }
+
+    /// Tells the [`Config::observer`] of an upgrade refused before [`admit`](Self::admit)
+    /// was asked (adapters call it for a request that is not a well-formed WebSocket upgrade,
+    /// [`UpgradeRequest::check_handshake`]), so that every refused upgrade is counted once.
+    pub fn note_refusal(&self, refusal: &Refusal) {
+        self.observe(&HubEvent::Refused(refusal));
+    }
+
+    /// Tells the [`Config::observer`], if there is one.
+    pub(super) fn observe(&self, event: &HubEvent<'_>) {
+        if let Some(observer) = &self.inner.config.observer {
+            observer.observe(event);
+        }
     }
 
     async fn decide(&self, request: &UpgradeRequest) -> Result<Admission, Refusal> {
@@ -573,7 +633,7 @@ impl Hub {
         let body = self.run::<T, S>(socket, &registration, not_logged_in);
         tokio::select! {
             () = body => {}
-            _ = killed.wait_for(|p| *p == Phase::Killed) => {}
+            _ = killed.wait_for(|p| *p >= Phase::Killed) => {}
         }
         drop(registration);
         drop((connection, user));
@@ -601,10 +661,12 @@ impl Hub {
         state.connections.insert(id, Arc::clone(&outbox));
         drop(state);
         self.start_timer();
+        self.observe(&HubEvent::Opened);
         Some(Registration {
             hub: self.clone(),
             id,
             outbox,
+            cause: OnceLock::new(),
         })
     }
 
@@ -682,14 +744,24 @@ impl Hub {
                         let Some(outbox) = state.connections.get(&t.to) else {
                             continue;
                         };
-                        let relay = matches!(t.message, ServerMessage::Relay { .. });
+                        let relayed = match &t.message {
+                            ServerMessage::Relay { kind, .. } => Some(*kind),
+                            _ => None,
+                        };
+                        let relay = relayed.is_some();
                         if !relay {
                             if let Some(ice) = &config.ice_servers {
                                 attach_ice_servers(&mut t, &state.router, ice);
                             }
                         }
                         let to = t.to;
-                        match outbox.push(t, config) {
+                        let pushed = outbox.push(t, config);
+                        if let (Some(observer), Some(kind), Ok(_)) =
+                            (&config.observer, relayed, &pushed)
+                        {
+                            observer.observe(&HubEvent::Relayed { kind });
+                        }
+                        match pushed {
                             Ok(Pushed::Queued) => {}
                             Ok(Pushed::Congested) => {
                                 tracing::debug!(conn = %to, "outbound queue congested: refusing relays to it");
@@ -718,7 +790,10 @@ impl Hub {
                             }
                         }
                     }
-                    Output::Event(event) => tracing::debug!(?event, "router event"),
+                    Output::Event(event) => {
+                        tracing::debug!(?event, "router event");
+                        self.observe(&HubEvent::Router(&event));
+                    }
                     Output::Claim {
                         conn,
                         name,
@@ -759,11 +834,10 @@ impl Hub {
                         None => unknown_tokens.push(conn),
                     },
                     Output::Forward(envelope) => match cluster {
-                        Some(backend) => {
-                            if let Err(envelope) = backend.forward(envelope) {
-                                unroutable.push((envelope, Unroutable::Unavailable));
-                            }
-                        }
+                        Some(backend) => match backend.forward(envelope) {
+                            Ok(()) => self.observe(&HubEvent::Forwarded),
+                            Err(envelope) => unroutable.push((envelope, Unroutable::Unavailable)),
+                        },
                         // No other node: nobody else can hold the name.
                         None => unroutable.push((envelope, Unroutable::UnknownUser)),
                     },

@@ -150,6 +150,11 @@ impl Outbox {
         }
     }
 
+    /// What the hub asked of the writer besides messages, if anything.
+    pub(super) fn end(&self) -> Option<End> {
+        self.lock().end
+    }
+
     pub(super) fn abort(&self) {
         let mut q = self.lock();
         q.end = Some(End::Abort);

@@ -11,6 +11,7 @@ mod handover;
 mod leases;
 mod lookalikes;
 mod nodes;
+mod ops;
 mod randomized;
 mod scenarios;
 

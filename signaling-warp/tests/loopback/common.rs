@@ -2,6 +2,7 @@
 //! shared scenarios.
 
 use signaling_test_support::TestServer;
+use signaling_warp::warp::Filter;
 use signaling_warp::{Config, Hub};
 
 /// A [`signaling_test_support::Start`] for this adapter: `signaling_warp::routes`.
@@ -15,8 +16,8 @@ pub fn start(
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let hub = Hub::new(config);
-        let server =
-            signaling_warp::serve(signaling_warp::routes(hub.clone()), listener, hub.clone());
+        let routes = signaling_warp::routes(hub.clone()).or(signaling_warp::health(hub.clone()));
+        let server = signaling_warp::serve(routes, listener, hub.clone());
         let task = tokio::spawn(server);
         TestServer::single(format!("ws://{addr}/ws"), hub, task)
     })
@@ -50,7 +51,6 @@ pub fn start_tls(
 pub fn start_warp_ws(
     config: Config,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = TestServer> + Send>> {
-    use signaling_warp::warp::Filter;
     signaling_test_support::init_tracing();
     Box::pin(async move {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -8,8 +8,12 @@
 // `/ws`, and speak issue 10's sessions and ringing (docs/protocol.md). scripts/e2e.sh passes the
 // built basic_server binary. The last tests start a second one with `--tls-self-signed --tls-name
 // signaling.test` too, and hold a call over https:// and wss:// on that name (see `TlsServer`).
+// TURN (issue 12): the script starts its own coturn (`turnserver`, use-auth-secret, a random
+// secret) on a free loopback port and appends `--turn-url turn:127.0.0.1:P --turn-secret S`; the
+// relay test's calls must go through it with the credentials of the pages' login replies. Without
+// `turnserver` that test prints one SKIPPED line and counts as skipped (under CI=true: it fails).
 // Environment: CHROMIUM (browser path, default /usr/bin/chromium), E2E_ARTIFACTS (screenshot
-// directory, default ./artifacts).
+// directory, default ./artifacts), TURNSERVER (coturn's binary, default turnserver on PATH).
 // The tests run in order and build on each other; after the first failure the rest are skipped.
 // Prints one line per test and a closing `N passed, N failed[, N skipped]`; exits 1 on any failure.
 
@@ -41,6 +45,9 @@ const LAUNCH_FLAGS = [
   '--disable-background-networking', '--disable-component-update', '--disable-sync',
   '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
 ];
+
+const TURNSERVER = process.env.TURNSERVER || 'turnserver';
+const TURN_SECRET = randomBytes(24).toString('hex');
 
 const dashdash = process.argv.indexOf('--');
 const serverCommand = dashdash >= 0 ? process.argv.slice(dashdash + 1) : [];
@@ -119,6 +126,69 @@ class Server {
       this.proc.kill('SIGKILL');
       await this.exited;
     }
+  }
+}
+
+/** A test that cannot run here (counted as skipped, not failed). */
+class Skip extends Error {}
+
+/**
+ * coturn on 127.0.0.1 with the TURN REST scheme (`use-auth-secret`, the secret the signaling
+ * server mints credentials with), relaying on loopback, killed at the end. `start()` returns
+ * false when the binary is missing (and throws under CI=true).
+ */
+class Coturn {
+  constructor(port) {
+    this.port = port;
+    this.output = [];
+    this.proc = null;
+    this.url = `turn:127.0.0.1:${port}`;
+  }
+
+  async start() {
+    const proc = spawn(TURNSERVER, [
+      '-n', '--listening-ip', '127.0.0.1', '--relay-ip', '127.0.0.1', '--listening-port', String(this.port),
+      '--use-auth-secret', '--static-auth-secret', TURN_SECRET, '--realm', 'signaling.test',
+      '--no-tls', '--no-dtls', '--no-cli', '--allow-loopback-peers',
+      '--log-file', 'stdout', '--simple-log', '--pidfile', path.join(os.tmpdir(), `e2e-turnserver-${this.port}.pid`),
+    ], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const spawned = await new Promise((resolve) => {
+      proc.once('spawn', () => resolve(true));
+      proc.once('error', (error) => resolve(error));
+    });
+    if (spawned !== true) {
+      if (spawned.code !== 'ENOENT') throw spawned;
+      if (process.env.CI === 'true') throw new Error(`${TURNSERVER} not found, and CI=true: the TURN test must run (apt-get install coturn)`);
+      console.log(`SKIPPED: the TURN relay test: ${TURNSERVER} not found (install coturn: apt-get install coturn)`);
+      return false;
+    }
+    this.proc = proc;
+    this.exited = new Promise((resolve) => proc.once('exit', (code, signal) => resolve({ code, signal })));
+    const keep = (chunk) => {
+      this.output.push(...chunk.toString().split('\n').filter(Boolean));
+      if (this.output.length > 200) this.output.splice(0, this.output.length - 200);
+    };
+    proc.stdout.on('data', keep);
+    proc.stderr.on('data', keep);
+    // It listens on TCP and UDP at once: a TCP connection says it is up.
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      const exited = await Promise.race([this.exited, sleep(0).then(() => null)]);
+      if (exited) throw new Error(`turnserver exited early (${JSON.stringify(exited)}):\n${this.output.slice(-10).join('\n')}`);
+      const up = await new Promise((resolve) => {
+        const socket = net.connect(this.port, '127.0.0.1', () => { socket.destroy(); resolve(true); });
+        socket.once('error', () => resolve(false));
+      });
+      if (up) return true;
+      if (Date.now() > deadline) throw new Error(`turnserver did not listen on port ${this.port} within 10 s`);
+      await sleep(50);
+    }
+  }
+
+  async stop() {
+    if (!this.proc || this.proc.exitCode !== null || this.proc.signalCode !== null) return;
+    this.proc.kill('SIGKILL');
+    await this.exited;
   }
 }
 
@@ -365,6 +435,7 @@ const test = (name, fn) => tests.push({ name, fn });
 let alice, bob, carol, dave;
 let server;
 let proxy;
+let coturn = null;  // null: no turnserver here
 
 test('1. two pages log in as different users; alice calls bob, it rings until bob accepts', async () => {
   [alice, bob] = await Promise.all([newPeer('alice'), newPeer('bob')]);
@@ -382,10 +453,15 @@ test('1. two pages log in as different users; alice calls bob, it rings until bo
   await waitBody(bob, { state: 'in-call', peer: 'alice' });
 });
 
-test('2. both peer connections connect (with /config.json ICE servers); each remote video has frames and advances', async () => {
+test('2. both peer connections connect (with the ICE servers of /config.json and the login reply); each remote video has frames and advances', async () => {
   await Promise.all([waitConnected(alice), waitConnected(bob)]);
   const ice = await alice.page.evaluate(() => window.pc.getConfiguration().iceServers);
-  assert(JSON.stringify(ice).includes(ICE_SERVER), `the page did not use the ICE servers of /config.json: ${JSON.stringify(ice)}`);
+  assert(JSON.stringify(ice).includes(ICE_SERVER), `the page did not use the ICE servers of the server: ${JSON.stringify(ice)}`);
+  if (coturn) {
+    // The login reply's TURN server, with credentials for alice, replaced /config.json's list.
+    const turn = ice.find((server) => [].concat(server.urls).includes(coturn.url));
+    assert(turn && /^\d+:alice$/.test(turn.username) && turn.credential, `no TURN credentials for alice: ${JSON.stringify(ice)}`);
+  }
   const [wBob, wAlice] = await Promise.all([waitRemoteVideoPlays(bob), waitRemoteVideoPlays(alice)]);
   assert(wBob > 0 && wAlice > 0, 'videoWidth is 0');
   await Promise.all([screenshot(alice, '02-in-call'), screenshot(bob, '02-in-call')]);
@@ -642,7 +718,46 @@ test(`15. an unanswered call ends on both pages with a no-answer notice after th
   assert(await body(bob, 'state') === 'idle', 'bob rang although the server refused the offer');
 });
 
-test('16. no uncaught errors in any page', async () => {
+/** The local and remote candidate types of the pair the peer connection selected. */
+async function selectedPair(peer) {
+  return peer.page.evaluate(async () => {
+    const stats = await window.pc.getStats();
+    let pair = null;
+    stats.forEach((report) => {
+      if (report.type === 'transport' && report.selectedCandidatePairId) pair = stats.get(report.selectedCandidatePairId);
+    });
+    if (!pair) stats.forEach((report) => { if (report.type === 'candidate-pair' && report.nominated && report.state === 'succeeded') pair = report; });
+    if (!pair) return null;
+    const local = stats.get(pair.localCandidateId);
+    const remote = stats.get(pair.remoteCandidateId);
+    return { local: local?.candidateType, remote: remote?.candidateType, relayProtocol: local?.relayProtocol, url: local?.url };
+  });
+}
+
+test('16. TURN: two pages with ?iceTransportPolicy=relay call through coturn with the credentials of their login replies; video flows over the relay', async () => {
+  if (!coturn) throw new Skip(`${TURNSERVER} not found`);
+  const [grace, heidi] = await Promise.all([newPeer('grace'), newPeer('heidi')]);
+  await Promise.all([grace, heidi].map((p) => p.page.goto(`${base}?iceTransportPolicy=relay`)));
+  await Promise.all([login(grace, 'grace'), login(heidi, 'heidi')]);
+  await waitBody(grace, { media: 'camera' });
+  await call(grace, heidi, 'heidi');
+  await Promise.all([waitConnected(grace), waitConnected(heidi)]);
+  for (const p of [grace, heidi]) {
+    const config = await p.page.evaluate(() => window.pc.getConfiguration());
+    assert(config.iceTransportPolicy === 'relay', `${p.label}: iceTransportPolicy ${config.iceTransportPolicy}`);
+    const turn = config.iceServers.find((server) => [].concat(server.urls).includes(coturn.url));
+    assert(turn && turn.username.endsWith(`:${p.label}`), `${p.label}: no TURN credentials of its own: ${JSON.stringify(config.iceServers)}`);
+    const pair = await selectedPair(p);
+    assert(pair?.local === 'relay', `${p.label}: the selected candidate pair is not relayed: ${JSON.stringify(pair)}`);
+  }
+  const [wGrace, wHeidi] = await Promise.all([waitRemoteVideoPlays(grace), waitRemoteVideoPlays(heidi)]);
+  assert(wGrace > 0 && wHeidi > 0, 'videoWidth is 0');
+  await Promise.all([waitRemoteVideoAdvances(grace, 'over the relay'), waitRemoteVideoAdvances(heidi, 'over the relay')]);
+  await Promise.all([screenshot(grace, '16-turn-relay'), screenshot(heidi, '16-turn-relay')]);
+  await hangUpAndCheck(grace, heidi);
+});
+
+test('17. no uncaught errors in any page', async () => {
   const errors = peers.flatMap((p) => p.errors.map((e) => `${p.label}: ${e}`));
   assert(errors.length === 0, `uncaught page errors:\n${errors.join('\n')}`);
 });
@@ -729,7 +844,7 @@ const whereIs = (page) => page.evaluate(() => ({
   mediaDevices: typeof navigator.mediaDevices,
 }));
 
-test(`17. a second server over https:// with a development certificate for ${TLS_HOST}: the fingerprint it prints is the certificate it serves; Chromium accepts exactly that certificate (its SPKI pinned), and refuses the page without the pin; with it the page is a secure context`, async () => {
+test(`18. a second server over https:// with a development certificate for ${TLS_HOST}: the fingerprint it prints is the certificate it serves; Chromium accepts exactly that certificate (its SPKI pinned), and refuses the page without the pin; with it the page is a secure context`, async () => {
   tlsServer = new TlsServer(server.command, await freePort());
   await tlsServer.start();
   const pinned = { args: [MAP_TLS_HOST, `--ignore-certificate-errors-spki-list=${tlsServer.spki}`] };
@@ -753,7 +868,7 @@ test(`17. a second server over https:// with a development certificate for ${TLS
   }
 });
 
-test(`18. over https:// and wss:// on ${TLS_HOST}: the camera starts, a call connects, video frames advance both ways, hang-up`, async () => {
+test(`19. over https:// and wss:// on ${TLS_HOST}: the camera starts, a call connects, video frames advance both ways, hang-up`, async () => {
   await Promise.all([login(erin, 'erin'), login(frank, 'frank')]);
   await Promise.all([waitBody(erin, { media: 'camera' }), waitBody(frank, { media: 'camera' })]);
   const wss = `wss://${TLS_HOST}:${tlsServer.port}/ws`;
@@ -764,11 +879,11 @@ test(`18. over https:// and wss:// on ${TLS_HOST}: the camera starts, a call con
   await Promise.all([waitConnected(erin), waitConnected(frank)]);
   await Promise.all([waitRemoteVideoPlays(erin), waitRemoteVideoPlays(frank)]);
   await Promise.all([waitRemoteVideoAdvances(erin, 'over https'), waitRemoteVideoAdvances(frank, 'over https')]);
-  await Promise.all([screenshot(erin, '18-https-call'), screenshot(frank, '18-https-call')]);
+  await Promise.all([screenshot(erin, '19-https-call'), screenshot(frank, '19-https-call')]);
   await hangUpAndCheck(frank, erin);
 });
 
-test(`19. control: the plain-HTTP server at http://${TLS_HOST}:PORT/ (127.0.0.1 too) is not a secure context: no navigator.mediaDevices, the page logs in without a camera and says why`, async () => {
+test(`20. control: the plain-HTTP server at http://${TLS_HOST}:PORT/ (127.0.0.1 too) is not a secure context: no navigator.mediaDevices, the page logs in without a camera and says why`, async () => {
   const tab = await erin.context.newPage();  // the browser that just held the https call
   const plain = { label: 'erin-http', page: tab };
   tab.on('pageerror', (error) => erin.errors.push(`http tab: ${error}`));
@@ -780,7 +895,7 @@ test(`19. control: the plain-HTTP server at http://${TLS_HOST}:PORT/ (127.0.0.1 
   await login(plain, 'erin');
   await waitBody(plain, { media: 'none' });
   await waitNotice(plain, 'camera_unavailable', 'https');
-  await screenshot(plain, '19-http-no-camera');
+  await screenshot(plain, '20-http-no-camera');
   await tab.close();
   const errors = [erin, frank].flatMap((p) => p.errors.map((e) => `${p.label}: ${e}`));
   assert(errors.length === 0, `uncaught page errors:\n${errors.join('\n')}`);
@@ -796,12 +911,15 @@ async function main() {
   }
   const port = await freePort();
   base = `http://127.0.0.1:${port}/`;
-  server = new Server([...serverCommand, '--ice-server', ICE_SERVER, '--ring-timeout', String(RING_TIMEOUT_S)], port);
-  console.log(`e2e: server ${server.command.join(' ')} --addr 127.0.0.1:${port}; browser ${CHROMIUM}`);
   let passed = 0;
   let failed = 0;
   let skipped = 0;
   try {
+    coturn = new Coturn(await freePort());
+    if (!await coturn.start()) coturn = null;
+    const turnFlags = coturn ? ['--turn-url', coturn.url, '--turn-secret', TURN_SECRET] : [];
+    server = new Server([...serverCommand, '--ice-server', ICE_SERVER, '--ring-timeout', String(RING_TIMEOUT_S), ...turnFlags], port);
+    console.log(`e2e: server ${server.command.join(' ').replace(TURN_SECRET, '<secret>')} --addr 127.0.0.1:${port}; browser ${CHROMIUM}${coturn ? `; coturn ${coturn.url}` : ''}`);
     await server.start();
     for (const { name, fn } of tests) {
       if (failed) {
@@ -816,6 +934,11 @@ async function main() {
         passed += 1;
         console.log(`ok   ${name} (${((Date.now() - started) / 1000).toFixed(1)} s)`);
       } catch (error) {
+        if (error instanceof Skip) {
+          skipped += 1;
+          console.log(`skip ${name}: ${error.message}`);
+          continue;
+        }
         failed += 1;
         console.log(`FAIL ${name} (${((Date.now() - started) / 1000).toFixed(1)} s)\n     ${brief(error)}`);
         await report(name);
@@ -827,8 +950,9 @@ async function main() {
   } finally {
     await closePeers();
     await proxy?.stop();
-    await server.stop();
+    await server?.stop();
     await tlsServer?.stop();
+    await coturn?.stop();
   }
   console.log(`screenshots: ${ARTIFACTS}`);
   console.log(`${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}`);
@@ -851,6 +975,7 @@ async function report(name) {
     if (peer.errors.length) console.log(`     --- ${peer.label} uncaught errors:\n       ${peer.errors.join('\n       ')}`);
   }
   console.log(`     --- server output (last 15 lines${server.proc?.exitCode !== null ? ', server exited' : ''}):\n       ${server.output.slice(-15).join('\n       ')}`);
+  if (coturn) console.log(`     --- turnserver output (last 10 lines):\n       ${coturn.output.slice(-10).join('\n       ')}`);
   if (tlsServer) console.log(`     --- TLS server output (last 15 lines${tlsServer.proc?.exitCode !== null ? ', server exited' : ''}):\n       ${tlsServer.output.slice(-15).join('\n       ')}`);
 }
 
@@ -858,6 +983,7 @@ const watchdog = setTimeout(() => {
   console.log(`FAIL the whole run exceeded ${RUN_TIMEOUT / 1000} s`);
   console.log('0 passed, 1 failed');
   server?.proc?.kill('SIGKILL');
+  coturn?.proc?.kill('SIGKILL');
   tlsServer?.proc?.kill('SIGKILL');
   process.exit(1);
 }, RUN_TIMEOUT);

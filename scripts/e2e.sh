@@ -4,7 +4,7 @@
 #
 #   bash scripts/e2e.sh
 #
-# Installs Debian's chromium if it is missing (needs root or sudo), installs the Node test
+# Installs Debian's chromium and coturn if they are missing (needs root or sudo), installs the Node test
 # dependencies (playwright-core only; it never downloads a browser), builds basic_server, runs the
 # tests against it on a free loopback port. Screenshots go to e2e/artifacts/. Exits non-zero on
 # any failure. Honours CARGO_TARGET_DIR, CHROMIUM (browser path) and E2E_ARTIFACTS.
@@ -22,6 +22,20 @@ if [ ! -x "$CHROMIUM" ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
 fi
 "$CHROMIUM" --version 2>/dev/null | head -n1 || true
+
+# coturn for the TURN relay test (e2e.mjs starts its own on a free port); without it that test is
+# skipped with one SKIPPED line, except under CI=true.
+if ! command -v "${TURNSERVER:-turnserver}" >/dev/null; then
+  echo "e2e: turnserver not found; installing Debian's coturn"
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  if $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq coturn >/dev/null; then
+    # The package may start a system TURN server: stop it, the test starts its own.
+    $sudo service coturn stop >/dev/null 2>&1 || true
+  else
+    echo "e2e: could not install coturn"
+  fi
+fi
 
 if ! command -v node >/dev/null; then
   echo "e2e: node (>= 20) is required" >&2

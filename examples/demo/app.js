@@ -10,7 +10,13 @@
 //   data-media      pending | camera | audio-only | none
 //   data-user, data-peer
 // Notices are `#notices .notice[data-code=…]`; window.pc is the current RTCPeerConnection.
-// Query parameters: ?ws=URL overrides the signaling URL (default: ws(s)://<this host>/ws).
+// Query parameters: ?ws=URL overrides the signaling URL (default: ws(s)://<this host>/ws);
+// ?iceTransportPolicy=relay makes calls use TURN relays only (no direct or STUN paths), to test
+// a TURN server.
+//
+// ICE servers: /config.json's (STUN only: anyone can fetch it) until the login; a successful
+// login or resume reply's "iceServers" (STUN, and TURN with credentials minted for this user)
+// replace them when the server sends some.
 //
 // Sessions (docs/protocol.md, "Sessions"): the page logs in with "resumable":true and keeps the
 // token, graceMs and the highest seq it has handled in sessionStorage. When the signaling
@@ -24,6 +30,7 @@ const $ = (selector) => document.querySelector(selector);
 
 const params = new URLSearchParams(location.search);
 const WS_URL = params.get('ws') || `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`;
+const ICE_TRANSPORT_POLICY = params.get('iceTransportPolicy') === 'relay' ? 'relay' : 'all';
 
 const CHUNK_SIZE = 16 * 1024;           // one data channel message
 const READ_SIZE = 256 * 1024;           // one File.slice read
@@ -280,6 +287,24 @@ async function loadConfig() {
   }
 }
 
+/**
+ * The "iceServers" of a successful login or resume reply (TURN credentials for this user, which
+ * expire): they replace what the page had, and a running call gets them for its next ICE restart.
+ */
+function takeIceServers(message) {
+  if (!Array.isArray(message.iceServers)) return;  // a server that hands out none
+  iceServers = message.iceServers;
+  const urls = iceServers.flatMap((server) => [].concat(server.urls ?? []));
+  log(`ICE servers from the ${message.type} reply: ${urls.join(' ') || 'none'}`);  // not the credentials
+  if (pc) {
+    try {
+      pc.setConfiguration({ ...pc.getConfiguration(), iceServers });
+    } catch (error) {
+      log(`the call keeps its ICE servers (${error.message})`);
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Signaling connection, with reconnect and backoff
 
@@ -443,6 +468,7 @@ function onResume(message) {
   const queued = outbox;
   outbox = [];
   if (message.success) {
+    takeIceServers(message);
     session.token = message.token;
     if (Number.isFinite(message.graceMs)) session.graceMs = message.graceMs;
     if (typeof message.username === 'string') session.username = message.username;
@@ -536,6 +562,7 @@ function login(name) {
 async function onLogin(message) {
   const name = pendingName;
   if (message.success) {
+    takeIceServers(message);
     myName = name;
     pendingName = null;
     reloginTries = 0;
@@ -626,10 +653,10 @@ async function startMedia() {
 function createPeerConnection() {
   let connection;
   try {
-    connection = new RTCPeerConnection({ iceServers });
+    connection = new RTCPeerConnection({ iceServers, iceTransportPolicy: ICE_TRANSPORT_POLICY });
   } catch (error) {
     notify('bad_ice_config', `The server's ICE configuration was rejected (${error.message}); using none.`, 'warn');
-    connection = new RTCPeerConnection({ iceServers: [] });
+    connection = new RTCPeerConnection({ iceServers: [], iceTransportPolicy: ICE_TRANSPORT_POLICY });
   }
   pc = connection;
   window.pc = connection;

@@ -3,10 +3,13 @@
 //! ```text
 //! cargo run --example basic_server -- --addr 0.0.0.0:8080 --ice-server stun:stun.l.google.com:19302
 //! cargo run --example basic_server -- --addr 0.0.0.0:8443 --tls-self-signed   # https:// on the LAN
+//! SIGNALING_TURN_SECRET=… cargo run --example basic_server -- --turn-url turn:turn.example.org:3478
 //! ```
 //!
-//! `/config.json` gives the page the ICE servers from `--ice-server` (none by default). Ctrl-C
-//! shuts down gracefully: every WebSocket gets a 1001 close frame.
+//! `/config.json` gives the page the STUN servers from `--ice-server` (none by default); a
+//! successful login also carries them, with the TURN servers of `--turn-url` and credentials
+//! for that user (`--turn-secret`). Ctrl-C shuts down gracefully: every WebSocket gets a 1001
+//! close frame.
 
 use std::net::SocketAddr;
 
@@ -21,13 +24,6 @@ struct Cli {
     /// Address to listen on.
     #[arg(long, env = "SIGNALING_ADDR", default_value = "127.0.0.1:8080")]
     addr: SocketAddr,
-    /// An ICE server URL for the demo page (`stun:…` or `turn:…`); repeat for several.
-    #[arg(
-        long = "ice-server",
-        env = "SIGNALING_ICE_SERVERS",
-        value_delimiter = ','
-    )]
-    ice_servers: Vec<String>,
     #[command(flatten)]
     server: ServerArgs,
 }
@@ -39,7 +35,8 @@ async fn main() -> std::io::Result<()> {
     init_allocator();
     let hub = cli.server.start_hub(|config| config).await?;
 
-    let app = demo::routes(hub.clone(), cli.ice_servers);
+    // The STUN servers for anyone who loads the page; TURN credentials only come with a login.
+    let app = demo::routes(hub.clone(), cli.server.ice_servers.clone());
 
     let tls = cli.server.tls.load_or_exit(cli.addr);
     // TCP_NODELAY on every connection: warp's server leaves Nagle on, which delays replies.

@@ -40,6 +40,8 @@ pub fn init_allocator() {
 
 use clap::Args;
 use signaling_core::driver::Config;
+use signaling_core::driver::auth::MIN_SECRET_BYTES;
+use signaling_core::driver::ice::{IceServers, TurnRest};
 use signaling_core::driver::ipnet::IpNet;
 use signaling_core::driver::metrics::{CONTENT_TYPE, Metrics};
 use signaling_ws::tls::{SelfSigned, TlsAcceptor};
@@ -147,6 +149,45 @@ pub struct ServerArgs {
     /// taken (refreshed every third of it).
     #[arg(long, env = "SIGNALING_LEASE_TTL", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub lease_ttl: u64,
+    /// A STUN server URL (`stun:host:port`) handed to logged-in users in their login reply
+    /// (`"iceServers"`), and by `basic_server` to the demo page in `/config.json`; repeat for
+    /// several. TURN servers go in --turn-url.
+    #[arg(
+        long = "ice-server",
+        env = "SIGNALING_ICE_SERVERS",
+        value_delimiter = ',',
+        value_name = "URL",
+        value_parser = parse_stun_url
+    )]
+    pub ice_servers: Vec<String>,
+    /// A TURN server URL (`turn:host:port`, `turn:host:port?transport=tcp`, `turns:host:443`)
+    /// handed to each logged-in user in its login and resume replies, with credentials minted
+    /// for that user by the TURN REST scheme (coturn's `use-auth-secret`); repeat for several.
+    /// Needs --turn-secret.
+    #[arg(
+        long = "turn-url",
+        env = "SIGNALING_TURN_URLS",
+        value_delimiter = ',',
+        value_name = "URL",
+        value_parser = parse_turn_url,
+        requires = "turn_secret"
+    )]
+    pub turn_urls: Vec<String>,
+    /// The secret shared with the TURN server (coturn's `static-auth-secret`), at least 16
+    /// bytes (`openssl rand -hex 32`): credentials are
+    /// `base64(HMAC-SHA1(secret, "<expiry>:<name>"))`. Prefer the environment variable: a flag
+    /// shows in `ps`.
+    #[arg(
+        long,
+        env = "SIGNALING_TURN_SECRET",
+        hide_env_values = true,
+        value_parser = parse_turn_secret,
+        requires = "turn_urls"
+    )]
+    pub turn_secret: Option<TurnSecret>,
+    /// Seconds the minted TURN credentials stay valid.
+    #[arg(long, env = "SIGNALING_TURN_TTL", default_value_t = TurnRest::DEFAULT_TTL.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    pub turn_ttl: u64,
     /// Serve Prometheus metrics at `http://ADDR/metrics` on this separate address (keep it
     /// private: bind it to loopback or an internal interface). Off by default.
     #[arg(long, env = "SIGNALING_METRICS_ADDR", value_name = "HOST:PORT")]
@@ -154,6 +195,48 @@ pub struct ServerArgs {
     /// `--tls-cert`, `--tls-key`, `--tls-self-signed`, `--tls-name`.
     #[command(flatten)]
     pub tls: TlsArgs,
+}
+
+/// The value of `--turn-secret`; its `Debug` form hides it.
+#[derive(Clone)]
+pub struct TurnSecret(String);
+
+impl std::fmt::Debug for TurnSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TurnSecret({} bytes)", self.0.len())
+    }
+}
+
+fn parse_turn_secret(s: &str) -> Result<TurnSecret, String> {
+    if s.len() < MIN_SECRET_BYTES {
+        return Err(format!(
+            "the TURN secret must be at least {MIN_SECRET_BYTES} bytes (openssl rand -hex 32)"
+        ));
+    }
+    Ok(TurnSecret(s.to_owned()))
+}
+
+fn parse_stun_url(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s.starts_with("turn:") || s.starts_with("turns:") {
+        return Err(format!(
+            "{s:?} is a TURN server: browsers refuse TURN without credentials;              give it with --turn-url and --turn-secret"
+        ));
+    }
+    if !s.starts_with("stun:") && !s.starts_with("stuns:") {
+        return Err(format!("{s:?} is not a STUN URL (stun:host:port)"));
+    }
+    Ok(s.to_owned())
+}
+
+fn parse_turn_url(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if !s.starts_with("turn:") && !s.starts_with("turns:") {
+        return Err(format!(
+            "{s:?} is not a TURN URL (turn:host:port or turns:host:port)"
+        ));
+    }
+    Ok(s.to_owned())
 }
 
 /// The TLS flags every example server takes (in [`ServerArgs`]): a certificate of your own, or
@@ -472,6 +555,21 @@ impl ServerArgs {
             .with_allowed_origins(origins)
             .with_client_ip_header(self.client_ip_header.as_deref())
             .with_trusted_proxies(self.trusted_proxies.iter().copied())
+            .with_ice_servers(self.ice_config())
+    }
+
+    /// The ICE servers of `--ice-server` and `--turn-url` (with `--turn-secret` and
+    /// `--turn-ttl`), for the login replies.
+    pub fn ice_config(&self) -> IceServers {
+        let turn = self.turn_secret.as_ref().and_then(|secret| {
+            // The secret's length was checked when the flag was parsed.
+            TurnRest::new(self.turn_urls.iter().cloned(), &secret.0).ok()
+        });
+        let ice = IceServers::new(self.ice_servers.iter().cloned());
+        match turn {
+            Some(turn) => ice.with_turn(turn.with_ttl(Duration::from_secs(self.turn_ttl))),
+            None => ice,
+        }
     }
 }
 
@@ -630,6 +728,60 @@ mod tests {
             default.max_total_queued_bytes
         );
         assert_eq!(config.write_stall_timeout, default.write_stall_timeout);
+    }
+
+    #[test]
+    fn ice_and_turn_flags() {
+        use std::time::UNIX_EPOCH;
+        assert!(
+            config(&[]).ice_servers.is_none(),
+            "replies stay the tutorial's"
+        );
+        let secret = "0123456789abcdef0123456789abcdef";
+        let config = config(&[
+            "--ice-server",
+            "stun:127.0.0.1:3478",
+            "--turn-url",
+            "turn:127.0.0.1:3478,turn:127.0.0.1:3478?transport=tcp",
+            "--turn-url",
+            "turns:turn.example.org:443",
+            "--turn-secret",
+            secret,
+            "--turn-ttl",
+            "60",
+        ]);
+        let ice = config.ice_servers.expect("ice servers");
+        assert_eq!(ice.stun, ["stun:127.0.0.1:3478"]);
+        let turn = ice.turn.as_ref().expect("turn");
+        assert_eq!(turn.urls.len(), 3);
+        assert_eq!(turn.ttl, Duration::from_secs(60));
+        let list = ice.for_user("alice", UNIX_EPOCH).expect("a list");
+        assert!(
+            list.get().contains(r#""username":"60:alice""#),
+            "{}",
+            list.get()
+        );
+        // STUN alone is handed out too.
+        let stun = self::config(&["--ice-server", "stun:h:3478"]).ice_servers;
+        assert_eq!(stun.expect("stun").stun, ["stun:h:3478"]);
+
+        let refused = |args: &[&str]| {
+            use clap::Parser;
+            let args = std::iter::once("server").chain(args.iter().copied());
+            Cli::try_parse_from(args).expect_err("refused").to_string()
+        };
+        // TURN without its secret, a secret without TURN, a short secret, TURN in --ice-server.
+        assert!(refused(&["--turn-url", "turn:h:3478"]).contains("--turn-secret"));
+        assert!(refused(&["--turn-secret", secret]).contains("--turn-url"));
+        let short = refused(&["--turn-url", "turn:h", "--turn-secret", "short"]);
+        assert!(short.contains("at least 16 bytes"), "{short}");
+        assert!(refused(&["--ice-server", "turn:h:3478"]).contains("--turn-url"));
+        assert!(refused(&["--turn-url", "stun:h", "--turn-secret", secret]).contains("TURN URL"));
+        // The secret stays out of Debug.
+        use clap::Parser;
+        let cli = Cli::try_parse_from(["server", "--turn-url", "turn:h", "--turn-secret", secret])
+            .expect("flags");
+        assert!(!format!("{cli:?}").contains(secret));
     }
 
     #[test]

@@ -118,6 +118,7 @@ mod connection;
 mod guards;
 mod heartbeat;
 mod hub;
+pub mod ice;
 #[cfg(feature = "memory")]
 pub mod memory;
 #[cfg(feature = "metrics")]

@@ -73,8 +73,8 @@ pub mod router;
 
 pub use error::{ErrorCode, RouterError};
 pub use protocol::{
-    ClientMessage, DecodeError, HangUpReason, MAX_USERNAME_CHARS, Payload, RelayKind, ReplyType,
-    ServerMessage, ServerMessageError, SessionToken, Username, UsernameError,
+    ClientMessage, DecodeError, HangUpReason, IceServerList, MAX_USERNAME_CHARS, Payload,
+    RelayKind, ReplyType, ServerMessage, ServerMessageError, SessionToken, Username, UsernameError,
 };
 pub use router::{
     CallEnd, ClaimOutcome, ConnectionId, DisconnectReason, Evacuated, Event, Output, RateLimit,

@@ -331,6 +331,40 @@ impl fmt::Debug for SessionToken {
     }
 }
 
+/// The `"iceServers"` of a successful `login` or `resume` reply: a JSON array of the browser's
+/// `RTCIceServer` dictionaries (`{"urls":[…],"username":…,"credential":…}`), ready for
+/// `new RTCPeerConnection({iceServers})`.
+///
+/// The pure router never makes one (minting TURN credentials takes a clock and a secret): it
+/// leaves the field `None`, and the driver fills it in for the users it logs in when
+/// `driver::Config::ice_servers` is set. Its `Debug` form hides the credentials.
+#[derive(Clone, PartialEq, Eq)]
+pub struct IceServerList(Arc<str>);
+
+impl IceServerList {
+    /// Wraps the JSON text of an array (of `RTCIceServer` dictionaries), kept unchanged.
+    ///
+    /// # Errors
+    ///
+    /// The text is not one JSON array.
+    pub fn from_json(json: impl Into<String>) -> Result<Self, serde_json::Error> {
+        let json = json.into();
+        serde_json::from_str::<Vec<serde::de::IgnoredAny>>(&json)?;
+        Ok(IceServerList(Arc::from(json)))
+    }
+
+    /// The JSON text, as sent on the wire.
+    pub fn get(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for IceServerList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "IceServerList({} bytes)", self.0.len())
+    }
+}
+
 impl std::borrow::Borrow<str> for SessionToken {
     fn borrow(&self) -> &str {
         &self.0
@@ -443,6 +477,7 @@ impl DecodeError {
             ReplyType::Login => ServerMessage::Login {
                 success: false,
                 error: Some((self.code, self.message)),
+                ice_servers: None,
             },
             ReplyType::Resume => ServerMessage::ResumeFailed {
                 code: self.code,
@@ -806,6 +841,9 @@ pub enum ServerMessage {
         success: bool,
         /// Why not, when `success` is false.
         error: Option<(ErrorCode, String)>,
+        /// On success, `"iceServers"` for the user when the server hands them out (filled in
+        /// by the driver; the router leaves it `None`).
+        ice_servers: Option<IceServerList>,
     },
     /// `{"type":<kind>,<kind>:<payload>,"username":<sender>}`: a relayed offer, answer or
     /// candidate. `username` is always stamped by the server from the sender's login.
@@ -831,6 +869,9 @@ pub enum ServerMessage {
         token: SessionToken,
         /// How long the session outlives an abnormal drop, in milliseconds.
         grace_ms: u64,
+        /// `"iceServers"` for the user when the server hands them out (filled in by the
+        /// driver; the router leaves it `None`).
+        ice_servers: Option<IceServerList>,
     },
     /// `{"type":"resume","success":true,"username":…,"token":…,"graceMs":…}`: the session
     /// moved to this connection; the messages after `lastSeq` follow.
@@ -841,6 +882,10 @@ pub enum ServerMessage {
         token: SessionToken,
         /// How long the session outlives an abnormal drop, in milliseconds.
         grace_ms: u64,
+        /// Fresh `"iceServers"` for the user when the server hands them out (an ICE restart
+        /// after the network change may need new TURN credentials); filled in by the driver,
+        /// the router leaves it `None`.
+        ice_servers: Option<IceServerList>,
     },
     /// `{"type":"resume","success":false,"code":…,"message":…}`.
     ResumeFailed {
@@ -934,12 +979,19 @@ impl ServerMessage {
             ServerMessage::Error { message, .. } | ServerMessage::ResumeFailed { message, .. } => {
                 message.len() + 48
             }
-            ServerMessage::Login { error, .. } => error.as_ref().map_or(0, |(_, m)| m.len()) + 64,
+            ServerMessage::Login {
+                error, ice_servers, ..
+            } => error.as_ref().map_or(0, |(_, m)| m.len()) + ice_servers_len(ice_servers) + 64,
             ServerMessage::HangUp { from, .. } => from.as_str().len() + 60,
-            ServerMessage::SessionStarted { token, .. } => token.as_str().len() + 80,
+            ServerMessage::SessionStarted {
+                token, ice_servers, ..
+            } => token.as_str().len() + ice_servers_len(ice_servers) + 80,
             ServerMessage::Resumed {
-                username, token, ..
-            } => username.as_str().len() + token.as_str().len() + 96,
+                username,
+                token,
+                ice_servers,
+                ..
+            } => username.as_str().len() + token.as_str().len() + ice_servers_len(ice_servers) + 96,
         }
     }
 
@@ -948,8 +1000,12 @@ impl ServerMessage {
     pub fn to_json_with_seq(&self, seq: Option<u64>) -> String {
         let mut out;
         match self {
-            ServerMessage::Login { success, error } => {
-                out = String::with_capacity(96);
+            ServerMessage::Login {
+                success,
+                error,
+                ice_servers,
+            } => {
+                out = String::with_capacity(96 + ice_servers_len(ice_servers));
                 push_tag(&mut out, "login");
                 out.push_str(if *success {
                     r#","success":true"#
@@ -959,6 +1015,7 @@ impl ServerMessage {
                 if let Some((code, message)) = error {
                     push_error_fields(&mut out, *code, message);
                 }
+                push_ice_servers(&mut out, ice_servers);
             }
             ServerMessage::Relay {
                 kind,
@@ -991,23 +1048,35 @@ impl ServerMessage {
                 push_tag(&mut out, "error");
                 push_error_fields(&mut out, *code, message);
             }
-            ServerMessage::SessionStarted { token, grace_ms } => {
-                out = String::with_capacity(96 + token.as_str().len());
+            ServerMessage::SessionStarted {
+                token,
+                grace_ms,
+                ice_servers,
+            } => {
+                out =
+                    String::with_capacity(96 + token.as_str().len() + ice_servers_len(ice_servers));
                 out.push_str(r#"{"type":"login","success":true,"token":"#);
                 push_json_str(&mut out, token.as_str());
                 let _ = write!(out, r#","graceMs":{grace_ms}"#);
+                push_ice_servers(&mut out, ice_servers);
             }
             ServerMessage::Resumed {
                 username,
                 token,
                 grace_ms,
+                ice_servers,
             } => {
-                out = String::with_capacity(112 + token.as_str().len() + username.as_str().len());
+                out = String::with_capacity(
+                    112 + token.as_str().len()
+                        + username.as_str().len()
+                        + ice_servers_len(ice_servers),
+                );
                 out.push_str(r#"{"type":"resume","success":true,"username":"#);
                 push_json_str(&mut out, username.as_str());
                 out.push_str(r#","token":"#);
                 push_json_str(&mut out, token.as_str());
                 let _ = write!(out, r#","graceMs":{grace_ms}"#);
+                push_ice_servers(&mut out, ice_servers);
             }
             ServerMessage::ResumeFailed { code, message } => {
                 out = String::with_capacity(64 + message.len());
@@ -1052,6 +1121,13 @@ struct ServerWire<'a> {
     answer: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present_raw")]
     candidate: Option<&'a RawValue>,
+    #[serde(
+        rename = "iceServers",
+        default,
+        borrow,
+        deserialize_with = "present_raw"
+    )]
+    ice_servers: Option<&'a RawValue>,
     seq: Option<u64>,
 }
 
@@ -1098,6 +1174,12 @@ impl ServerMessage {
                 .ok_or_else(|| bad("missing token"))
         };
         let grace_ms = || wire.grace_ms.ok_or_else(|| bad("missing graceMs"));
+        let ice_servers = || {
+            wire.ice_servers
+                .map(|raw| IceServerList::from_json(raw.get()))
+                .transpose()
+                .map_err(|_| bad("iceServers is not an array"))
+        };
         let relay = |kind: RelayKind, payload: Option<&RawValue>| {
             Ok::<_, ServerMessageError>(ServerMessage::Relay {
                 kind,
@@ -1109,6 +1191,7 @@ impl ServerMessage {
             ("login", Some(true)) if wire.token.is_some() => ServerMessage::SessionStarted {
                 token: token()?,
                 grace_ms: grace_ms()?,
+                ice_servers: ice_servers()?,
             },
             ("login", Some(success)) => ServerMessage::Login {
                 success,
@@ -1116,11 +1199,13 @@ impl ServerMessage {
                     Some(_) => Some((code()?, text()?)),
                     None => None,
                 },
+                ice_servers: ice_servers()?,
             },
             ("resume", Some(true)) => ServerMessage::Resumed {
                 username: username()?,
                 token: token()?,
                 grace_ms: grace_ms()?,
+                ice_servers: ice_servers()?,
             },
             ("resume", Some(false)) => ServerMessage::ResumeFailed {
                 code: code()?,
@@ -1144,6 +1229,18 @@ impl ServerMessage {
             _ => return Err(bad("unknown type")),
         };
         Ok((message, wire.seq))
+    }
+}
+
+fn ice_servers_len(ice_servers: &Option<IceServerList>) -> usize {
+    ice_servers.as_ref().map_or(0, |l| l.get().len() + 16)
+}
+
+/// `,"iceServers":[…]` when there is a list: without one the reply is the tutorial's.
+fn push_ice_servers(out: &mut String, ice_servers: &Option<IceServerList>) {
+    if let Some(list) = ice_servers {
+        out.push_str(r#","iceServers":"#);
+        out.push_str(list.get());
     }
 }
 

@@ -1860,6 +1860,7 @@ impl Router {
             ServerMessage::Login {
                 success: false,
                 error: Some((code, message)),
+                ice_servers: None,
             },
         );
     }
@@ -1988,10 +1989,12 @@ impl Router {
             Some(token) => ServerMessage::SessionStarted {
                 token,
                 grace_ms: duration_ms(self.config.sessions.grace),
+                ice_servers: None,
             },
             None => ServerMessage::Login {
                 success: true,
                 error: None,
+                ice_servers: None,
             },
         };
         self.transmit(conn, reply);
@@ -2148,6 +2151,7 @@ impl Router {
                 username: name.clone(),
                 token: new_token,
                 grace_ms,
+                ice_servers: None,
             },
         );
         self.outputs

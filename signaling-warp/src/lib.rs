@@ -65,6 +65,8 @@ use std::net::SocketAddr;
 
 use hyper::upgrade::OnUpgrade;
 pub use signaling_core::driver::auth;
+/// STUN and TURN servers for the login replies ([`Config::ice_servers`]): TURN REST credentials.
+pub use signaling_core::driver::ice;
 pub use signaling_core::driver::{Admission, Config, ConnectionInfo, Hub, Refusal, UpgradeRequest};
 use signaling_core::driver::{Inbound, Outbound, Transport};
 use signaling_ws::Tungstenite;

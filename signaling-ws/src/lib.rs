@@ -97,6 +97,8 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 
 pub use signaling_core::driver::auth;
+/// STUN and TURN servers for the login replies ([`Config::ice_servers`]): TURN REST credentials.
+pub use signaling_core::driver::ice;
 pub use signaling_core::driver::{Admission, Config, ConnectionInfo, Hub, Refusal, UpgradeRequest};
 pub use tokio_tungstenite;
 /// tungstenite's WebSocket settings (buffer sizes, message and frame limits).

@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::Hub;
 use super::auth::Authenticator;
 use super::cluster::ClusterBackend;
+use super::ice::IceServers;
 use super::observe::Observer;
 use crate::router::RouterConfig;
 
@@ -152,6 +153,12 @@ pub struct Config {
     /// Cluster mode: the backend that shares names and carries messages between nodes (see
     /// [`cluster`](super::cluster)). `None` (default): a single server.
     pub cluster: Option<Arc<dyn ClusterBackend>>,
+    /// STUN and TURN servers handed to each user in its successful `login` and `resume`
+    /// replies (`"iceServers"`), TURN with credentials minted for that user and valid for
+    /// [`TurnRest::ttl`](super::ice::TurnRest::ttl) (the TURN REST scheme, see
+    /// [`ice`](super::ice)), so that only logged-in users can use the relay. `None` (default):
+    /// the replies are the tutorial's, and pages find their ICE servers elsewhere.
+    pub ice_servers: Option<IceServers>,
     /// Told what the hub does (see [`observe`](super::observe)): the router's events,
     /// connections opened and closed, upgrades refused, messages relayed. The `metrics`
     /// feature's [`Metrics`](super::metrics::Metrics) exports them to Prometheus. `None`
@@ -190,6 +197,7 @@ impl Default for Config {
             allowed_origins: None,
             authenticator: None,
             cluster: None,
+            ice_servers: None,
             observer: None,
         }
     }
@@ -370,6 +378,13 @@ impl Config {
     /// Joins a cluster through `backend` (see [`cluster`](super::cluster)).
     pub fn with_cluster(mut self, backend: Arc<dyn ClusterBackend>) -> Self {
         self.cluster = Some(backend);
+        self
+    }
+
+    /// Sets the ICE servers handed to users at login (see
+    /// [`ice_servers`](Self::ice_servers)); an empty [`IceServers`] hands out nothing.
+    pub fn with_ice_servers(mut self, ice_servers: IceServers) -> Self {
+        self.ice_servers = Some(ice_servers).filter(|ice| !ice.is_empty());
         self
     }
 

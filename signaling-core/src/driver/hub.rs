@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use super::admission::{self, ConnectionPermits, Slots};
 use super::guards::{ActiveGuard, Registration};
+use super::ice::IceServers;
 use super::observe::HubEvent;
 use super::outbox::{Full, Outbox, Pushed};
 use super::tokens::OsTokens;
@@ -24,7 +25,7 @@ use super::{
 use crate::ErrorCode;
 use crate::cluster::Unroutable;
 use crate::protocol::{ServerMessage, SessionToken, Username};
-use crate::router::{ClaimOutcome, ConnectionId, DisconnectReason, Output, Router};
+use crate::router::{ClaimOutcome, ConnectionId, DisconnectReason, Output, Router, Transmit};
 
 use super::cluster::ClusterLink;
 
@@ -739,7 +740,7 @@ impl Hub {
             let cluster = config.cluster.as_ref();
             while let Some(output) = state.router.poll_output() {
                 match output {
-                    Output::Transmit(t) => {
+                    Output::Transmit(mut t) => {
                         let Some(outbox) = state.connections.get(&t.to) else {
                             continue;
                         };
@@ -748,6 +749,11 @@ impl Hub {
                             _ => None,
                         };
                         let relay = relayed.is_some();
+                        if !relay {
+                            if let Some(ice) = &config.ice_servers {
+                                attach_ice_servers(&mut t, &state.router, ice);
+                            }
+                        }
                         let to = t.to;
                         let pushed = outbox.push(t, config);
                         if let (Some(observer), Some(kind), Ok(_)) =
@@ -939,4 +945,35 @@ async fn run_timer(hub: Weak<Inner>, wake: Arc<Notify>) {
             None => notified.await,
         }
     }
+}
+
+/// Fills in `"iceServers"` on a successful `login` or `resume` reply, minted for the user it
+/// goes to, now (the router, which has no clock and no secret, leaves them out). Every other
+/// message is left alone.
+#[cold]
+fn attach_ice_servers(t: &mut Transmit, router: &Router, ice: &IceServers) {
+    let now = system_now();
+    match &mut t.message {
+        ServerMessage::Resumed {
+            username,
+            ice_servers,
+            ..
+        } => *ice_servers = ice.for_user(username.as_str(), now),
+        ServerMessage::Login {
+            success: true,
+            ice_servers,
+            ..
+        }
+        | ServerMessage::SessionStarted { ice_servers, .. } => {
+            if let Some(name) = router.username(t.to) {
+                *ice_servers = ice.for_user(name.as_str(), now);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[allow(clippy::disallowed_methods)] // the driver reads the clock; credentials expire in Unix time
+fn system_now() -> std::time::SystemTime {
+    std::time::SystemTime::now()
 }

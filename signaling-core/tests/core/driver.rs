@@ -4,8 +4,9 @@
 //! The `memory` feature is on for this test binary (a dev-dependency of the crate on itself).
 #![cfg(feature = "memory")]
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use signaling_core::driver::ice::{IceServers, TurnRest};
 use signaling_core::driver::memory::{self, Disconnected, Frame, Memory, MemoryClient};
 use signaling_core::driver::{
     CloseFrame, Config, ConnectionInfo, Hub, Inbound, Outbound, Transport,
@@ -546,4 +547,99 @@ async fn without_a_cluster_backend_every_claim_wins_at_once() {
         .unwrap();
     assert!(again.next_text().await.contains(r#""code":"name_taken""#));
     offer(&alice, "alice", &bob, "bob").await;
+}
+
+/// With `Config::ice_servers`, the driver adds `"iceServers"` to successful `login` and
+/// `resume` replies — TURN credentials minted for the user, valid for the TTL from now — and
+/// to nothing else: failed logins and relays are byte for byte what they were.
+#[tokio::test]
+async fn ice_servers_come_with_successful_logins_and_resumes_only() {
+    let turn = TurnRest::new(["turn:127.0.0.1:3478"], "a shared secret of 32 bytes......")
+        .unwrap()
+        .with_ttl(Duration::from_secs(600));
+    let ice = IceServers::new(["stun:127.0.0.1:3478"]).with_turn(turn.clone());
+    let hub = Hub::new(quiet().with_ice_servers(ice));
+    #[allow(clippy::disallowed_methods)] // the test reads the clock the driver read
+    let before = SystemTime::now();
+
+    // The minted credentials are the ones `TurnRest` gives for that name and expiry.
+    let check = |reply: &serde_json::Value, name: &str| {
+        let servers = reply["iceServers"].as_array().expect("iceServers");
+        assert_eq!(
+            servers[0],
+            serde_json::json!({"urls": ["stun:127.0.0.1:3478"]})
+        );
+        assert_eq!(
+            servers[1]["urls"],
+            serde_json::json!(["turn:127.0.0.1:3478"])
+        );
+        let username = servers[1]["username"].as_str().unwrap();
+        let (expiry, rest) = username.split_once(':').unwrap();
+        assert_eq!(rest, name);
+        let expiry = UNIX_EPOCH + Duration::from_secs(expiry.parse().unwrap());
+        let ttl = expiry.duration_since(before).unwrap();
+        assert!(
+            ttl > Duration::from_secs(590) && ttl <= Duration::from_secs(610),
+            "{ttl:?}"
+        );
+        let minted = turn.credentials(name, expiry - turn.ttl);
+        assert_eq!(servers[1]["credential"], minted.credential.as_str());
+        assert_eq!(servers.len(), 2);
+    };
+
+    let alice = memory::connect(&hub);
+    alice
+        .send_text(r#"{"type":"login","username":"alice"}"#)
+        .unwrap();
+    let reply: serde_json::Value = serde_json::from_str(&alice.next_text().await).unwrap();
+    assert_eq!(
+        (reply["type"].as_str(), reply["success"].as_bool()),
+        (Some("login"), Some(true))
+    );
+    check(&reply, "alice");
+
+    // A failed login gets nothing.
+    let impostor = memory::connect(&hub);
+    impostor
+        .send_text(r#"{"type":"login","username":"alice"}"#)
+        .unwrap();
+    let refused = impostor.next_text().await;
+    assert!(
+        refused.starts_with(r#"{"type":"login","success":false,"code":"name_taken""#),
+        "{refused}"
+    );
+    assert!(!refused.contains("iceServers"), "{refused}");
+
+    // A resumable login, then a resume on a new connection: fresh credentials both times.
+    let bob = memory::connect(&hub);
+    bob.send_text(r#"{"type":"login","username":"bob","resumable":true}"#)
+        .unwrap();
+    let reply: serde_json::Value = serde_json::from_str(&bob.next_text().await).unwrap();
+    check(&reply, "bob");
+    let token = reply["token"].as_str().unwrap().to_string();
+
+    // Relays are untouched.
+    alice
+        .send_text(r#"{"type":"offer","offer":{"sdp":"v=0"},"otherUsername":"bob"}"#)
+        .unwrap();
+    let offer = r#"{"type":"offer","offer":{"sdp":"v=0"},"username":"alice","seq":1}"#;
+    assert_eq!(bob.next_text().await, offer);
+    bob.disconnect();
+    eventually("bob to be suspended", || {
+        hub.with_router(|r| r.is_suspended("bob"))
+    })
+    .await;
+    let back = memory::connect(&hub);
+    back.send_text(format!(
+        r#"{{"type":"resume","token":"{token}","lastSeq":0}}"#
+    ))
+    .unwrap();
+    let reply: serde_json::Value = serde_json::from_str(&back.next_text().await).unwrap();
+    assert_eq!(
+        (reply["type"].as_str(), reply["success"].as_bool()),
+        (Some("resume"), Some(true))
+    );
+    check(&reply, "bob");
+    // The replayed offer comes after it, as it was.
+    assert_eq!(back.next_text().await, offer);
 }

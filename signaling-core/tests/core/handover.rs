@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use signaling_core::cluster::{Envelope, Remote, SessionExport};
 use signaling_core::{
-    CallEnd, ClaimOutcome, ConnectionId, ErrorCode, HangUpReason, Output, Payload, RelayKind,
-    Router, RouterConfig, ServerMessage, SessionConfig, SessionToken, Username,
+    CallEnd, ClaimOutcome, ConnectionId, ErrorCode, HangUpReason, IceServerList, Output, Payload,
+    RelayKind, Router, RouterConfig, ServerMessage, SessionConfig, SessionToken, Username,
 };
 
 use crate::common::{answer, candidate, offer};
@@ -724,6 +724,10 @@ fn a_hang_up_lost_on_the_way_is_said_again() {
 /// The history travels as frames: every shape the server sends decodes back to itself.
 #[test]
 fn server_frames_decode_to_the_messages_that_made_them() {
+    let ice = IceServerList::from_json(
+        r#"[{"urls":["stun:127.0.0.1:3478"]},{"urls":["turn:127.0.0.1:3478"],"username":"9:alice","credential":"x"}]"#,
+    )
+    .unwrap();
     let messages = [
         ServerMessage::Relay {
             kind: RelayKind::Offer,
@@ -752,23 +756,43 @@ fn server_frames_decode_to_the_messages_that_made_them() {
         ServerMessage::Login {
             success: false,
             error: Some((ErrorCode::AlreadyLoggedIn, "already".into())),
+            ice_servers: None,
         },
         ServerMessage::Login {
             success: true,
             error: None,
+            ice_servers: None,
         },
         ServerMessage::SessionStarted {
             token: SessionToken::new("n.tok"),
             grace_ms: 30_000,
+            ice_servers: None,
         },
         ServerMessage::Resumed {
             username: name("alice"),
             token: SessionToken::new("n.tok"),
             grace_ms: 1,
+            ice_servers: None,
         },
         ServerMessage::ResumeFailed {
             code: ErrorCode::HistoryLost,
             message: "gone".into(),
+        },
+        ServerMessage::Login {
+            success: true,
+            error: None,
+            ice_servers: Some(ice.clone()),
+        },
+        ServerMessage::SessionStarted {
+            token: SessionToken::new("n.tok"),
+            grace_ms: 30_000,
+            ice_servers: Some(ice.clone()),
+        },
+        ServerMessage::Resumed {
+            username: name("alice"),
+            token: SessionToken::new("n.tok"),
+            grace_ms: 1,
+            ice_servers: Some(ice),
         },
     ];
     for message in messages {

@@ -2,7 +2,8 @@
 //! (`shared/reference/webrtc-tutorial.md` and its server, `shared/peers/tutorial-server/server.js`).
 
 use signaling_core::{
-    ClientMessage, ErrorCode, Payload, RelayKind, ReplyType, ServerMessage, Username,
+    ClientMessage, ErrorCode, IceServerList, Payload, RelayKind, ReplyType, ServerMessage,
+    SessionToken, Username,
 };
 
 fn name(s: &str) -> Username {
@@ -121,11 +122,13 @@ fn login_replies_match_the_tutorial() {
     let ok = ServerMessage::Login {
         success: true,
         error: None,
+        ice_servers: None,
     };
     assert_eq!(ok.to_json(), r#"{"type":"login","success":true}"#);
     let bare_failure = ServerMessage::Login {
         success: false,
         error: None,
+        ice_servers: None,
     };
     assert_eq!(
         bare_failure.to_json(),
@@ -134,11 +137,61 @@ fn login_replies_match_the_tutorial() {
     let failure = ServerMessage::Login {
         success: false,
         error: Some((ErrorCode::NameTaken, "the name \"alice\" is taken".into())),
+        ice_servers: None,
     };
     assert_eq!(
         failure.to_json(),
         r#"{"type":"login","success":false,"code":"name_taken","message":"the name \"alice\" is taken"}"#
     );
+}
+
+/// `iceServers` (issue 12) is one more field at the end of a successful login or resume reply,
+/// its array spliced in as the driver made it; without it the replies are the tutorial's.
+#[test]
+fn ice_servers_extend_the_success_replies() {
+    let list = r#"[{"urls":["stun:127.0.0.1:3478"]},{"urls":["turn:127.0.0.1:3478"],"username":"1700003600:alice","credential":"c2VjcmV0"}]"#;
+    let ice = IceServerList::from_json(list).unwrap();
+    let login = ServerMessage::Login {
+        success: true,
+        error: None,
+        ice_servers: Some(ice.clone()),
+    };
+    assert_eq!(
+        login.to_json(),
+        format!(r#"{{"type":"login","success":true,"iceServers":{list}}}"#)
+    );
+    let started = ServerMessage::SessionStarted {
+        token: SessionToken::new("tok"),
+        grace_ms: 30_000,
+        ice_servers: Some(ice.clone()),
+    };
+    assert_eq!(
+        started.to_json(),
+        format!(
+            r#"{{"type":"login","success":true,"token":"tok","graceMs":30000,"iceServers":{list}}}"#
+        )
+    );
+    let resumed = ServerMessage::Resumed {
+        username: name("alice"),
+        token: SessionToken::new("tok"),
+        grace_ms: 1,
+        ice_servers: Some(ice.clone()),
+    };
+    assert_eq!(
+        resumed.to_json(),
+        format!(
+            r#"{{"type":"resume","success":true,"username":"alice","token":"tok","graceMs":1,"iceServers":{list}}}"#
+        )
+    );
+    assert!(login.size_hint() >= login.to_json().len());
+    // The credentials stay out of logs.
+    assert!(!format!("{login:?}").contains("c2VjcmV0"), "{login:?}");
+    for not_an_array in ["{}", "null", "\"stun:x\"", "[", ""] {
+        assert!(
+            IceServerList::from_json(not_an_array).is_err(),
+            "{not_an_array}"
+        );
+    }
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! binary (each extra binary links tokio and tungstenite again).
 
 mod common;
+mod turn;
 
 signaling_test_support::all_scenarios!(common::start);
 

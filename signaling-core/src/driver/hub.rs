@@ -952,13 +952,12 @@ async fn run_timer(hub: Weak<Inner>, wake: Arc<Notify>) {
 /// message is left alone.
 #[cold]
 fn attach_ice_servers(t: &mut Transmit, router: &Router, ice: &IceServers) {
-    let now = system_now();
     match &mut t.message {
         ServerMessage::Resumed {
             username,
             ice_servers,
             ..
-        } => *ice_servers = ice.for_user(username.as_str(), now),
+        } => *ice_servers = ice.for_user(username.as_str(), system_now()),
         ServerMessage::Login {
             success: true,
             ice_servers,
@@ -966,7 +965,7 @@ fn attach_ice_servers(t: &mut Transmit, router: &Router, ice: &IceServers) {
         }
         | ServerMessage::SessionStarted { ice_servers, .. } => {
             if let Some(name) = router.username(t.to) {
-                *ice_servers = ice.for_user(name.as_str(), now);
+                *ice_servers = ice.for_user(name.as_str(), system_now());
             }
         }
         _ => {}

@@ -80,36 +80,52 @@ function freePort() {
   });
 }
 
-class Server {
-  constructor(command, port) {
-    this.command = command;
+/** A child process whose last output lines are kept for the failure report. */
+class Child {
+  constructor(port, keepLines) {
     this.port = port;
+    this.keepLines = keepLines;
     this.output = [];
     this.proc = null;
   }
 
-  async start() {
-    const [cmd, ...args] = this.command;
-    const proc = spawn(cmd, [...args, '--addr', `127.0.0.1:${this.port}`], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { RUST_LOG: 'info', ...process.env },
-    });
+  watch(proc) {
     this.proc = proc;
     this.exited = new Promise((resolve) => proc.once('exit', (code, signal) => resolve({ code, signal })));
     const keep = (chunk) => {
       this.output.push(...chunk.toString().split('\n').filter(Boolean));
-      if (this.output.length > 400) this.output.splice(0, this.output.length - 400);
+      if (this.output.length > this.keepLines) this.output.splice(0, this.output.length - this.keepLines);
     };
     proc.stdout.on('data', keep);
     proc.stderr.on('data', keep);
-    const deadline = Date.now() + 20_000;
+  }
+
+  /** Polls `up()` every `pollMs` until it says yes; throws if the process exits first, or after `ms`. */
+  async waitUp(what, ms, pollMs, up) {
+    const deadline = Date.now() + ms;
     for (;;) {
       const exited = await Promise.race([this.exited, sleep(0).then(() => null)]);
-      if (exited) throw new Error(`server exited early (${JSON.stringify(exited)}):\n${this.output.slice(-20).join('\n')}`);
-      if (await this.answers().catch(() => false)) return;
-      if (Date.now() > deadline) throw new Error(`server did not answer on port ${this.port} within 20 s`);
-      await sleep(150);
+      if (exited) throw new Error(`${what} exited early (${JSON.stringify(exited)}):\n${this.output.slice(-20).join('\n')}`);
+      if (await up().catch(() => false)) return;
+      if (Date.now() > deadline) throw new Error(`${what} did not answer on port ${this.port} within ${ms / 1000} s`);
+      await sleep(pollMs);
     }
+  }
+}
+
+class Server extends Child {
+  constructor(command, port) {
+    super(port, 400);
+    this.command = command;
+  }
+
+  async start() {
+    const [cmd, ...args] = this.command;
+    this.watch(spawn(cmd, [...args, '--addr', `127.0.0.1:${this.port}`], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { RUST_LOG: 'info', ...process.env },
+    }));
+    await this.waitUp('server', 20_000, 150, () => this.answers());
   }
 
   /** Whether the server serves its page yet. */
@@ -137,11 +153,9 @@ class Skip extends Error {}
  * server mints credentials with), relaying on loopback, killed at the end. `start()` returns
  * false when the binary is missing (and throws under CI=true).
  */
-class Coturn {
+class Coturn extends Child {
   constructor(port) {
-    this.port = port;
-    this.output = [];
-    this.proc = null;
+    super(port, 200);
     this.url = `turn:127.0.0.1:${port}`;
   }
 
@@ -162,27 +176,13 @@ class Coturn {
       console.log(`SKIPPED: the TURN relay test: ${TURNSERVER} not found (install coturn: apt-get install coturn)`);
       return false;
     }
-    this.proc = proc;
-    this.exited = new Promise((resolve) => proc.once('exit', (code, signal) => resolve({ code, signal })));
-    const keep = (chunk) => {
-      this.output.push(...chunk.toString().split('\n').filter(Boolean));
-      if (this.output.length > 200) this.output.splice(0, this.output.length - 200);
-    };
-    proc.stdout.on('data', keep);
-    proc.stderr.on('data', keep);
+    this.watch(proc);
     // It listens on TCP and UDP at once: a TCP connection says it is up.
-    const deadline = Date.now() + 10_000;
-    for (;;) {
-      const exited = await Promise.race([this.exited, sleep(0).then(() => null)]);
-      if (exited) throw new Error(`turnserver exited early (${JSON.stringify(exited)}):\n${this.output.slice(-10).join('\n')}`);
-      const up = await new Promise((resolve) => {
-        const socket = net.connect(this.port, '127.0.0.1', () => { socket.destroy(); resolve(true); });
-        socket.once('error', () => resolve(false));
-      });
-      if (up) return true;
-      if (Date.now() > deadline) throw new Error(`turnserver did not listen on port ${this.port} within 10 s`);
-      await sleep(50);
-    }
+    await this.waitUp('turnserver', 10_000, 50, () => new Promise((resolve) => {
+      const socket = net.connect(this.port, '127.0.0.1', () => { socket.destroy(); resolve(true); });
+      socket.once('error', () => resolve(false));
+    }));
+    return true;
   }
 
   async stop() {

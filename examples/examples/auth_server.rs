@@ -47,9 +47,12 @@ struct Cli {
     server: ServerArgs,
 }
 
-#[tokio::main]
-async fn main() -> std::io::Result<ExitCode> {
+fn main() -> std::io::Result<ExitCode> {
     let cli = Cli::parse();
+    signaling_examples::runtime(cli.server.worker_threads)?.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> std::io::Result<ExitCode> {
     let auth = match HmacTokenAuthenticator::new(&cli.secret) {
         Ok(auth) => auth,
         Err(e) => {

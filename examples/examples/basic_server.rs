@@ -28,9 +28,12 @@ struct Cli {
     server: ServerArgs,
 }
 
-#[tokio::main]
-async fn main() -> std::io::Result<()> {
+fn main() -> std::io::Result<()> {
     let cli = Cli::parse();
+    signaling_examples::runtime(cli.server.worker_threads)?.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> std::io::Result<()> {
     init_tracing();
     init_allocator();
     let hub = cli.server.start_hub(|config| config).await?;

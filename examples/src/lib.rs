@@ -188,6 +188,11 @@ pub struct ServerArgs {
     /// Seconds the minted TURN credentials stay valid.
     #[arg(long, env = "SIGNALING_TURN_TTL", default_value_t = TurnRest::DEFAULT_TTL.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
     pub turn_ttl: u64,
+    /// Threads that run connections: 1 runs everything on one thread (tokio's current-thread
+    /// runtime: no work stealing, no cross-thread wake-ups — the fastest for a server given
+    /// one core); 0 (default) one worker per core the process may run on.
+    #[arg(long, env = "SIGNALING_WORKER_THREADS", default_value_t = 0)]
+    pub worker_threads: usize,
     /// Serve Prometheus metrics at `http://ADDR/metrics` on this separate address (keep it
     /// private: bind it to loopback or an internal interface). Off by default.
     #[arg(long, env = "SIGNALING_METRICS_ADDR", value_name = "HOST:PORT")]
@@ -408,6 +413,25 @@ where
         }
         None => tokio::spawn(signaling_warp::serve(app, listener, hub)),
     }
+}
+
+/// The tokio runtime `--worker-threads` asks for: current-thread for 1, multi-thread with that
+/// many workers otherwise (0: one per core the process may run on).
+///
+/// # Errors
+///
+/// The runtime could not be built (no threads).
+pub fn runtime(worker_threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = if worker_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        if worker_threads > 1 {
+            builder.worker_threads(worker_threads);
+        }
+        builder
+    };
+    builder.enable_all().build()
 }
 
 /// Serves `GET /metrics` (the hub's [`Metrics`] in the Prometheus text format) on `listener`

@@ -70,6 +70,7 @@ pub mod driver;
 pub mod error;
 pub mod protocol;
 pub mod router;
+mod scan;
 
 pub use error::{ErrorCode, RouterError};
 pub use protocol::{

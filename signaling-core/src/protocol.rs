@@ -18,6 +18,7 @@ use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfc_quick};
 use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
 use crate::error::ErrorCode;
+use crate::scan::{self, Fields};
 
 /// Longest username accepted, in Unicode scalar values of its NFC form.
 pub const MAX_USERNAME_CHARS: usize = 64;
@@ -493,7 +494,7 @@ impl DecodeError {
 
 /// Every field any client message may carry; unknown fields are ignored (additive protocol).
 #[derive(Deserialize)]
-struct RawFrame<'a> {
+pub(crate) struct RawFrame<'a> {
     #[serde(rename = "type", borrow, default)]
     kind: Option<&'a RawValue>,
     #[serde(borrow, default)]
@@ -514,13 +515,39 @@ struct RawFrame<'a> {
     last_seq: Option<&'a RawValue>,
 }
 
+impl<'a> RawFrame<'a> {
+    /// The fields as the fast scanner gives them.
+    pub(crate) fn fields(self) -> Fields<'a> {
+        let get = |raw: Option<&'a RawValue>| raw.map(RawValue::get);
+        Fields {
+            kind: get(self.kind),
+            username: get(self.username),
+            other_username: get(self.other_username),
+            offer: get(self.offer),
+            answer: get(self.answer),
+            candidate: get(self.candidate),
+            resumable: get(self.resumable),
+            token: get(self.token),
+            last_seq: get(self.last_seq),
+        }
+    }
+}
+
 /// Decodes a JSON value expected to be a string, naming `field` in the error. Borrows from the
 /// frame unless the string holds escapes.
-fn string_field<'a>(field: &str, raw: &'a RawValue) -> Result<Cow<'a, str>, DecodeError> {
-    if let Ok(s) = serde_json::from_str::<&'a str>(raw.get()) {
+fn string_field<'a>(field: &str, raw: &'a str) -> Result<Cow<'a, str>, DecodeError> {
+    if let Some(plain) = raw
+        .strip_prefix('"')
+        .and_then(|r| r.strip_suffix('"'))
+        .filter(|inner| !inner.contains('\\'))
+    {
+        // Valid JSON (both decoders checked it) without escapes: the text between the quotes.
+        return Ok(Cow::Borrowed(plain));
+    }
+    if let Ok(s) = serde_json::from_str::<&'a str>(raw) {
         return Ok(Cow::Borrowed(s));
     }
-    serde_json::from_str::<String>(raw.get())
+    serde_json::from_str::<String>(raw)
         .map(Cow::Owned)
         .map_err(|_| {
             DecodeError::new(
@@ -531,7 +558,7 @@ fn string_field<'a>(field: &str, raw: &'a RawValue) -> Result<Cow<'a, str>, Deco
 }
 
 /// A string field that must also be a valid username.
-fn name_field<'a>(field: &str, raw: &'a RawValue) -> Result<Cow<'a, str>, DecodeError> {
+fn name_field<'a>(field: &str, raw: &'a str) -> Result<Cow<'a, str>, DecodeError> {
     let name = string_field(field, raw)?;
     Username::validate(&name).map_err(|e| {
         DecodeError::new(ErrorCode::InvalidUsername, format!("field `{field}`: {e}"))
@@ -540,17 +567,17 @@ fn name_field<'a>(field: &str, raw: &'a RawValue) -> Result<Cow<'a, str>, Decode
 }
 
 /// Decodes the optional `otherUsername`. A present but malformed name is an error.
-fn target_field(raw: Option<&RawValue>) -> Result<Option<Cow<'_, str>>, DecodeError> {
+fn target_field(raw: Option<&str>) -> Result<Option<Cow<'_, str>>, DecodeError> {
     match raw {
         None => Ok(None),
-        Some(raw) if raw.get() == "null" => Ok(None),
+        Some("null") => Ok(None),
         Some(raw) => name_field("otherUsername", raw).map(Some),
     }
 }
 
 /// Decodes the optional `resumable` flag: `true`, `false` or `null`.
-fn resumable_field(raw: Option<&RawValue>) -> Result<bool, DecodeError> {
-    match raw.map(RawValue::get) {
+fn resumable_field(raw: Option<&str>) -> Result<bool, DecodeError> {
+    match raw {
         None | Some("null") | Some("false") => Ok(false),
         Some("true") => Ok(true),
         Some(_) => Err(DecodeError::new(
@@ -561,7 +588,7 @@ fn resumable_field(raw: Option<&RawValue>) -> Result<bool, DecodeError> {
 }
 
 /// Decodes `resume`'s fields.
-fn resume_fields<'a>(frame: &RawFrame<'a>) -> Result<(Cow<'a, str>, u64), DecodeError> {
+fn resume_fields<'a>(frame: &Fields<'a>) -> Result<(Cow<'a, str>, u64), DecodeError> {
     let token = frame
         .token
         .ok_or_else(|| DecodeError::new(ErrorCode::MissingField, "missing field `token`"))?;
@@ -578,7 +605,7 @@ fn resume_fields<'a>(frame: &RawFrame<'a>) -> Result<(Cow<'a, str>, u64), Decode
     let last_seq = frame
         .last_seq
         .ok_or_else(|| DecodeError::new(ErrorCode::MissingField, "missing field `lastSeq`"))?;
-    let last_seq = serde_json::from_str::<u64>(last_seq.get()).map_err(|_| {
+    let last_seq = serde_json::from_str::<u64>(last_seq).map_err(|_| {
         DecodeError::new(
             ErrorCode::InvalidField,
             "field `lastSeq` must be a non-negative integer",
@@ -590,7 +617,8 @@ fn resume_fields<'a>(frame: &RawFrame<'a>) -> Result<(Cow<'a, str>, u64), Decode
 /// A relayed payload as decoded: borrowed from the frame, or already shared.
 #[derive(Debug)]
 pub(crate) enum RawPayload<'a> {
-    Frame(&'a RawValue),
+    /// A JSON value's text, validated.
+    Frame(&'a str),
     Shared(Payload),
 }
 
@@ -598,7 +626,7 @@ impl RawPayload<'_> {
     /// The JSON text.
     pub(crate) fn get(&self) -> &str {
         match self {
-            RawPayload::Frame(raw) => raw.get(),
+            RawPayload::Frame(raw) => raw,
             RawPayload::Shared(payload) => payload.get(),
         }
     }
@@ -606,7 +634,7 @@ impl RawPayload<'_> {
     /// The payload to relay: one copy of a borrowed one.
     pub(crate) fn into_payload(self) -> Payload {
         match self {
-            RawPayload::Frame(raw) => Payload::from_raw(raw),
+            RawPayload::Frame(raw) => Payload(Arc::from(raw)),
             RawPayload::Shared(payload) => payload,
         }
     }
@@ -650,18 +678,24 @@ impl<'a> Decoded<'a> {
                 Err(e) => DecodeError::new(ErrorCode::InvalidJson, format!("invalid JSON: {e}")),
             });
         }
-        let frame: RawFrame<'a> = serde_json::from_str(text).map_err(|e| {
-            if e.is_data() {
-                DecodeError::new(ErrorCode::InvalidMessage, format!("invalid message: {e}"))
-            } else {
-                DecodeError::new(ErrorCode::InvalidJson, format!("invalid JSON: {e}"))
-            }
-        })?;
+        // The fast scanner where it is sure, serde_json (and its errors) where it is not.
+        let frame = match scan::fields(text) {
+            Some(fields) => fields,
+            None => serde_json::from_str::<RawFrame<'a>>(text)
+                .map_err(|e| {
+                    if e.is_data() {
+                        DecodeError::new(ErrorCode::InvalidMessage, format!("invalid message: {e}"))
+                    } else {
+                        DecodeError::new(ErrorCode::InvalidJson, format!("invalid JSON: {e}"))
+                    }
+                })?
+                .fields(),
+        };
         let kind_raw = frame
             .kind
             .ok_or_else(|| DecodeError::new(ErrorCode::MissingField, "missing field `type`"))?;
         let kind = string_field("type", kind_raw)?;
-        let relay = |kind: RelayKind, payload: Option<&'a RawValue>| {
+        let relay = |kind: RelayKind, payload: Option<&'a str>| {
             let payload = payload.ok_or_else(|| {
                 DecodeError::new(
                     ErrorCode::MissingField,

@@ -47,7 +47,9 @@ impl Hub {
             close = watchdog => Ending::Deadline(close),
         };
         tracing::debug!(%conn, ?ending, "disconnecting");
-        let _ = registration.cause.set(ending.cause(outbox));
+        let _ = registration
+            .cause
+            .set(ending.cause(outbox, self.is_killed()));
         // Free the name (or suspend a resumable session) and tell the partner now; the close
         // handshake below may take a while.
         registration.teardown(ending.is_clean());
@@ -71,7 +73,10 @@ impl Hub {
                 Ending::Abort | Ending::Read(_) | Ending::Write(_) => {}
             }
         };
-        let _ = tokio::time::timeout(self.inner.config.close_timeout, closing).await;
+        tokio::select! {
+            _ = tokio::time::timeout(self.inner.config.close_timeout, closing) => {}
+            () = self.killed() => {}
+        }
     }
 
     /// Reads frames and feeds them to the router. Holds the connection's not-logged-in slot
@@ -313,13 +318,15 @@ enum Ending {
 
 impl Ending {
     /// Why the connection ended, for the observer.
-    fn cause(&self, outbox: &Outbox) -> DisconnectCause {
+    fn cause(&self, outbox: &Outbox, killed: bool) -> DisconnectCause {
         let asked = || match outbox.end() {
             Some(End::Close(close)) => Some(DisconnectCause::of_close(&close)),
             Some(End::Abort) => Some(DisconnectCause::QueueOverflow),
             None => None,
         };
         match self {
+            // The shutdown's deadline aborts what is left.
+            Ending::Abort | Ending::Write(WriteEnd::Aborted) if killed => DisconnectCause::Shutdown,
             Ending::Abort | Ending::Write(WriteEnd::Aborted) => DisconnectCause::QueueOverflow,
             Ending::Read(ReadEnd::Closed { clean: true }) => DisconnectCause::Clean,
             Ending::Read(ReadEnd::Closed { clean: false } | ReadEnd::Error)

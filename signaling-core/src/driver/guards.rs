@@ -55,6 +55,7 @@ impl Drop for Registration {
             .copied()
             .unwrap_or_else(|| match self.outbox.end() {
                 Some(End::Close(close)) => DisconnectCause::of_close(&close),
+                Some(End::Abort) if self.hub.is_killed() => DisconnectCause::Shutdown,
                 Some(End::Abort) => DisconnectCause::QueueOverflow,
                 None => DisconnectCause::Lost,
             });

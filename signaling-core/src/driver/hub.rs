@@ -323,6 +323,16 @@ impl Hub {
         self.phase_reached(Phase::Stopped)
     }
 
+    /// Whether the shutdown's deadline has passed (connections are being dropped).
+    pub(super) fn is_killed(&self) -> bool {
+        *self.inner.phase.borrow() >= Phase::Killed
+    }
+
+    /// Resolves once the shutdown's deadline has passed: what is left is dropped.
+    pub(super) fn killed(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.phase_reached(Phase::Killed)
+    }
+
     fn phase_reached(&self, phase: Phase) -> impl Future<Output = ()> + Send + 'static {
         let mut watched = self.inner.phase.subscribe();
         async move {
@@ -427,6 +437,11 @@ impl Hub {
                 "shutdown timeout: dropping the connections left"
             );
             self.inner.phase.send_replace(Phase::Killed);
+            // Registered connections end at once; those already closing watch the phase.
+            let left: Vec<Arc<Outbox>> = self.lock().connections.values().cloned().collect();
+            for outbox in left {
+                outbox.abort();
+            }
             let _ = tokio::time::timeout(Duration::from_secs(1), self.wait_idle()).await;
         }
         if let Some(backend) = &self.inner.config.cluster {
@@ -486,7 +501,7 @@ impl Hub {
     /// the shutdown's deadline has passed. (During the shutdown's drain requests are still
     /// read: health checks are answered, upgrades refused with 503.) Adapters that read requests themselves call it after `accept`.
     pub fn pending_request(&self, remote_ip: Option<IpAddr>) -> Result<PendingRequest, Refusal> {
-        if *self.inner.phase.borrow() >= Phase::Killed {
+        if self.is_killed() {
             return Err(Refusal::ShuttingDown);
         }
         let config = &self.inner.config;
@@ -616,7 +631,6 @@ impl Hub {
         T::Message: Send,
     {
         let active = ActiveGuard::new(self);
-        let mut killed = self.inner.phase.subscribe();
         let Some(registration) = self.register(&info) else {
             // Shutting down: refuse politely.
             let mut socket = std::pin::pin!(socket);
@@ -631,10 +645,9 @@ impl Hub {
             user,
         } = permits;
         let body = self.run::<T, S>(socket, &registration, not_logged_in);
-        tokio::select! {
-            () = body => {}
-            _ = killed.wait_for(|p| *p >= Phase::Killed) => {}
-        }
+        // The shutdown's deadline aborts the connection's outbox (a watch of the phase here
+        // would be polled at every wake-up of every connection: measurable per relay).
+        body.await;
         drop(registration);
         drop((connection, user));
         drop(active);

@@ -84,6 +84,11 @@
 #                 it needs its whole core). redis_publish keeps Redis on that
 #                 core and redis-benchmark with the subscriber on core 1.
 #   --redis-core C  the core Redis is pinned to in --cluster (default 0)
+#   --full        everything in one run (issue 13): the single-node part (all
+#                 targets, with ws_metrics) into OUT/single, then the --cluster
+#                 part into OUT/cluster, and OUT/results.md with both and the
+#                 ratios issue 13 asks for (scripts/bench-ratios.py). The
+#                 other options apply to both parts.
 #
 # Honours CARGO_TARGET_DIR. Every loadgen run is bounded by its own deadline
 # and by `timeout`; servers are stopped by their process id.
@@ -103,6 +108,8 @@ WS_PATH=/ws
 QUIET_WAIT=5
 QUIET_BUSY=40 # percent of one core that other processes may use
 CLUSTER=0
+FULL=0
+ARGS=("$@")
 REDIS_CORE=0
 TARGETS_SET=0
 CLUSTER_TARGETS="ws_single ws_cluster_one ws_cluster_same ws_cluster_cross redis_publish"
@@ -122,12 +129,51 @@ while [ $# -gt 0 ]; do
     --quiet-wait) QUIET_WAIT=$2; shift ;;
     --baseline) BASELINE=$2; shift ;;
     --cluster) CLUSTER=1 ;;
+    --full) FULL=1 ;;
     --redis-core) REDIS_CORE=$2; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "bench.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
   esac
   shift
 done
+
+if [ $FULL = 1 ]; then
+  # The two parts, one after the other, each a run of this script; then one report.
+  if [ $CLUSTER = 1 ] || [ -n "$BASELINE" ]; then
+    echo "bench.sh: --full runs both parts itself (no --cluster, no --baseline)" >&2; exit 2
+  fi
+  OUT=${OUT:-$TARGET_DIR/bench-results/$(date +%Y%m%d-%H%M%S)-full$([ $QUICK = 1 ] && echo -quick)}
+  rest=()
+  skip=0
+  for a in "${ARGS[@]}"; do
+    if [ $skip = 1 ]; then skip=0; continue; fi
+    case $a in
+      --full) ;;
+      --out|--targets) skip=1 ;;
+      *) rest+=("$a") ;;
+    esac
+  done
+  single_targets="ws_server basic_server ws_metrics ceiling node"
+  [ $TARGETS_SET = 1 ] && single_targets=$TARGETS
+  "$0" "${rest[@]}" --targets "$single_targets" --out "$OUT/single"
+  "$0" "${rest[@]}" --cluster --out "$OUT/cluster"
+  python3 "$ROOT/scripts/bench-ratios.py" "$OUT/single/results.json" "$OUT/cluster/results.json" >"$OUT/ratios.md"
+  {
+    echo "# scripts/bench.sh --full ($(date -u +%Y-%m-%d), $(git -C "$ROOT" rev-parse --short HEAD))"
+    echo
+    cat "$OUT/ratios.md"
+    echo
+    echo "## Single node (\`$OUT/single\`)"
+    echo
+    sed 's/^### /### single: /' "$OUT/single/results.md"
+    echo
+    echo "## Cluster (\`$OUT/cluster\`)"
+    echo
+    sed 's/^### /### cluster: /' "$OUT/cluster/results.md"
+  } >"$OUT/results.md"
+  echo "bench: results: $OUT/results.md" >&2
+  exit 0
+fi
 
 if [ $CLUSTER = 1 ]; then
   if [ -n "$BASELINE" ]; then echo "bench.sh: --baseline does not combine with --cluster" >&2; exit 2; fi

@@ -1,0 +1,59 @@
+#!/usr/bin/env python3
+"""The ratios issue 13 asks for, from the results.json of a `scripts/bench.sh --full` run:
+single-node part first, cluster part second. Medians of the rounds; a missing target or case
+reads as "-". Prints Markdown."""
+import json
+import sys
+
+
+def load(path):
+    try:
+        with open(path) as f:
+            return json.load(f)["results"]
+    except (OSError, KeyError, ValueError):
+        return {}
+
+
+def metric(results, target, case, name):
+    try:
+        return results[target][case]["metrics"][name]["median"]
+    except KeyError:
+        return None
+
+
+def ratio(a, b):
+    return f"{a / b:.2f}x" if a and b else "-"
+
+
+def num(v, unit=""):
+    return f"{v:,.0f}{unit}" if v is not None else "-"
+
+
+single, cluster = load(sys.argv[1]), load(sys.argv[2])
+relay = lambda res, t: metric(res, t, "relay_max", "msgs_per_s")
+ceiling = relay(single, "ceiling")
+print("## Issue 13's ratios (medians of the rounds)")
+print()
+print("| what | figure | ratio | goal |")
+print("|---|---:|---:|---|")
+for t, what in [
+    ("ws_server", "ws_server, same-node relay"),
+    ("basic_server", "basic_server, same-node relay"),
+    ("ws_metrics", "ws_server with --metrics-addr"),
+]:
+    print(f"| {what} vs the ceiling ({num(ceiling)} msgs/s) | {num(relay(single, t))} msgs/s | {ratio(relay(single, t), ceiling)} | >= 0.9x |")
+one = relay(cluster, "ws_cluster_one")
+logins = [("logins_10k", "plain"), ("logins_10k_resumable", "resumable")]
+for t in ("ws_server", "basic_server", "node", "ceiling"):
+    for case, kind in logins:
+        rss = metric(single, t, case, "server_rss_per_conn_bytes")
+        if rss is not None:
+            print(f"| RSS per idle logged-in connection, {t}, {kind} | {num(rss, ' B')} | | <= 4,096 B |")
+print(f"| ws_server in cluster mode, one node (no Redis on the relay path) vs the ceiling | {num(one)} msgs/s | {ratio(one, ceiling)} | >= 0.9x |")
+same, cross = relay(cluster, "ws_cluster_same"), relay(cluster, "ws_cluster_cross")
+print(f"| cross-node vs same-node relay (2 nodes + Redis) | {num(cross)} / {num(same)} msgs/s | {ratio(cross, same)} | >= 0.5x |")
+p99 = metric(cluster, "ws_cluster_cross", "relay_rate_10000", "latency_us.p99")
+print(f"| cross-node p99 at 10,000 msgs/s offered | {num(p99, ' µs')} | | < 2,000 µs |")
+pub = [metric(cluster, "redis_publish", c, "publish_per_s") for c in ("publish_p32", "publish_p256")]
+if any(pub):
+    print(f"| redis-benchmark PUBLISH/s, pipelined 32 / 256 (what Redis carries) | {num(pub[0])} / {num(pub[1])} | | reference |")

@@ -338,8 +338,16 @@ where
         let (admission, tail) = upgrade(&mut io, &hub, remote_addr).await?;
         Ok::<_, HandshakeError>((io, admission, tail))
     });
-    let (io, admission, tail) = tokio::select! {
-        handshake = handshake => match handshake {
+    // Boxed: the request's buffers and the timer live only during the handshake, not in the
+    // future that the connection's task holds afterwards.
+    let upgraded = Box::pin(async {
+        tokio::select! {
+            handshake = handshake => Some(handshake),
+            () = hub.shutdown_finished() => None,
+        }
+    });
+    let (io, admission, tail) = match upgraded.await {
+        Some(handshake) => match handshake {
             Ok(Ok(upgraded)) => upgraded,
             Ok(Err(e)) => {
                 tracing::debug!(addr = ?remote_addr, error = %e, "handshake failed");
@@ -350,7 +358,7 @@ where
                 return;
             }
         },
-        () = hub.shutdown_finished() => return,
+        None => return,
     };
     drop(pending);
     let config = websocket_config(hub.config());
@@ -602,26 +610,63 @@ where
 /// Runs a WebSocket you upgraded after [`Hub::admit`] accepted its request to its end on the
 /// driver, bound to the admission's verified username (if any) and holding its connection slot
 /// until it ends. Upgrade it with [`websocket_config`].
-pub async fn serve_admitted<S>(ws: WebSocketStream<S>, hub: Hub, admission: Admission)
+///
+/// Not an `async fn`: the socket goes to the driver (which splits it onto the heap) when this
+/// is called, so the future, what the connection's task holds, does not carry it inline.
+pub fn serve_admitted<S>(
+    ws: WebSocketStream<S>,
+    hub: Hub,
+    admission: Admission,
+) -> impl Future<Output = ()> + Send + use<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    hub.serve_admitted::<Tungstenite, _>(ws, admission).await;
+    hub.serve_admitted::<Tungstenite, _>(ws, admission)
 }
 
 /// Runs an already upgraded WebSocket to its end on the driver, counting it against the
 /// connection caps of `info.remote_addr` (see [`Hub::serve_connection`]). Upgrade it with
 /// [`websocket_config`] so the size limits hold at the transport too.
-pub async fn serve_stream<S>(ws: WebSocketStream<S>, hub: Hub, info: ConnectionInfo)
+pub fn serve_stream<S>(
+    ws: WebSocketStream<S>,
+    hub: Hub,
+    info: ConnectionInfo,
+) -> impl Future<Output = ()> + Send + use<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    hub.serve_connection::<Tungstenite, _>(ws, info).await;
+    hub.serve_connection::<Tungstenite, _>(ws, info)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What every connection's task holds while it is idle: the spawned future (its largest
+    /// state), printed with `--nocapture`, and bounded so that it does not grow back unnoticed.
+    #[tokio::test]
+    async fn the_connection_task_is_small() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = TcpStream::connect(addr).await.unwrap();
+        let (accepted, remote) = listener.accept().await.unwrap();
+        let hub = Hub::default();
+        let ws = WebSocketStream::from_raw_socket(accepted, Role::Server, None).await;
+        let ws_size = std::mem::size_of_val(&ws);
+        let admission = hub.admit(&UpgradeRequest::new("/")).await.unwrap();
+        let driver = serve_admitted(ws, hub.clone(), admission);
+        let driver_size = std::mem::size_of_val(&driver);
+        drop(driver);
+        let _client = TcpStream::connect(addr).await.unwrap();
+        let (accepted, remote2) = listener.accept().await.unwrap();
+        let task = serve_io_with(accepted, Plain, hub.clone(), Some(remote2));
+        let task_size = std::mem::size_of_val(&task);
+        drop(task);
+        eprintln!(
+            "WebSocketStream<TcpStream>: {ws_size} B, serve_admitted: {driver_size} B, \
+             serve_io (the spawned task): {task_size} B ({remote})"
+        );
+    }
 
     #[tokio::test]
     async fn accepted_sockets_get_nodelay_and_the_buffer_caps() {

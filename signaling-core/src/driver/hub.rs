@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
-use futures_util::{Sink, SinkExt, Stream};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
@@ -234,6 +234,13 @@ impl Hub {
                 let _ = router.handle_claimed(conn, &name, outcome);
             });
         }
+    }
+
+    /// Whether a connection's task may have claims or fetches to carry out (cluster mode).
+    pub(super) fn has_cluster_work(&self) -> bool {
+        self.inner.config.cluster.is_some()
+            && (self.inner.claims_waiting.load(Ordering::Acquire) > 0
+                || self.inner.fetches_waiting.load(Ordering::Acquire) > 0)
     }
 
     /// Fetches the sessions the last input of `conn` asked for (cluster mode: a `resume` with
@@ -580,14 +587,24 @@ impl Hub {
     /// Runs a WebSocket upgraded after [`admit`](Self::admit) accepted its request to its
     /// end, as [`serve_connection`](Self::serve_connection) does, and gives the connection
     /// slot back when it ends (however it ends).
-    pub async fn serve_admitted<T, S>(&self, socket: S, admission: Admission)
+    ///
+    /// The socket is split (moved to the heap) before the future is made, so the future —
+    /// what every connection's task holds while idle — does not carry it inline; the future
+    /// holds a clone of the hub, not a borrow.
+    pub fn serve_admitted<T, S>(
+        &self,
+        socket: S,
+        admission: Admission,
+    ) -> impl Future<Output = ()> + Send + use<T, S>
     where
         T: Transport,
         S: Stream<Item = Result<T::Message, T::Error>> + Sink<T::Message, Error = T::Error> + Send,
         T::Message: Send,
     {
         let Admission { info, permits } = admission;
-        self.run_connection::<T, S>(socket, info, permits).await;
+        let (sink, stream) = socket.split();
+        self.clone()
+            .run_connection::<T, _, _>(sink, stream, info, permits)
     }
 
     /// Runs one upgraded WebSocket connection to its end: registers it with the router, reads,
@@ -600,51 +617,67 @@ impl Hub {
     /// consulted (there is no request); adapters use `admit` and
     /// [`serve_admitted`](Self::serve_admitted) instead.
     ///
-    /// `T` says how the socket's messages map to frames; see [`Transport`].
-    pub async fn serve_connection<T, S>(&self, socket: S, info: ConnectionInfo)
+    /// `T` says how the socket's messages map to frames; see [`Transport`]. Like
+    /// [`serve_admitted`](Self::serve_admitted), the returned future owns a clone of the hub
+    /// and the socket's split halves.
+    pub fn serve_connection<T, S>(
+        &self,
+        socket: S,
+        info: ConnectionInfo,
+    ) -> impl Future<Output = ()> + Send + use<T, S>
     where
         T: Transport,
         S: Stream<Item = Result<T::Message, T::Error>> + Sink<T::Message, Error = T::Error> + Send,
         T::Message: Send,
     {
         let ip = info.remote_addr.map(|a| a.ip());
-        match self.inner.slots.connection(ip, &self.inner.config) {
-            Ok(permits) => self.run_connection::<T, S>(socket, info, permits).await,
+        let permits = self.inner.slots.connection(ip, &self.inner.config);
+        let (mut sink, stream) = socket.split();
+        match permits {
+            Ok(permits) => futures_util::future::Either::Left(
+                self.clone()
+                    .run_connection::<T, _, _>(sink, stream, info, permits),
+            ),
             Err(refusal) => {
                 tracing::debug!(addr = ?info.remote_addr, %refusal, "connection refused");
-                let mut socket = std::pin::pin!(socket);
-                let close = socket.send(T::outbound(Outbound::Close(CloseFrame::TRY_AGAIN_LATER)));
-                let _ = tokio::time::timeout(self.inner.config.close_timeout, close).await;
+                let close_timeout = self.inner.config.close_timeout;
+                futures_util::future::Either::Right(async move {
+                    let close =
+                        sink.send(T::outbound(Outbound::Close(CloseFrame::TRY_AGAIN_LATER)));
+                    let _ = tokio::time::timeout(close_timeout, close).await;
+                    drop(stream);
+                })
             }
         }
     }
 
     /// Runs the connection holding `permits` (given back when it ends, however it ends).
-    async fn run_connection<T, S>(
-        &self,
-        socket: S,
+    async fn run_connection<T, W, R>(
+        self,
+        mut sink: W,
+        stream: R,
         info: ConnectionInfo,
         permits: ConnectionPermits,
     ) where
         T: Transport,
-        S: Stream<Item = Result<T::Message, T::Error>> + Sink<T::Message, Error = T::Error> + Send,
-        T::Message: Send,
+        W: Sink<T::Message, Error = T::Error> + Unpin + Send,
+        R: Stream<Item = Result<T::Message, T::Error>> + Unpin + Send,
     {
-        let active = ActiveGuard::new(self);
+        let active = ActiveGuard::new(&self);
         let Some(registration) = self.register(&info) else {
-            // Shutting down: refuse politely.
-            let mut socket = std::pin::pin!(socket);
-            let close = socket.send(T::outbound(Outbound::Close(CloseFrame::GOING_AWAY)));
-            let _ = tokio::time::timeout(self.inner.config.close_timeout, close).await;
+            // Shutting down: refuse politely (boxed: not in every connection's future).
+            let close = sink.send(T::outbound(Outbound::Close(CloseFrame::GOING_AWAY)));
+            let _ = Box::pin(tokio::time::timeout(self.inner.config.close_timeout, close)).await;
             return;
         };
         tracing::debug!(conn = %registration.id, addr = ?info.remote_addr, "connected");
+        drop(info);
         let ConnectionPermits {
             connection,
             not_logged_in,
             user,
         } = permits;
-        let body = self.run::<T, S>(socket, &registration, not_logged_in);
+        let body = self.run::<T, W, R>(sink, stream, &registration, not_logged_in);
         // The shutdown's deadline aborts the connection's outbox (a watch of the phase here
         // would be polled at every wake-up of every connection: measurable per relay).
         body.await;
@@ -654,7 +687,7 @@ impl Hub {
     }
 
     /// Registers a connection with the router; `None` while shutting down.
-    fn register(&self, info: &ConnectionInfo) -> Option<Registration> {
+    pub(super) fn register(&self, info: &ConnectionInfo) -> Option<Registration> {
         let mut state = self.lock();
         if state.shutting_down {
             return None;

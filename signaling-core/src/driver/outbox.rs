@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use futures_util::future::Either;
 use tokio::sync::Notify;
 
 use super::{CloseFrame, Config};
@@ -177,14 +178,24 @@ impl Outbox {
     /// meanwhile (input is then no longer routed) and whether it had to wait. The reader calls
     /// it before routing each frame, so a client that pipelines many requests waits for its
     /// own replies to go out (TCP backpressure) instead of overflowing its queue.
-    pub(super) async fn wait_for_room(&self, config: &Config) -> (bool, bool) {
-        {
-            // Fast path: one lock, no waiter registration.
-            let q = self.lock();
-            if q.end.is_some() || q.within(2, config) {
-                return (q.end.is_some(), false);
-            }
+    ///
+    /// Not an `async fn`: the fast path (room, one lock, no waiter registration) is decided
+    /// at the call, and only a reader that has to wait gets a (boxed) future with a waiter:
+    /// the reader's future, which every idle connection holds, stays small.
+    pub(super) fn wait_for_room<'a>(
+        &'a self,
+        config: &'a Config,
+    ) -> impl Future<Output = (bool, bool)> + Send + 'a {
+        let q = self.lock();
+        if q.end.is_some() || q.within(2, config) {
+            return Either::Left(std::future::ready((q.end.is_some(), false)));
         }
+        drop(q);
+        Either::Right(Box::pin(self.wait_for_drain(config)))
+    }
+
+    /// [`wait_for_room`](Self::wait_for_room)'s slow path.
+    async fn wait_for_drain(&self, config: &Config) -> (bool, bool) {
         loop {
             let drained = self.drained.notified();
             let mut drained = std::pin::pin!(drained);

@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
@@ -31,21 +31,19 @@ impl Hub {
     {
         let conn = registration.id;
         let outbox = &*registration.outbox;
-        let liveness = Liveness {
-            last_seen: AtomicU64::new(self.millis()),
-            expected_pong: AtomicU64::new(0),
-            seq_before_ping: AtomicU64::new(0),
-        };
+        let liveness = &outbox.liveness;
         let mut reader =
-            std::pin::pin!(self.read_loop::<T, _>(stream, conn, outbox, &liveness, not_logged_in));
-        let mut writer = std::pin::pin!(self.write_loop::<T, _>(sink, conn, outbox, &liveness));
-        let watchdog = std::pin::pin!(self.watchdog(conn, outbox, &liveness));
+            std::pin::pin!(self.read_loop::<T, _>(stream, conn, outbox, liveness, not_logged_in));
+        let mut writer = std::pin::pin!(self.write_loop::<T, _>(sink, conn, outbox, liveness));
 
         let ending = tokio::select! {
-            () = outbox.abort.notified() => Ending::Abort,
+            // The hub's timers (a deadline passed) or an abort.
+            () = outbox.stop.notified() => match outbox.expired() {
+                Some(close) => Ending::Deadline(close),
+                None => Ending::Abort,
+            },
             r = &mut reader => Ending::Read(r),
             w = &mut writer => Ending::Write(w),
-            close = watchdog => Ending::Deadline(close),
         };
         tracing::debug!(%conn, ?ending, "disconnecting");
         let _ = registration
@@ -404,25 +402,19 @@ mod tests {
         let hub = Hub::default();
         let registration = hub.register(&ConnectionInfo::new()).unwrap();
         let outbox = &*registration.outbox;
-        let liveness = Liveness {
-            last_seen: AtomicU64::new(0),
-            expected_pong: AtomicU64::new(0),
-            seq_before_ping: AtomicU64::new(0),
-        };
+        let liveness = &outbox.liveness;
         let (socket, _client) = pair(4);
         let (sink, stream) = socket.split();
         let conn = registration.id;
-        let read = hub.read_loop::<Memory, _>(stream, conn, outbox, &liveness, None);
-        let write = hub.write_loop::<Memory, _>(sink, conn, outbox, &liveness);
-        let watchdog = hub.watchdog(conn, outbox, &liveness);
+        let read = hub.read_loop::<Memory, _>(stream, conn, outbox, liveness, None);
+        let write = hub.write_loop::<Memory, _>(sink, conn, outbox, liveness);
         eprintln!(
-            "read loop {} B, write loop {} B, watchdog {} B, Sleep {} B",
+            "read loop {} B, write loop {} B, Outbox {} B",
             std::mem::size_of_val(&read),
             std::mem::size_of_val(&write),
-            std::mem::size_of_val(&watchdog),
-            std::mem::size_of::<tokio::time::Sleep>(),
+            std::mem::size_of::<Outbox>(),
         );
-        drop((read, write, watchdog));
+        drop((read, write));
         let (socket, _client) = pair(4);
         let (sink, stream) = socket.split();
         let run = hub.run::<Memory, _, _>(sink, stream, &registration, None);

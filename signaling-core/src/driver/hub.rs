@@ -1,10 +1,11 @@
 //! The hub: owns the router, admits, registers and dispatches to connections, shuts them down.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::fmt;
 use std::future::Future;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use tokio::time::Instant;
 
 use super::admission::{self, ConnectionPermits, Slots};
 use super::guards::{ActiveGuard, Registration};
+use super::heartbeat::{Heartbeat, Liveness};
 use super::ice::IceServers;
 use super::observe::HubEvent;
 use super::outbox::{Full, Outbox, Pushed};
@@ -49,9 +51,12 @@ pub(super) struct State {
     shutting_down: bool,
     /// The router was told the global budget is nearly used up.
     overloaded: bool,
-    /// The deadline the hub's timer task sleeps until (the router's `poll_timeout` when it
-    /// last looked).
+    /// The deadline the hub's timer task sleeps until (the router's `poll_timeout` or the
+    /// connections' next timer when it last looked).
     timer_armed: Option<std::time::Instant>,
+    /// The connections' timers (heartbeat, login deadline): when each connection's next one is
+    /// due. One entry per running connection; an ended one's entry goes when it comes due.
+    pub(super) heartbeats: BinaryHeap<Reverse<(Instant, ConnectionId)>>,
     /// Claims the router asked for (cluster mode), for the logging-in connection's task to
     /// carry out (`run_claims`).
     claims: Vec<(ConnectionId, Username, Arc<str>)>,
@@ -160,6 +165,7 @@ impl Hub {
                     shutting_down: false,
                     overloaded: false,
                     timer_armed: None,
+                    heartbeats: BinaryHeap::new(),
                     claims: Vec::new(),
                     fetches: Vec::new(),
                 }),
@@ -283,18 +289,38 @@ impl Hub {
         }
     }
 
-    /// Runs the router's due timers now, then says when the next is due.
+    /// Runs the router's and the connections' due timers now, then says when the next is due.
     fn fire_timers(&self) -> Option<std::time::Instant> {
         let mut state = self.lock();
-        let now = Instant::now().into_std();
-        if state.router.poll_timeout().is_some_and(|at| at <= now) {
+        let now = Instant::now();
+        if state
+            .router
+            .poll_timeout()
+            .is_some_and(|at| at <= now.into_std())
+        {
             self.refresh_overload(&mut state);
-            state.router.handle_timeout(now);
+            state.router.handle_timeout(now.into_std());
             self.dispatch(&mut state, None);
         }
-        let next = state.router.poll_timeout();
+        self.fire_heartbeats(&mut state, now);
+        let heartbeat = state
+            .heartbeats
+            .peek()
+            .map(|Reverse((at, _))| at.into_std());
+        let next = match (state.router.poll_timeout(), heartbeat) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         state.timer_armed = next;
         next
+    }
+
+    /// Wakes the timer task if `at` is sooner than what it sleeps until.
+    pub(super) fn wake_timer_for(&self, state: &mut State, at: std::time::Instant) {
+        if state.timer_armed.is_none_or(|armed| at < armed) {
+            state.timer_armed = Some(at);
+            self.inner.timer_wake.notify_one();
+        }
     }
 
     /// The configuration the hub runs with.
@@ -703,7 +729,18 @@ impl Hub {
             tracing::error!(error = %e, "router refused a fresh connection id");
             return None;
         }
-        let outbox = Arc::new(Outbox::new(Arc::clone(&self.inner.queued)));
+        let now = Instant::now();
+        let heartbeat = Heartbeat::new(now, &self.inner.config);
+        self.arm_heartbeat(&mut state, id, &heartbeat);
+        let liveness = Liveness {
+            last_seen: AtomicU64::new(self.millis_at(now)),
+            ..Liveness::default()
+        };
+        let outbox = Arc::new(Outbox::new(
+            Arc::clone(&self.inner.queued),
+            heartbeat,
+            liveness,
+        ));
         state.connections.insert(id, Arc::clone(&outbox));
         drop(state);
         self.start_timer();
@@ -927,10 +964,7 @@ impl Hub {
         }
         // A sooner deadline than the timer task sleeps until: wake it.
         if let Some(next) = state.router.poll_timeout() {
-            if state.timer_armed.is_none_or(|armed| next < armed) {
-                state.timer_armed = Some(next);
-                self.inner.timer_wake.notify_one();
-            }
+            self.wake_timer_for(state, next);
         }
     }
 
@@ -957,10 +991,6 @@ impl Hub {
 
     pub(super) fn is_logged_in(&self, conn: ConnectionId) -> bool {
         self.lock().router.username(conn).is_some()
-    }
-
-    pub(super) fn millis(&self) -> u64 {
-        self.millis_at(Instant::now())
     }
 
     /// `at` on the hub's millisecond clock (what `last_seen` is kept on).

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use futures_util::future::Either;
 use tokio::sync::Notify;
 
+use super::heartbeat::{Heartbeat, Liveness};
 use super::{CloseFrame, Config};
 use crate::router::Transmit;
 
@@ -20,7 +21,7 @@ pub(super) enum End {
     Abort,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Queue {
     messages: VecDeque<Transmit>,
     /// Encoded size of `messages`.
@@ -30,8 +31,12 @@ struct Queue {
     in_flight: usize,
     in_flight_bytes: usize,
     end: Option<End>,
-    /// The watchdog asks for a heartbeat ping with this payload.
+    /// The hub's timers ask for a heartbeat ping with this payload.
     ping: Option<[u8; 8]>,
+    /// The connection's timers (run by the hub's timer task).
+    heartbeat: Heartbeat,
+    /// A deadline passed (heartbeat or login): the connection's task closes with this frame.
+    expired: Option<CloseFrame>,
     /// The router was told this queue is full (relays to it are refused); cleared once the
     /// queue drains to a quarter.
     congested: bool,
@@ -59,8 +64,11 @@ pub(super) struct Outbox {
     queue: Mutex<Queue>,
     /// Wakes the writer: a message or an end request arrived.
     pub(super) wake: Notify,
-    /// Wakes the connection task to drop everything (`End::Abort`).
-    pub(super) abort: Notify,
+    /// Wakes the connection task to end now: to drop everything (`End::Abort`), or to close
+    /// because a deadline passed ([`expired`](Self::expired)).
+    pub(super) stop: Notify,
+    /// What the read loop and the hub's timers know of the client's liveness.
+    pub(super) liveness: Liveness,
     /// Wakes a reader waiting for its own queue to drain.
     drained: Notify,
     /// The hub's count of bytes queued for all connections (the global budget).
@@ -79,11 +87,22 @@ pub(super) enum Pushed {
 }
 
 impl Outbox {
-    pub(super) fn new(total: Arc<AtomicUsize>) -> Self {
+    pub(super) fn new(total: Arc<AtomicUsize>, heartbeat: Heartbeat, liveness: Liveness) -> Self {
         Outbox {
-            queue: Mutex::default(),
+            queue: Mutex::new(Queue {
+                messages: VecDeque::new(),
+                queued_bytes: 0,
+                in_flight: 0,
+                in_flight_bytes: 0,
+                end: None,
+                ping: None,
+                heartbeat,
+                expired: None,
+                congested: false,
+            }),
             wake: Notify::new(),
-            abort: Notify::new(),
+            stop: Notify::new(),
+            liveness,
             drained: Notify::new(),
             total,
         }
@@ -162,8 +181,34 @@ impl Outbox {
         q.messages = VecDeque::new();
         self.release(&mut q);
         drop(q);
-        self.abort.notify_one();
+        self.stop.notify_one();
         self.wake.notify_one();
+    }
+
+    /// A deadline passed: asks the connection's task to close with `close` (the first one
+    /// wins; an abort wins over it).
+    pub(super) fn expire(&self, close: CloseFrame) {
+        let mut q = self.lock();
+        if q.expired.is_none() {
+            q.expired = Some(close);
+            drop(q);
+            self.stop.notify_one();
+        }
+    }
+
+    /// Why the connection's task was stopped: the close frame of a deadline that passed, or
+    /// `None` for an abort.
+    pub(super) fn expired(&self) -> Option<CloseFrame> {
+        let q = self.lock();
+        match q.end {
+            Some(End::Abort) => None,
+            _ => q.expired,
+        }
+    }
+
+    /// Runs `f` on the connection's timers.
+    pub(super) fn with_heartbeat<R>(&self, f: impl FnOnce(&mut Heartbeat) -> R) -> R {
+        f(&mut self.lock().heartbeat)
     }
 
     /// Gives every byte the queue holds back to the hub's budget.

@@ -215,11 +215,15 @@ where
         };
         match accepted {
             Ok((tcp, addr)) => {
-                let (handshake, hub) = (handshake.clone(), hub.clone());
-                tokio::spawn(async move {
-                    tune_tcp(&tcp, hub.config());
-                    serve_io_with(tcp, handshake, hub, Some(addr)).await;
-                });
+                tune_tcp(&tcp, hub.config());
+                // Spawned as is, not wrapped in another future that would keep its own copy
+                // of the arguments for the connection's life.
+                tokio::spawn(serve_io_with(
+                    tcp,
+                    handshake.clone(),
+                    hub.clone(),
+                    Some(addr),
+                ));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");

@@ -20,10 +20,10 @@ use crate::router::ConnectionId;
 impl Hub {
     pub(super) async fn run<T, W, R>(
         &self,
-        sink: W,
-        stream: R,
+        sink: &mut W,
+        stream: &mut R,
         registration: &Registration,
-        not_logged_in: Option<Permit<AddressKey>>,
+        not_logged_in: &mut Option<Permit<AddressKey>>,
     ) where
         T: Transport,
         W: Sink<T::Message, Error = T::Error> + Unpin,
@@ -91,7 +91,7 @@ impl Hub {
         conn: ConnectionId,
         outbox: &Outbox,
         liveness: &Liveness,
-        mut not_logged_in: Option<Permit<AddressKey>>,
+        not_logged_in: &mut Option<Permit<AddressKey>>,
     ) -> ReadEnd
     where
         T: Transport,
@@ -134,7 +134,7 @@ impl Hub {
                             .await;
                         }
                         if not_logged_in.is_some() && self.is_logged_in(conn) {
-                            not_logged_in = None; // give the slot back
+                            *not_logged_in = None; // give the slot back
                         }
                         accepted
                     }
@@ -406,7 +406,8 @@ mod tests {
         let (socket, _client) = pair(4);
         let (sink, stream) = socket.split();
         let conn = registration.id;
-        let read = hub.read_loop::<Memory, _>(stream, conn, outbox, liveness, None);
+        let mut not_logged_in = None;
+        let read = hub.read_loop::<Memory, _>(stream, conn, outbox, liveness, &mut not_logged_in);
         let write = hub.write_loop::<Memory, _>(sink, conn, outbox, liveness);
         eprintln!(
             "read loop {} B, write loop {} B, Outbox {} B",
@@ -416,8 +417,10 @@ mod tests {
         );
         drop((read, write));
         let (socket, _client) = pair(4);
-        let (sink, stream) = socket.split();
-        let run = hub.run::<Memory, _, _>(sink, stream, &registration, None);
+        let (mut sink, mut stream) = socket.split();
+        let mut not_logged_in = None;
+        let run =
+            hub.run::<Memory, _, _>(&mut sink, &mut stream, &registration, &mut not_logged_in);
         eprintln!("run {} B", std::mem::size_of_val(&run));
         drop(run);
         let (socket, _client) = pair(4);

@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::time::Instant;
 
 use super::hub::State;
-use super::{CloseFrame, Config, Hub};
+use super::outbox::Deadline;
+use super::{Config, Hub};
 use crate::router::ConnectionId;
 
 impl Hub {
@@ -65,11 +66,11 @@ impl Hub {
                 }
                 Tick::DeadPeer => {
                     tracing::debug!(%conn, "heartbeat timeout");
-                    Some(CloseFrame::HEARTBEAT_TIMEOUT)
+                    Some(Deadline::Heartbeat)
                 }
                 Tick::LoginCheck if router.username(conn).is_none() => {
                     tracing::debug!(%conn, "login deadline passed");
-                    Some(CloseFrame::LOGIN_TIMEOUT)
+                    Some(Deadline::Login)
                 }
                 Tick::LoginCheck => None,
             };

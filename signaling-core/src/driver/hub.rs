@@ -681,9 +681,9 @@ impl Hub {
     async fn run_connection<T, W, R>(
         self,
         mut sink: W,
-        stream: R,
+        mut stream: R,
         info: ConnectionInfo,
-        permits: ConnectionPermits,
+        mut permits: ConnectionPermits,
     ) where
         T: Transport,
         W: Sink<T::Message, Error = T::Error> + Unpin + Send,
@@ -698,16 +698,21 @@ impl Hub {
         };
         tracing::debug!(conn = %registration.id, addr = ?info.remote_addr, "connected");
         drop(info);
-        let ConnectionPermits {
-            connection,
-            not_logged_in,
-            user,
-        } = permits;
-        let body = self.run::<T, W, R>(sink, stream, &registration, not_logged_in);
+        // The socket's halves and the permits stay here; the loops borrow them (held once in
+        // the future, not again in each nested one).
+        let body = self.run::<T, W, R>(
+            &mut sink,
+            &mut stream,
+            &registration,
+            &mut permits.not_logged_in,
+        );
         // The shutdown's deadline aborts the connection's outbox (a watch of the phase here
         // would be polled at every wake-up of every connection: measurable per relay).
         body.await;
         drop(registration);
+        let ConnectionPermits {
+            connection, user, ..
+        } = permits;
         drop((connection, user));
         drop(active);
     }

@@ -21,6 +21,24 @@ pub(super) enum End {
     Abort,
 }
 
+/// A deadline that passed: one byte in every outbox rather than a whole close frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Deadline {
+    /// The client did not answer a ping in time.
+    Heartbeat,
+    /// The client did not log in in time.
+    Login,
+}
+
+impl Deadline {
+    fn close_frame(self) -> CloseFrame {
+        match self {
+            Deadline::Heartbeat => CloseFrame::HEARTBEAT_TIMEOUT,
+            Deadline::Login => CloseFrame::LOGIN_TIMEOUT,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Queue {
     messages: VecDeque<Transmit>,
@@ -36,7 +54,7 @@ struct Queue {
     /// The connection's timers (run by the hub's timer task).
     heartbeat: Heartbeat,
     /// A deadline passed (heartbeat or login): the connection's task closes with this frame.
-    expired: Option<CloseFrame>,
+    expired: Option<Deadline>,
     /// The router was told this queue is full (relays to it are refused); cleared once the
     /// queue drains to a quarter.
     congested: bool,
@@ -185,12 +203,12 @@ impl Outbox {
         self.wake.notify_one();
     }
 
-    /// A deadline passed: asks the connection's task to close with `close` (the first one
-    /// wins; an abort wins over it).
-    pub(super) fn expire(&self, close: CloseFrame) {
+    /// A deadline passed: asks the connection's task to close with its close frame (the first
+    /// one wins; an abort wins over it).
+    pub(super) fn expire(&self, deadline: Deadline) {
         let mut q = self.lock();
         if q.expired.is_none() {
-            q.expired = Some(close);
+            q.expired = Some(deadline);
             drop(q);
             self.stop.notify_one();
         }
@@ -202,7 +220,7 @@ impl Outbox {
         let q = self.lock();
         match q.end {
             Some(End::Abort) => None,
-            _ => q.expired,
+            _ => q.expired.map(Deadline::close_frame),
         }
     }
 

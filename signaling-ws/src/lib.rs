@@ -321,7 +321,39 @@ where
 /// [`serve_io`] with a [`Handshake`] first (for TLS, a [`tls::TlsAcceptor`]): the step, the
 /// HTTP request and the admission all within one [`Config::handshake_timeout`], holding one
 /// pending-request slot, abandoned when [`Hub::shutdown`] starts.
-pub async fn serve_io_with<S, H>(io: S, handshake: H, hub: Hub, remote_addr: Option<SocketAddr>)
+///
+/// Not an `async fn`: everything up to the upgrade (the step, the request's buffers, the
+/// timer) is one boxed future, freed once the socket is upgraded, so that the future the
+/// connection's task holds for its life keeps none of it, nor its own copy of the arguments.
+pub fn serve_io_with<S, H>(
+    io: S,
+    handshake: H,
+    hub: Hub,
+    remote_addr: Option<SocketAddr>,
+) -> impl Future<Output = ()>
+where
+    S: Send,
+    H: Handshake<S>,
+{
+    let upgraded = Box::pin(handshake_io(io, handshake, hub, remote_addr));
+    async move {
+        let Some((io, admission, tail, hub)) = upgraded.await else {
+            return;
+        };
+        let config = websocket_config(hub.config());
+        let ws = WebSocketStream::from_partially_read(io, tail, Role::Server, Some(config)).await;
+        serve_admitted(ws, hub, admission).await;
+    }
+}
+
+/// [`serve_io_with`] up to the upgrade: the upgraded stream, the admission, what the client
+/// sent after its request, and the hub; `None` when the connection ends there.
+async fn handshake_io<S, H>(
+    io: S,
+    handshake: H,
+    hub: Hub,
+    remote_addr: Option<SocketAddr>,
+) -> Option<(H::Stream, Admission, Vec<u8>, Hub)>
 where
     S: Send,
     H: Handshake<S>,
@@ -330,7 +362,7 @@ where
         Ok(pending) => pending,
         Err(refusal) => {
             tracing::debug!(addr = ?remote_addr, %refusal, "connection closed before its request");
-            return;
+            return None;
         }
     };
     let deadline = hub.config().handshake_timeout;
@@ -342,32 +374,23 @@ where
         let (admission, tail) = upgrade(&mut io, &hub, remote_addr).await?;
         Ok::<_, HandshakeError>((io, admission, tail))
     });
-    // Boxed: the request's buffers and the timer live only during the handshake, not in the
-    // future that the connection's task holds afterwards.
-    let upgraded = Box::pin(async {
-        tokio::select! {
-            handshake = handshake => Some(handshake),
-            () = hub.shutdown_finished() => None,
+    let upgraded = tokio::select! {
+        handshake = handshake => handshake,
+        () = hub.shutdown_finished() => return None,
+    };
+    let (io, admission, tail) = match upgraded {
+        Ok(Ok(upgraded)) => upgraded,
+        Ok(Err(e)) => {
+            tracing::debug!(addr = ?remote_addr, error = %e, "handshake failed");
+            return None;
         }
-    });
-    let (io, admission, tail) = match upgraded.await {
-        Some(handshake) => match handshake {
-            Ok(Ok(upgraded)) => upgraded,
-            Ok(Err(e)) => {
-                tracing::debug!(addr = ?remote_addr, error = %e, "handshake failed");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(addr = ?remote_addr, "handshake timed out");
-                return;
-            }
-        },
-        None => return,
+        Err(_) => {
+            tracing::debug!(addr = ?remote_addr, "handshake timed out");
+            return None;
+        }
     };
     drop(pending);
-    let config = websocket_config(hub.config());
-    let ws = WebSocketStream::from_partially_read(io, tail, Role::Server, Some(config)).await;
-    serve_admitted(ws, hub, admission).await;
+    Some((io, admission, tail, hub))
 }
 
 /// Reads the request, decides, and writes the answer: the 101 and what the client sent after

@@ -533,8 +533,12 @@ pub fn configure(ws: Ws, config: &Config) -> Ws {
 ///         .on_upgrade(move |socket| signaling_warp::serve_websocket(socket, hub, ConnectionInfo::new()))
 /// });
 /// ```
-pub async fn serve_websocket(socket: WebSocket, hub: Hub, info: ConnectionInfo) {
-    hub.serve_connection::<Warp, _>(socket, info).await;
+pub fn serve_websocket(
+    socket: WebSocket,
+    hub: Hub,
+    info: ConnectionInfo,
+) -> impl Future<Output = ()> + Send + 'static {
+    hub.serve_connection::<Warp, _>(socket, info)
 }
 
 #[cfg(test)]

@@ -215,11 +215,15 @@ where
         };
         match accepted {
             Ok((tcp, addr)) => {
-                let (handshake, hub) = (handshake.clone(), hub.clone());
-                tokio::spawn(async move {
-                    tune_tcp(&tcp, hub.config());
-                    serve_io_with(tcp, handshake, hub, Some(addr)).await;
-                });
+                tune_tcp(&tcp, hub.config());
+                // Spawned as is, not wrapped in another future that would keep its own copy
+                // of the arguments for the connection's life.
+                tokio::spawn(serve_io_with(
+                    tcp,
+                    handshake.clone(),
+                    hub.clone(),
+                    Some(addr),
+                ));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
@@ -317,7 +321,39 @@ where
 /// [`serve_io`] with a [`Handshake`] first (for TLS, a [`tls::TlsAcceptor`]): the step, the
 /// HTTP request and the admission all within one [`Config::handshake_timeout`], holding one
 /// pending-request slot, abandoned when [`Hub::shutdown`] starts.
-pub async fn serve_io_with<S, H>(io: S, handshake: H, hub: Hub, remote_addr: Option<SocketAddr>)
+///
+/// Not an `async fn`: everything up to the upgrade (the step, the request's buffers, the
+/// timer) is one boxed future, freed once the socket is upgraded, so that the future the
+/// connection's task holds for its life keeps none of it, nor its own copy of the arguments.
+pub fn serve_io_with<S, H>(
+    io: S,
+    handshake: H,
+    hub: Hub,
+    remote_addr: Option<SocketAddr>,
+) -> impl Future<Output = ()>
+where
+    S: Send,
+    H: Handshake<S>,
+{
+    let upgraded = Box::pin(handshake_io(io, handshake, hub, remote_addr));
+    async move {
+        let Some((io, admission, tail, hub)) = upgraded.await else {
+            return;
+        };
+        let config = websocket_config(hub.config());
+        let ws = WebSocketStream::from_partially_read(io, tail, Role::Server, Some(config)).await;
+        serve_admitted(ws, hub, admission).await;
+    }
+}
+
+/// [`serve_io_with`] up to the upgrade: the upgraded stream, the admission, what the client
+/// sent after its request, and the hub; `None` when the connection ends there.
+async fn handshake_io<S, H>(
+    io: S,
+    handshake: H,
+    hub: Hub,
+    remote_addr: Option<SocketAddr>,
+) -> Option<(H::Stream, Admission, Vec<u8>, Hub)>
 where
     S: Send,
     H: Handshake<S>,
@@ -326,7 +362,7 @@ where
         Ok(pending) => pending,
         Err(refusal) => {
             tracing::debug!(addr = ?remote_addr, %refusal, "connection closed before its request");
-            return;
+            return None;
         }
     };
     let deadline = hub.config().handshake_timeout;
@@ -338,24 +374,23 @@ where
         let (admission, tail) = upgrade(&mut io, &hub, remote_addr).await?;
         Ok::<_, HandshakeError>((io, admission, tail))
     });
-    let (io, admission, tail) = tokio::select! {
-        handshake = handshake => match handshake {
-            Ok(Ok(upgraded)) => upgraded,
-            Ok(Err(e)) => {
-                tracing::debug!(addr = ?remote_addr, error = %e, "handshake failed");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(addr = ?remote_addr, "handshake timed out");
-                return;
-            }
-        },
-        () = hub.shutdown_finished() => return,
+    let upgraded = tokio::select! {
+        handshake = handshake => handshake,
+        () = hub.shutdown_finished() => return None,
+    };
+    let (io, admission, tail) = match upgraded {
+        Ok(Ok(upgraded)) => upgraded,
+        Ok(Err(e)) => {
+            tracing::debug!(addr = ?remote_addr, error = %e, "handshake failed");
+            return None;
+        }
+        Err(_) => {
+            tracing::debug!(addr = ?remote_addr, "handshake timed out");
+            return None;
+        }
     };
     drop(pending);
-    let config = websocket_config(hub.config());
-    let ws = WebSocketStream::from_partially_read(io, tail, Role::Server, Some(config)).await;
-    serve_admitted(ws, hub, admission).await;
+    Some((io, admission, tail, hub))
 }
 
 /// Reads the request, decides, and writes the answer: the 101 and what the client sent after
@@ -602,26 +637,63 @@ where
 /// Runs a WebSocket you upgraded after [`Hub::admit`] accepted its request to its end on the
 /// driver, bound to the admission's verified username (if any) and holding its connection slot
 /// until it ends. Upgrade it with [`websocket_config`].
-pub async fn serve_admitted<S>(ws: WebSocketStream<S>, hub: Hub, admission: Admission)
+///
+/// Not an `async fn`: the socket goes to the driver (which splits it onto the heap) when this
+/// is called, so the future, what the connection's task holds, does not carry it inline.
+pub fn serve_admitted<S>(
+    ws: WebSocketStream<S>,
+    hub: Hub,
+    admission: Admission,
+) -> impl Future<Output = ()> + Send + use<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    hub.serve_admitted::<Tungstenite, _>(ws, admission).await;
+    hub.serve_admitted::<Tungstenite, _>(ws, admission)
 }
 
 /// Runs an already upgraded WebSocket to its end on the driver, counting it against the
 /// connection caps of `info.remote_addr` (see [`Hub::serve_connection`]). Upgrade it with
 /// [`websocket_config`] so the size limits hold at the transport too.
-pub async fn serve_stream<S>(ws: WebSocketStream<S>, hub: Hub, info: ConnectionInfo)
+pub fn serve_stream<S>(
+    ws: WebSocketStream<S>,
+    hub: Hub,
+    info: ConnectionInfo,
+) -> impl Future<Output = ()> + Send + use<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    hub.serve_connection::<Tungstenite, _>(ws, info).await;
+    hub.serve_connection::<Tungstenite, _>(ws, info)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What every connection's task holds while it is idle: the spawned future (its largest
+    /// state), printed with `--nocapture`, and bounded so that it does not grow back unnoticed.
+    #[tokio::test]
+    async fn the_connection_task_is_small() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = TcpStream::connect(addr).await.unwrap();
+        let (accepted, remote) = listener.accept().await.unwrap();
+        let hub = Hub::default();
+        let ws = WebSocketStream::from_raw_socket(accepted, Role::Server, None).await;
+        let ws_size = std::mem::size_of_val(&ws);
+        let admission = hub.admit(&UpgradeRequest::new("/")).await.unwrap();
+        let driver = serve_admitted(ws, hub.clone(), admission);
+        let driver_size = std::mem::size_of_val(&driver);
+        drop(driver);
+        let _client = TcpStream::connect(addr).await.unwrap();
+        let (accepted, remote2) = listener.accept().await.unwrap();
+        let task = serve_io_with(accepted, Plain, hub.clone(), Some(remote2));
+        let task_size = std::mem::size_of_val(&task);
+        drop(task);
+        eprintln!(
+            "WebSocketStream<TcpStream>: {ws_size} B, serve_admitted: {driver_size} B, \
+             serve_io (the spawned task): {task_size} B ({remote})"
+        );
+    }
 
     #[tokio::test]
     async fn accepted_sockets_get_nodelay_and_the_buffer_caps() {

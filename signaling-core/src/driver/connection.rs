@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
@@ -18,33 +18,32 @@ use super::{CloseFrame, Hub, Inbound, Outbound, Transport};
 use crate::router::ConnectionId;
 
 impl Hub {
-    pub(super) async fn run<T, S>(
+    pub(super) async fn run<T, W, R>(
         &self,
-        socket: S,
+        sink: &mut W,
+        stream: &mut R,
         registration: &Registration,
-        not_logged_in: Option<Permit<AddressKey>>,
+        not_logged_in: &mut Option<Permit<AddressKey>>,
     ) where
         T: Transport,
-        S: Stream<Item = Result<T::Message, T::Error>> + Sink<T::Message, Error = T::Error> + Send,
+        W: Sink<T::Message, Error = T::Error> + Unpin,
+        R: Stream<Item = Result<T::Message, T::Error>> + Unpin,
     {
-        let (sink, stream) = socket.split();
         let conn = registration.id;
         let outbox = &*registration.outbox;
-        let liveness = Liveness {
-            last_seen: AtomicU64::new(self.millis()),
-            expected_pong: AtomicU64::new(0),
-            seq_before_ping: AtomicU64::new(0),
-        };
+        let liveness = &outbox.liveness;
         let mut reader =
-            std::pin::pin!(self.read_loop::<T, _>(stream, conn, outbox, &liveness, not_logged_in));
-        let mut writer = std::pin::pin!(self.write_loop::<T, _>(sink, conn, outbox, &liveness));
-        let watchdog = std::pin::pin!(self.watchdog(conn, outbox, &liveness));
+            std::pin::pin!(self.read_loop::<T, _>(stream, conn, outbox, liveness, not_logged_in));
+        let mut writer = std::pin::pin!(self.write_loop::<T, _>(sink, conn, outbox, liveness));
 
         let ending = tokio::select! {
-            () = outbox.abort.notified() => Ending::Abort,
+            // The hub's timers (a deadline passed) or an abort.
+            () = outbox.stop.notified() => match outbox.expired() {
+                Some(close) => Ending::Deadline(close),
+                None => Ending::Abort,
+            },
             r = &mut reader => Ending::Read(r),
             w = &mut writer => Ending::Write(w),
-            close = watchdog => Ending::Deadline(close),
         };
         tracing::debug!(%conn, ?ending, "disconnecting");
         let _ = registration
@@ -73,10 +72,15 @@ impl Hub {
                 Ending::Abort | Ending::Read(_) | Ending::Write(_) => {}
             }
         };
-        tokio::select! {
-            _ = tokio::time::timeout(self.inner.config.close_timeout, closing) => {}
-            () = self.killed() => {}
-        }
+        // Boxed: only a closing connection holds the close timeout and the watch of the
+        // shutdown's deadline, not every idle one.
+        Box::pin(async {
+            tokio::select! {
+                _ = tokio::time::timeout(self.inner.config.close_timeout, closing) => {}
+                () = self.killed() => {}
+            }
+        })
+        .await;
     }
 
     /// Reads frames and feeds them to the router. Holds the connection's not-logged-in slot
@@ -87,7 +91,7 @@ impl Hub {
         conn: ConnectionId,
         outbox: &Outbox,
         liveness: &Liveness,
-        mut not_logged_in: Option<Permit<AddressKey>>,
+        not_logged_in: &mut Option<Permit<AddressKey>>,
     ) -> ReadEnd
     where
         T: Transport,
@@ -120,13 +124,17 @@ impl Hub {
                         let accepted =
                             self.input(now, conn, |r, now| r.handle_text(conn, text, now));
                         // Cluster mode: a login waits for its claim, a resume with another
-                        // node's token for the session, before the next frame.
-                        if self.inner.config.cluster.is_some() {
-                            self.run_claims(conn).await;
-                            self.run_fetches(conn).await;
+                        // node's token for the session, before the next frame (boxed, and
+                        // only when there is one: the idle read loop stays small).
+                        if self.has_cluster_work() {
+                            Box::pin(async {
+                                self.run_claims(conn).await;
+                                self.run_fetches(conn).await;
+                            })
+                            .await;
                         }
                         if not_logged_in.is_some() && self.is_logged_in(conn) {
-                            not_logged_in = None; // give the slot back
+                            *not_logged_in = None; // give the slot back
                         }
                         accepted
                     }
@@ -192,11 +200,38 @@ impl Hub {
         T: Transport,
         W: Sink<T::Message, Error = T::Error> + Unpin,
     {
+        // The `seq` of the last session message fed to the socket.
+        let mut last_seq = 0;
+        loop {
+            // Boxed: the batch, the frame being encoded and a write waiting for the socket
+            // live only while there is something to send; an idle connection's writer holds
+            // only the wait below (most connections, most of the time).
+            let written =
+                self.write_pending::<T, W>(&mut sink, conn, outbox, liveness, &mut last_seq);
+            if let Some(end) = Box::pin(written).await {
+                return end;
+            }
+            outbox.wake.notified().await;
+        }
+    }
+
+    /// Writes what the outbox holds until it is empty (`None`: wait for more) or the
+    /// connection's writing ends.
+    async fn write_pending<T, W>(
+        &self,
+        sink: &mut W,
+        conn: ConnectionId,
+        outbox: &Outbox,
+        liveness: &Liveness,
+        last_seq: &mut u64,
+    ) -> Option<WriteEnd>
+    where
+        T: Transport,
+        W: Sink<T::Message, Error = T::Error> + Unpin,
+    {
         let config = &self.inner.config;
         let stall = config.write_stall_timeout;
         let mut batch = VecDeque::new();
-        // The `seq` of the last session message fed to the socket.
-        let mut last_seq = 0;
         loop {
             let Taken {
                 end,
@@ -207,32 +242,30 @@ impl Hub {
                 self.relieve(conn);
             }
             if end == Some(End::Abort) {
-                return WriteEnd::Aborted;
+                return Some(WriteEnd::Aborted);
             }
             let fed = ping.is_some() || !batch.is_empty();
             if let Some(payload) = ping {
-                liveness.seq_before_ping.store(last_seq, Ordering::Relaxed);
+                liveness.seq_before_ping.store(*last_seq, Ordering::Relaxed);
                 if let Err(end) =
                     progress(conn, stall, sink.feed(T::outbound(Outbound::Ping(payload)))).await
                 {
-                    return end;
+                    return Some(end);
                 }
             }
-            // The message lives only inside the closure, not across the write below: the
-            // connection's future (what every idle connection holds) stays smaller.
             while let Some(frame) = batch.pop_front().map(|message| {
                 if let Some(seq) = message.seq {
-                    last_seq = seq;
+                    *last_seq = seq;
                 }
                 T::outbound(Outbound::Text(message.to_json()))
             }) {
                 if let Err(end) = progress(conn, stall, sink.feed(frame)).await {
-                    return end;
+                    return Some(end);
                 }
             }
             if fed {
                 if let Err(end) = progress(conn, stall, sink.flush()).await {
-                    return end;
+                    return Some(end);
                 }
                 if batch.capacity() > 64 {
                     batch = VecDeque::new(); // give back what a burst grew
@@ -240,18 +273,17 @@ impl Hub {
                 continue; // more may have arrived while writing
             }
             if let Some(End::Close(close)) = end {
-                return match progress(conn, stall, sink.send(T::outbound(Outbound::Close(close))))
-                    .await
-                {
-                    Ok(()) => WriteEnd::SentClose,
-                    Err(end) => end,
-                };
+                return Some(
+                    match progress(conn, stall, sink.send(T::outbound(Outbound::Close(close))))
+                        .await
+                    {
+                        Ok(()) => WriteEnd::SentClose,
+                        Err(end) => end,
+                    },
+                );
             }
-            if batch.capacity() > 0 {
-                // Idle: hold no buffer while waiting (most connections, most of the time).
-                batch = VecDeque::new();
-            }
-            outbox.wake.notified().await;
+            // Idle: the batch's buffer goes with this future.
+            return None;
         }
     }
 }
@@ -354,5 +386,54 @@ impl Ending {
             | Ending::Abort
             | Ending::Deadline(_) => false,
         }
+    }
+}
+
+#[cfg(all(test, feature = "memory"))]
+mod tests {
+    use super::*;
+    use crate::driver::ConnectionInfo;
+    use crate::driver::memory::{Memory, pair};
+
+    /// The parts of a connection's future, printed with `--nocapture`: what every idle
+    /// connection holds in its task.
+    #[tokio::test]
+    async fn sizes_of_the_connection_future() {
+        let hub = Hub::default();
+        let registration = hub.register(&ConnectionInfo::new()).unwrap();
+        let outbox = &*registration.outbox;
+        let liveness = &outbox.liveness;
+        let (socket, _client) = pair(4);
+        let (sink, stream) = socket.split();
+        let conn = registration.id;
+        let mut not_logged_in = None;
+        let read = hub.read_loop::<Memory, _>(stream, conn, outbox, liveness, &mut not_logged_in);
+        let write = hub.write_loop::<Memory, _>(sink, conn, outbox, liveness);
+        eprintln!(
+            "read loop {} B, write loop {} B, Outbox {} B",
+            std::mem::size_of_val(&read),
+            std::mem::size_of_val(&write),
+            std::mem::size_of::<Outbox>(),
+        );
+        drop((read, write));
+        let (socket, _client) = pair(4);
+        let (mut sink, mut stream) = socket.split();
+        let mut not_logged_in = None;
+        let run =
+            hub.run::<Memory, _, _>(&mut sink, &mut stream, &registration, &mut not_logged_in);
+        eprintln!("run {} B", std::mem::size_of_val(&run));
+        drop(run);
+        let (socket, _client) = pair(4);
+        let whole = hub.serve_connection::<Memory, _>(socket, ConnectionInfo::new());
+        eprintln!("serve_connection {} B", std::mem::size_of_val(&whole));
+        eprintln!(
+            "ConnectionPermits {} B, Refusal {} B, Registration {} B, ConnectionInfo {} B, Notified {} B, Frame {} B",
+            std::mem::size_of::<super::super::admission::ConnectionPermits>(),
+            std::mem::size_of::<super::super::Refusal>(),
+            std::mem::size_of::<Registration>(),
+            std::mem::size_of::<ConnectionInfo>(),
+            std::mem::size_of::<tokio::sync::futures::Notified<'static>>(),
+            std::mem::size_of::<crate::driver::memory::Frame>(),
+        );
     }
 }

@@ -1,62 +1,91 @@
-//! The connection's timers: heartbeat pings, the pong deadline and the login deadline.
+//! The connections' timers: heartbeat pings, the pong deadline and the login deadline, kept
+//! in one queue of the hub and run by its timer task.
 
+use std::cmp::Reverse;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::time::Instant;
 
-use super::outbox::Outbox;
-use super::{CloseFrame, Config, Hub};
+use super::hub::State;
+use super::outbox::Deadline;
+use super::{Config, Hub};
 use crate::router::ConnectionId;
 
 impl Hub {
-    /// The connection's timers: asks the writer for pings, and returns the close frame to send
-    /// when the client stopped answering or did not log in in time. Runs beside the writer,
-    /// so a write blocked on a dead client cannot stop it.
-    pub(super) async fn watchdog(
+    /// Arms the timers of a connection just registered (under the hub's lock): its first ping
+    /// and its login deadline, in the hub's one timer queue.
+    pub(super) fn arm_heartbeat(
         &self,
+        state: &mut State,
         conn: ConnectionId,
-        outbox: &Outbox,
-        liveness: &Liveness,
-    ) -> CloseFrame {
+        heartbeat: &Heartbeat,
+    ) {
+        if let Some(at) = heartbeat.deadline(&self.inner.config) {
+            state.heartbeats.push(Reverse((at, conn)));
+            self.wake_timer_for(state, at.into_std());
+        }
+    }
+
+    /// Runs the connections' timers that are due (under the hub's lock, from the hub's timer
+    /// task): asks writers for pings, and tells the tasks of connections that stopped
+    /// answering or did not log in in time to close. One timer queue for all connections, not
+    /// a timer in each connection's task.
+    pub(super) fn fire_heartbeats(&self, state: &mut State, now: Instant) {
         let config = &self.inner.config;
-        let start = Instant::now();
-        let mut heartbeat = Heartbeat {
-            next_ping: config.ping_interval.map(|i| start + i),
-            ping_sent: None,
-            login_deadline: config.login_timeout.map(|t| start + t),
-        };
-        loop {
-            match heartbeat.deadline(config) {
-                Some(deadline) => tokio::time::sleep_until(deadline).await,
-                None => std::future::pending().await,
+        let State {
+            heartbeats,
+            connections,
+            router,
+            ..
+        } = state;
+        while let Some(&Reverse((at, conn))) = heartbeats.peek() {
+            if at > now {
+                break;
             }
+            heartbeats.pop();
+            // A connection that has ended leaves its entry behind until it comes due.
+            let Some(outbox) = connections.get(&conn) else {
+                continue;
+            };
+            let liveness = &outbox.liveness;
             let seen = liveness.last_seen.load(Ordering::Relaxed);
-            let now_ms = self.millis();
-            match heartbeat.on_timer(Instant::now(), now_ms, seen, config) {
-                Tick::Nothing => {}
+            let now_ms = self.millis_at(now);
+            let (tick, next) = outbox.with_heartbeat(|heartbeat| {
+                let tick = heartbeat.on_timer(now, now_ms, seen, config);
+                (tick, heartbeat.deadline(config))
+            });
+            let close = match tick {
+                Tick::Nothing => None,
                 Tick::Ping => {
                     // Unpredictable, so that a client that does not read cannot answer it.
                     let payload = self.inner.ping_keys.hash_one((conn.0, now_ms));
                     liveness.expected_pong.store(payload, Ordering::Relaxed);
                     outbox.request_ping(payload.to_be_bytes());
+                    None
                 }
                 Tick::DeadPeer => {
                     tracing::debug!(%conn, "heartbeat timeout");
-                    return CloseFrame::HEARTBEAT_TIMEOUT;
+                    Some(Deadline::Heartbeat)
                 }
-                Tick::LoginCheck => {
-                    if !self.is_logged_in(conn) {
-                        tracing::debug!(%conn, "login deadline passed");
-                        return CloseFrame::LOGIN_TIMEOUT;
-                    }
+                Tick::LoginCheck if router.username(conn).is_none() => {
+                    tracing::debug!(%conn, "login deadline passed");
+                    Some(Deadline::Login)
                 }
+                Tick::LoginCheck => None,
+            };
+            match (close, next) {
+                // The connection's task ends it; no more timers for it.
+                (Some(close), _) => outbox.expire(close),
+                (None, Some(next)) => heartbeats.push(Reverse((next, conn))),
+                (None, None) => {}
             }
         }
     }
 }
 
-/// What the read loop and the watchdog share about the client's liveness.
+/// What the read loop and the hub's timers share about the client's liveness.
+#[derive(Debug, Default)]
 pub(super) struct Liveness {
     /// When (on the hub's millisecond clock) the client last answered a ping.
     pub(super) last_seen: AtomicU64,
@@ -67,7 +96,7 @@ pub(super) struct Liveness {
     pub(super) seq_before_ping: AtomicU64,
 }
 
-enum Tick {
+pub(super) enum Tick {
     Nothing,
     Ping,
     DeadPeer,
@@ -75,7 +104,8 @@ enum Tick {
 }
 
 /// The connection's timers: next ping, the pending pong deadline and the login deadline.
-struct Heartbeat {
+#[derive(Debug)]
+pub(super) struct Heartbeat {
     next_ping: Option<Instant>,
     /// When the unanswered ping went out, and the same moment on the hub's millisecond clock
     /// (the clock `last_seen` is kept on; a pong in the same millisecond counts).
@@ -84,7 +114,16 @@ struct Heartbeat {
 }
 
 impl Heartbeat {
-    fn deadline(&self, config: &Config) -> Option<Instant> {
+    /// The timers of a connection that starts at `start`.
+    pub(super) fn new(start: Instant, config: &Config) -> Self {
+        Heartbeat {
+            next_ping: config.ping_interval.map(|i| start + i),
+            ping_sent: None,
+            login_deadline: config.login_timeout.map(|t| start + t),
+        }
+    }
+
+    pub(super) fn deadline(&self, config: &Config) -> Option<Instant> {
         let pong = self.ping_sent.map(|(sent, _)| sent + config.pong_timeout);
         [self.next_ping, pong, self.login_deadline]
             .into_iter()
@@ -93,7 +132,13 @@ impl Heartbeat {
     }
 
     /// `now_ms` and `last_seen_ms` are on the hub's millisecond clock.
-    fn on_timer(&mut self, now: Instant, now_ms: u64, last_seen_ms: u64, config: &Config) -> Tick {
+    pub(super) fn on_timer(
+        &mut self,
+        now: Instant,
+        now_ms: u64,
+        last_seen_ms: u64,
+        config: &Config,
+    ) -> Tick {
         if let Some((sent, sent_ms)) = self.ping_sent {
             if last_seen_ms >= sent_ms {
                 self.ping_sent = None;

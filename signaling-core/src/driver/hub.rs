@@ -1,19 +1,21 @@
 //! The hub: owns the router, admits, registers and dispatches to connections, shuts them down.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::fmt;
 use std::future::Future;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
-use futures_util::{Sink, SinkExt, Stream};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use super::admission::{self, ConnectionPermits, Slots};
 use super::guards::{ActiveGuard, Registration};
+use super::heartbeat::{Heartbeat, Liveness};
 use super::ice::IceServers;
 use super::observe::HubEvent;
 use super::outbox::{Full, Outbox, Pushed};
@@ -49,9 +51,12 @@ pub(super) struct State {
     shutting_down: bool,
     /// The router was told the global budget is nearly used up.
     overloaded: bool,
-    /// The deadline the hub's timer task sleeps until (the router's `poll_timeout` when it
-    /// last looked).
+    /// The deadline the hub's timer task sleeps until (the router's `poll_timeout` or the
+    /// connections' next timer when it last looked).
     timer_armed: Option<std::time::Instant>,
+    /// The connections' timers (heartbeat, login deadline): when each connection's next one is
+    /// due. One entry per running connection; an ended one's entry goes when it comes due.
+    pub(super) heartbeats: BinaryHeap<Reverse<(Instant, ConnectionId)>>,
     /// Claims the router asked for (cluster mode), for the logging-in connection's task to
     /// carry out (`run_claims`).
     claims: Vec<(ConnectionId, Username, Arc<str>)>,
@@ -160,6 +165,7 @@ impl Hub {
                     shutting_down: false,
                     overloaded: false,
                     timer_armed: None,
+                    heartbeats: BinaryHeap::new(),
                     claims: Vec::new(),
                     fetches: Vec::new(),
                 }),
@@ -236,6 +242,13 @@ impl Hub {
         }
     }
 
+    /// Whether a connection's task may have claims or fetches to carry out (cluster mode).
+    pub(super) fn has_cluster_work(&self) -> bool {
+        self.inner.config.cluster.is_some()
+            && (self.inner.claims_waiting.load(Ordering::Acquire) > 0
+                || self.inner.fetches_waiting.load(Ordering::Acquire) > 0)
+    }
+
     /// Fetches the sessions the last input of `conn` asked for (cluster mode: a `resume` with
     /// another node's token), as [`run_claims`](Self::run_claims) does for logins: the
     /// connection's task awaits this before it reads its next frame. The backend hands a
@@ -276,18 +289,38 @@ impl Hub {
         }
     }
 
-    /// Runs the router's due timers now, then says when the next is due.
+    /// Runs the router's and the connections' due timers now, then says when the next is due.
     fn fire_timers(&self) -> Option<std::time::Instant> {
         let mut state = self.lock();
-        let now = Instant::now().into_std();
-        if state.router.poll_timeout().is_some_and(|at| at <= now) {
+        let now = Instant::now();
+        if state
+            .router
+            .poll_timeout()
+            .is_some_and(|at| at <= now.into_std())
+        {
             self.refresh_overload(&mut state);
-            state.router.handle_timeout(now);
+            state.router.handle_timeout(now.into_std());
             self.dispatch(&mut state, None);
         }
-        let next = state.router.poll_timeout();
+        self.fire_heartbeats(&mut state, now);
+        let heartbeat = state
+            .heartbeats
+            .peek()
+            .map(|Reverse((at, _))| at.into_std());
+        let next = match (state.router.poll_timeout(), heartbeat) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         state.timer_armed = next;
         next
+    }
+
+    /// Wakes the timer task if `at` is sooner than what it sleeps until.
+    pub(super) fn wake_timer_for(&self, state: &mut State, at: std::time::Instant) {
+        if state.timer_armed.is_none_or(|armed| at < armed) {
+            state.timer_armed = Some(at);
+            self.inner.timer_wake.notify_one();
+        }
     }
 
     /// The configuration the hub runs with.
@@ -580,14 +613,24 @@ impl Hub {
     /// Runs a WebSocket upgraded after [`admit`](Self::admit) accepted its request to its
     /// end, as [`serve_connection`](Self::serve_connection) does, and gives the connection
     /// slot back when it ends (however it ends).
-    pub async fn serve_admitted<T, S>(&self, socket: S, admission: Admission)
+    ///
+    /// The socket is split (moved to the heap) before the future is made, so the future —
+    /// what every connection's task holds while idle — does not carry it inline; the future
+    /// holds a clone of the hub, not a borrow.
+    pub fn serve_admitted<T, S>(
+        &self,
+        socket: S,
+        admission: Admission,
+    ) -> impl Future<Output = ()> + Send + use<T, S>
     where
         T: Transport,
         S: Stream<Item = Result<T::Message, T::Error>> + Sink<T::Message, Error = T::Error> + Send,
         T::Message: Send,
     {
         let Admission { info, permits } = admission;
-        self.run_connection::<T, S>(socket, info, permits).await;
+        let (sink, stream) = socket.split();
+        self.clone()
+            .run_connection::<T, _, _>(sink, stream, info, permits)
     }
 
     /// Runs one upgraded WebSocket connection to its end: registers it with the router, reads,
@@ -600,61 +643,82 @@ impl Hub {
     /// consulted (there is no request); adapters use `admit` and
     /// [`serve_admitted`](Self::serve_admitted) instead.
     ///
-    /// `T` says how the socket's messages map to frames; see [`Transport`].
-    pub async fn serve_connection<T, S>(&self, socket: S, info: ConnectionInfo)
+    /// `T` says how the socket's messages map to frames; see [`Transport`]. Like
+    /// [`serve_admitted`](Self::serve_admitted), the returned future owns a clone of the hub
+    /// and the socket's split halves.
+    pub fn serve_connection<T, S>(
+        &self,
+        socket: S,
+        info: ConnectionInfo,
+    ) -> impl Future<Output = ()> + Send + use<T, S>
     where
         T: Transport,
         S: Stream<Item = Result<T::Message, T::Error>> + Sink<T::Message, Error = T::Error> + Send,
         T::Message: Send,
     {
         let ip = info.remote_addr.map(|a| a.ip());
-        match self.inner.slots.connection(ip, &self.inner.config) {
-            Ok(permits) => self.run_connection::<T, S>(socket, info, permits).await,
+        let permits = self.inner.slots.connection(ip, &self.inner.config);
+        let (mut sink, stream) = socket.split();
+        match permits {
+            Ok(permits) => futures_util::future::Either::Left(
+                self.clone()
+                    .run_connection::<T, _, _>(sink, stream, info, permits),
+            ),
             Err(refusal) => {
                 tracing::debug!(addr = ?info.remote_addr, %refusal, "connection refused");
-                let mut socket = std::pin::pin!(socket);
-                let close = socket.send(T::outbound(Outbound::Close(CloseFrame::TRY_AGAIN_LATER)));
-                let _ = tokio::time::timeout(self.inner.config.close_timeout, close).await;
+                let close_timeout = self.inner.config.close_timeout;
+                futures_util::future::Either::Right(async move {
+                    let close =
+                        sink.send(T::outbound(Outbound::Close(CloseFrame::TRY_AGAIN_LATER)));
+                    let _ = tokio::time::timeout(close_timeout, close).await;
+                    drop(stream);
+                })
             }
         }
     }
 
     /// Runs the connection holding `permits` (given back when it ends, however it ends).
-    async fn run_connection<T, S>(
-        &self,
-        socket: S,
+    async fn run_connection<T, W, R>(
+        self,
+        mut sink: W,
+        mut stream: R,
         info: ConnectionInfo,
-        permits: ConnectionPermits,
+        mut permits: ConnectionPermits,
     ) where
         T: Transport,
-        S: Stream<Item = Result<T::Message, T::Error>> + Sink<T::Message, Error = T::Error> + Send,
-        T::Message: Send,
+        W: Sink<T::Message, Error = T::Error> + Unpin + Send,
+        R: Stream<Item = Result<T::Message, T::Error>> + Unpin + Send,
     {
-        let active = ActiveGuard::new(self);
+        let active = ActiveGuard::new(&self);
         let Some(registration) = self.register(&info) else {
-            // Shutting down: refuse politely.
-            let mut socket = std::pin::pin!(socket);
-            let close = socket.send(T::outbound(Outbound::Close(CloseFrame::GOING_AWAY)));
-            let _ = tokio::time::timeout(self.inner.config.close_timeout, close).await;
+            // Shutting down: refuse politely (boxed: not in every connection's future).
+            let close = sink.send(T::outbound(Outbound::Close(CloseFrame::GOING_AWAY)));
+            let _ = Box::pin(tokio::time::timeout(self.inner.config.close_timeout, close)).await;
             return;
         };
         tracing::debug!(conn = %registration.id, addr = ?info.remote_addr, "connected");
-        let ConnectionPermits {
-            connection,
-            not_logged_in,
-            user,
-        } = permits;
-        let body = self.run::<T, S>(socket, &registration, not_logged_in);
+        drop(info);
+        // The socket's halves and the permits stay here; the loops borrow them (held once in
+        // the future, not again in each nested one).
+        let body = self.run::<T, W, R>(
+            &mut sink,
+            &mut stream,
+            &registration,
+            &mut permits.not_logged_in,
+        );
         // The shutdown's deadline aborts the connection's outbox (a watch of the phase here
         // would be polled at every wake-up of every connection: measurable per relay).
         body.await;
         drop(registration);
+        let ConnectionPermits {
+            connection, user, ..
+        } = permits;
         drop((connection, user));
         drop(active);
     }
 
     /// Registers a connection with the router; `None` while shutting down.
-    fn register(&self, info: &ConnectionInfo) -> Option<Registration> {
+    pub(super) fn register(&self, info: &ConnectionInfo) -> Option<Registration> {
         let mut state = self.lock();
         if state.shutting_down {
             return None;
@@ -670,7 +734,18 @@ impl Hub {
             tracing::error!(error = %e, "router refused a fresh connection id");
             return None;
         }
-        let outbox = Arc::new(Outbox::new(Arc::clone(&self.inner.queued)));
+        let now = Instant::now();
+        let heartbeat = Heartbeat::new(now, &self.inner.config);
+        self.arm_heartbeat(&mut state, id, &heartbeat);
+        let liveness = Liveness {
+            last_seen: AtomicU64::new(self.millis_at(now)),
+            ..Liveness::default()
+        };
+        let outbox = Arc::new(Outbox::new(
+            Arc::clone(&self.inner.queued),
+            heartbeat,
+            liveness,
+        ));
         state.connections.insert(id, Arc::clone(&outbox));
         drop(state);
         self.start_timer();
@@ -894,10 +969,7 @@ impl Hub {
         }
         // A sooner deadline than the timer task sleeps until: wake it.
         if let Some(next) = state.router.poll_timeout() {
-            if state.timer_armed.is_none_or(|armed| next < armed) {
-                state.timer_armed = Some(next);
-                self.inner.timer_wake.notify_one();
-            }
+            self.wake_timer_for(state, next);
         }
     }
 
@@ -924,10 +996,6 @@ impl Hub {
 
     pub(super) fn is_logged_in(&self, conn: ConnectionId) -> bool {
         self.lock().router.username(conn).is_some()
-    }
-
-    pub(super) fn millis(&self) -> u64 {
-        self.millis_at(Instant::now())
     }
 
     /// `at` on the hub's millisecond clock (what `last_seen` is kept on).

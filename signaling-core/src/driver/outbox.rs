@@ -5,8 +5,10 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use futures_util::future::Either;
 use tokio::sync::Notify;
 
+use super::heartbeat::{Heartbeat, Liveness};
 use super::{CloseFrame, Config};
 use crate::router::Transmit;
 
@@ -19,7 +21,25 @@ pub(super) enum End {
     Abort,
 }
 
-#[derive(Debug, Default)]
+/// A deadline that passed: one byte in every outbox rather than a whole close frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Deadline {
+    /// The client did not answer a ping in time.
+    Heartbeat,
+    /// The client did not log in in time.
+    Login,
+}
+
+impl Deadline {
+    fn close_frame(self) -> CloseFrame {
+        match self {
+            Deadline::Heartbeat => CloseFrame::HEARTBEAT_TIMEOUT,
+            Deadline::Login => CloseFrame::LOGIN_TIMEOUT,
+        }
+    }
+}
+
+#[derive(Debug)]
 struct Queue {
     messages: VecDeque<Transmit>,
     /// Encoded size of `messages`.
@@ -29,8 +49,12 @@ struct Queue {
     in_flight: usize,
     in_flight_bytes: usize,
     end: Option<End>,
-    /// The watchdog asks for a heartbeat ping with this payload.
+    /// The hub's timers ask for a heartbeat ping with this payload.
     ping: Option<[u8; 8]>,
+    /// The connection's timers (run by the hub's timer task).
+    heartbeat: Heartbeat,
+    /// A deadline passed (heartbeat or login): the connection's task closes with this frame.
+    expired: Option<Deadline>,
     /// The router was told this queue is full (relays to it are refused); cleared once the
     /// queue drains to a quarter.
     congested: bool,
@@ -58,8 +82,11 @@ pub(super) struct Outbox {
     queue: Mutex<Queue>,
     /// Wakes the writer: a message or an end request arrived.
     pub(super) wake: Notify,
-    /// Wakes the connection task to drop everything (`End::Abort`).
-    pub(super) abort: Notify,
+    /// Wakes the connection task to end now: to drop everything (`End::Abort`), or to close
+    /// because a deadline passed ([`expired`](Self::expired)).
+    pub(super) stop: Notify,
+    /// What the read loop and the hub's timers know of the client's liveness.
+    pub(super) liveness: Liveness,
     /// Wakes a reader waiting for its own queue to drain.
     drained: Notify,
     /// The hub's count of bytes queued for all connections (the global budget).
@@ -78,11 +105,22 @@ pub(super) enum Pushed {
 }
 
 impl Outbox {
-    pub(super) fn new(total: Arc<AtomicUsize>) -> Self {
+    pub(super) fn new(total: Arc<AtomicUsize>, heartbeat: Heartbeat, liveness: Liveness) -> Self {
         Outbox {
-            queue: Mutex::default(),
+            queue: Mutex::new(Queue {
+                messages: VecDeque::new(),
+                queued_bytes: 0,
+                in_flight: 0,
+                in_flight_bytes: 0,
+                end: None,
+                ping: None,
+                heartbeat,
+                expired: None,
+                congested: false,
+            }),
             wake: Notify::new(),
-            abort: Notify::new(),
+            stop: Notify::new(),
+            liveness,
             drained: Notify::new(),
             total,
         }
@@ -161,8 +199,34 @@ impl Outbox {
         q.messages = VecDeque::new();
         self.release(&mut q);
         drop(q);
-        self.abort.notify_one();
+        self.stop.notify_one();
         self.wake.notify_one();
+    }
+
+    /// A deadline passed: asks the connection's task to close with its close frame (the first
+    /// one wins; an abort wins over it).
+    pub(super) fn expire(&self, deadline: Deadline) {
+        let mut q = self.lock();
+        if q.expired.is_none() {
+            q.expired = Some(deadline);
+            drop(q);
+            self.stop.notify_one();
+        }
+    }
+
+    /// Why the connection's task was stopped: the close frame of a deadline that passed, or
+    /// `None` for an abort.
+    pub(super) fn expired(&self) -> Option<CloseFrame> {
+        let q = self.lock();
+        match q.end {
+            Some(End::Abort) => None,
+            _ => q.expired.map(Deadline::close_frame),
+        }
+    }
+
+    /// Runs `f` on the connection's timers.
+    pub(super) fn with_heartbeat<R>(&self, f: impl FnOnce(&mut Heartbeat) -> R) -> R {
+        f(&mut self.lock().heartbeat)
     }
 
     /// Gives every byte the queue holds back to the hub's budget.
@@ -177,14 +241,24 @@ impl Outbox {
     /// meanwhile (input is then no longer routed) and whether it had to wait. The reader calls
     /// it before routing each frame, so a client that pipelines many requests waits for its
     /// own replies to go out (TCP backpressure) instead of overflowing its queue.
-    pub(super) async fn wait_for_room(&self, config: &Config) -> (bool, bool) {
-        {
-            // Fast path: one lock, no waiter registration.
-            let q = self.lock();
-            if q.end.is_some() || q.within(2, config) {
-                return (q.end.is_some(), false);
-            }
+    ///
+    /// Not an `async fn`: the fast path (room, one lock, no waiter registration) is decided
+    /// at the call, and only a reader that has to wait gets a (boxed) future with a waiter:
+    /// the reader's future, which every idle connection holds, stays small.
+    pub(super) fn wait_for_room<'a>(
+        &'a self,
+        config: &'a Config,
+    ) -> impl Future<Output = (bool, bool)> + Send + 'a {
+        let q = self.lock();
+        if q.end.is_some() || q.within(2, config) {
+            return Either::Left(std::future::ready((q.end.is_some(), false)));
         }
+        drop(q);
+        Either::Right(Box::pin(self.wait_for_drain(config)))
+    }
+
+    /// [`wait_for_room`](Self::wait_for_room)'s slow path.
+    async fn wait_for_drain(&self, config: &Config) -> (bool, bool) {
         loop {
             let drained = self.drained.notified();
             let mut drained = std::pin::pin!(drained);

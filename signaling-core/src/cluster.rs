@@ -199,6 +199,13 @@ fn kind_from(s: &str) -> Option<RelayKind> {
 impl Envelope {
     /// The bytes to send to the addressee's node.
     pub fn encode(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(128);
+        self.encode_into(&mut bytes);
+        bytes
+    }
+
+    /// [`encode`](Self::encode), appended to `bytes`.
+    pub fn encode_into(&self, bytes: &mut Vec<u8>) {
         let mut wire = Wire {
             f: Cow::Borrowed(self.from.as_str()),
             t: Cow::Borrowed(self.to.as_str()),
@@ -264,7 +271,7 @@ impl Envelope {
             }
         }
         // Serializing strings, bools and raw JSON into a Vec cannot fail.
-        serde_json::to_vec(&wire).unwrap_or_default()
+        let _ = serde_json::to_writer(bytes, &wire);
     }
 
     /// Decodes what [`encode`](Self::encode) made.

@@ -305,6 +305,14 @@ impl Envelope {
     ///
     /// [`EnvelopeError`] for bytes that are not an envelope (never a panic).
     pub fn decode(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
+        match decode_relay(bytes) {
+            Some(envelope) => Ok(envelope),
+            None => Envelope::decode_wire(bytes),
+        }
+    }
+
+    /// [`decode`](Self::decode) through the serde `Wire` struct: any envelope.
+    fn decode_wire(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
         let bad = |what: &str| EnvelopeError(what.to_owned());
         let wire: Wire<'_> =
             serde_json::from_slice(bytes).map_err(|e| EnvelopeError(e.to_string()))?;
@@ -354,6 +362,46 @@ impl Envelope {
         };
         Ok(Envelope { from, to, body })
     }
+}
+
+/// A relay exactly as [`Envelope::encode_into`] writes it, with names that need no escape,
+/// read without serde: what `decode_wire` would make of the same bytes, or `None` for
+/// anything else (which `decode_wire` then reads, or refuses). The payload is still checked to
+/// be one JSON value.
+fn decode_relay(bytes: &[u8]) -> Option<Envelope> {
+    /// A JSON string's contents up to its closing quote, if it holds no escape or control
+    /// character; and what follows the quote.
+    fn plain(bytes: &[u8]) -> Option<(&str, &[u8])> {
+        let end = bytes
+            .iter()
+            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+        if bytes[end] != b'"' {
+            return None;
+        }
+        let text = std::str::from_utf8(&bytes[..end]).ok()?;
+        Some((text, &bytes[end + 1..]))
+    }
+    let rest = bytes.strip_prefix(b"{\"f\":\"")?;
+    let (from, rest) = plain(rest)?;
+    let rest = rest.strip_prefix(b",\"t\":\"")?;
+    let (to, rest) = plain(rest)?;
+    let rest = rest.strip_prefix(b",\"b\":\"r\",\"k\":\"")?;
+    let (kind, rest) = plain(rest)?;
+    let (opens_call, rest) = match rest.strip_prefix(b",\"o\":true,\"p\":") {
+        Some(rest) => (true, rest),
+        None => (false, rest.strip_prefix(b",\"p\":")?),
+    };
+    let payload = std::str::from_utf8(rest.strip_suffix(b"}")?).ok()?;
+    let payload: &RawValue = serde_json::from_str(payload).ok()?;
+    Some(Envelope {
+        from: Username::new(from).ok()?,
+        to: Username::new(to).ok()?,
+        body: Remote::Relay {
+            kind: kind_from(kind)?,
+            payload: Payload::from_raw(payload),
+            opens_call,
+        },
+    })
 }
 
 /// A resumable session on its way from one node to another: everything its new node needs
@@ -692,6 +740,50 @@ mod tests {
             };
             assert_eq!(envelope.encode(), serde_json::to_vec(&wire).unwrap());
         }
+    }
+
+    #[test]
+    fn the_direct_relay_reading_agrees_with_the_wire_struct() {
+        let relay = |from: &str, kind: &str, o: &str, payload: &str| {
+            format!(r#"{{"f":"{from}","t":"bob","b":"r","k":"{kind}"{o},"p":{payload}}}"#)
+        };
+        let mut cases = Vec::new();
+        for payload in [
+            "null",
+            "1",
+            r#"{"candidate":"candidate:1 1 udp 2 10.0.0.1 9 typ host","sdpMid":"0"}"#,
+            r#" [1, "\u00e9\"}"] "#,
+            r#"{"a":1}}"#,
+            r#"1,"m":"x""#,
+            r#"{"a":1"#,
+            "",
+        ] {
+            for (from, kind, o) in [
+                ("alice", "candidate", ""),
+                ("z\u{f6}e", "offer", r#","o":true"#),
+                ("al\\\"ice", "answer", ""),
+                ("alice", "hello", ""),
+                ("", "offer", ""),
+                ("alice", "offer", r#","o":false"#),
+            ] {
+                cases.push(relay(from, kind, o, payload));
+            }
+        }
+        cases.push(relay("a\u{1}b", "offer", "", "1"));
+        cases.push(relay("alice", "offer", "", "1") + " ");
+        let mut direct = 0;
+        for text in &cases {
+            let bytes = text.as_bytes();
+            let wire = Envelope::decode_wire(bytes);
+            match decode_relay(bytes) {
+                Some(envelope) => {
+                    direct += 1;
+                    assert_eq!(Ok(envelope), wire, "{text}");
+                }
+                None => assert_eq!(Envelope::decode(bytes), wire, "{text}"),
+            }
+        }
+        assert!(direct >= 6, "{direct}");
     }
 
     #[test]

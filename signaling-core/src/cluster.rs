@@ -375,11 +375,9 @@ fn decode_relay(bytes: &[u8]) -> Option<Envelope> {
         let end = bytes
             .iter()
             .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
-        if bytes[end] != b'"' {
-            return None;
-        }
-        let text = std::str::from_utf8(&bytes[..end]).ok()?;
-        Some((text, &bytes[end + 1..]))
+        let (text, rest) = bytes.split_at_checked(end)?;
+        let rest = rest.strip_prefix(b"\"")?;
+        Some((std::str::from_utf8(text).ok()?, rest))
     }
     let rest = bytes.strip_prefix(b"{\"f\":\"")?;
     let (from, rest) = plain(rest)?;

@@ -848,7 +848,11 @@ async fn publish(inner: &Inner, link: &ClusterLink, envelopes: Vec<(u8, Envelope
             match owners.get(&envelope.to) {
                 Some(node) => {
                     let at = outgoing.push(node, |b| write_envelope(b, hops, &envelope));
-                    let stale_at = owners.get(&envelope.from).filter(|_| hops > 0);
+                    let stale_at = if hops > 0 {
+                        owners.get(&envelope.from)
+                    } else {
+                        None
+                    };
                     if let Some(sender_node) = stale_at.filter(|n| **n != inner.config.node) {
                         // After the envelope, so that what the sender's node sends next,
                         // straight to the new owner, cannot overtake it.

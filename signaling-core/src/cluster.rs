@@ -199,6 +199,38 @@ fn kind_from(s: &str) -> Option<RelayKind> {
 impl Envelope {
     /// The bytes to send to the addressee's node.
     pub fn encode(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(128);
+        self.encode_into(&mut bytes);
+        bytes
+    }
+
+    /// [`encode`](Self::encode), appended to `bytes`.
+    pub fn encode_into(&self, bytes: &mut Vec<u8>) {
+        if let Remote::Relay {
+            kind,
+            payload,
+            opens_call,
+        } = &self.body
+        {
+            // The bulk of what nodes send, written directly: the same bytes as the `Wire`
+            // below would give, without parsing the payload again to splice it in (the router
+            // checked it is one JSON value).
+            bytes.extend_from_slice(b"{\"f\":");
+            // Strings into a Vec: cannot fail.
+            let _ = serde_json::to_writer(&mut *bytes, self.from.as_str());
+            bytes.extend_from_slice(b",\"t\":");
+            let _ = serde_json::to_writer(&mut *bytes, self.to.as_str());
+            bytes.extend_from_slice(b",\"b\":\"r\",\"k\":\"");
+            bytes.extend_from_slice(kind.as_str().as_bytes());
+            bytes.extend_from_slice(if *opens_call {
+                b"\",\"o\":true,\"p\":"
+            } else {
+                b"\",\"p\":"
+            });
+            bytes.extend_from_slice(payload.get().as_bytes());
+            bytes.push(b'}');
+            return;
+        }
         let mut wire = Wire {
             f: Cow::Borrowed(self.from.as_str()),
             t: Cow::Borrowed(self.to.as_str()),
@@ -264,7 +296,7 @@ impl Envelope {
             }
         }
         // Serializing strings, bools and raw JSON into a Vec cannot fail.
-        serde_json::to_vec(&wire).unwrap_or_default()
+        let _ = serde_json::to_writer(bytes, &wire);
     }
 
     /// Decodes what [`encode`](Self::encode) made.
@@ -273,6 +305,14 @@ impl Envelope {
     ///
     /// [`EnvelopeError`] for bytes that are not an envelope (never a panic).
     pub fn decode(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
+        match decode_relay(bytes) {
+            Some(envelope) => Ok(envelope),
+            None => Envelope::decode_wire(bytes),
+        }
+    }
+
+    /// [`decode`](Self::decode) through the serde `Wire` struct: any envelope.
+    fn decode_wire(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
         let bad = |what: &str| EnvelopeError(what.to_owned());
         let wire: Wire<'_> =
             serde_json::from_slice(bytes).map_err(|e| EnvelopeError(e.to_string()))?;
@@ -322,6 +362,44 @@ impl Envelope {
         };
         Ok(Envelope { from, to, body })
     }
+}
+
+/// A relay exactly as [`Envelope::encode_into`] writes it, with names that need no escape,
+/// read without serde: what `decode_wire` would make of the same bytes, or `None` for
+/// anything else (which `decode_wire` then reads, or refuses). The payload is still checked to
+/// be one JSON value.
+fn decode_relay(bytes: &[u8]) -> Option<Envelope> {
+    /// A JSON string's contents up to its closing quote, if it holds no escape or control
+    /// character; and what follows the quote.
+    fn plain(bytes: &[u8]) -> Option<(&str, &[u8])> {
+        let end = bytes
+            .iter()
+            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+        let (text, rest) = bytes.split_at_checked(end)?;
+        let rest = rest.strip_prefix(b"\"")?;
+        Some((std::str::from_utf8(text).ok()?, rest))
+    }
+    let rest = bytes.strip_prefix(b"{\"f\":\"")?;
+    let (from, rest) = plain(rest)?;
+    let rest = rest.strip_prefix(b",\"t\":\"")?;
+    let (to, rest) = plain(rest)?;
+    let rest = rest.strip_prefix(b",\"b\":\"r\",\"k\":\"")?;
+    let (kind, rest) = plain(rest)?;
+    let (opens_call, rest) = match rest.strip_prefix(b",\"o\":true,\"p\":") {
+        Some(rest) => (true, rest),
+        None => (false, rest.strip_prefix(b",\"p\":")?),
+    };
+    let payload = std::str::from_utf8(rest.strip_suffix(b"}")?).ok()?;
+    let payload: &RawValue = serde_json::from_str(payload).ok()?;
+    Some(Envelope {
+        from: Username::new(from).ok()?,
+        to: Username::new(to).ok()?,
+        body: Remote::Relay {
+            kind: kind_from(kind)?,
+            payload: Payload::from_raw(payload),
+            opens_call,
+        },
+    })
 }
 
 /// A resumable session on its way from one node to another: everything its new node needs
@@ -625,6 +703,85 @@ mod tests {
             let bytes = envelope.encode();
             assert_eq!(Envelope::decode(&bytes).unwrap(), envelope);
         }
+    }
+
+    #[test]
+    fn a_relay_is_written_as_the_wire_struct_would_be() {
+        for (kind, opens_call, payload) in [
+            (
+                RelayKind::Offer,
+                true,
+                r#"{"sdp":"v=0\r\n","type":"offer"}"#,
+            ),
+            (RelayKind::Candidate, false, "null"),
+            (RelayKind::Answer, false, r#" [1, "\u00e9"] "#),
+        ] {
+            let envelope = Envelope {
+                from: name("al\"ice\u{301}"),
+                to: name("b\\ob"),
+                body: Remote::Relay {
+                    kind,
+                    payload: Payload::from_json(payload).unwrap(),
+                    opens_call,
+                },
+            };
+            let wire = Wire {
+                f: Cow::Borrowed(envelope.from.as_str()),
+                t: Cow::Borrowed(envelope.to.as_str()),
+                b: 'r',
+                k: Some(kind.as_str()),
+                o: opens_call,
+                p: Some(serde_json::from_str(payload).unwrap()),
+                h: None,
+                c: None,
+                m: None,
+            };
+            assert_eq!(envelope.encode(), serde_json::to_vec(&wire).unwrap());
+        }
+    }
+
+    #[test]
+    fn the_direct_relay_reading_agrees_with_the_wire_struct() {
+        let relay = |from: &str, kind: &str, o: &str, payload: &str| {
+            format!(r#"{{"f":"{from}","t":"bob","b":"r","k":"{kind}"{o},"p":{payload}}}"#)
+        };
+        let mut cases = Vec::new();
+        for payload in [
+            "null",
+            "1",
+            r#"{"candidate":"candidate:1 1 udp 2 10.0.0.1 9 typ host","sdpMid":"0"}"#,
+            r#" [1, "\u00e9\"}"] "#,
+            r#"{"a":1}}"#,
+            r#"1,"m":"x""#,
+            r#"{"a":1"#,
+            "",
+        ] {
+            for (from, kind, o) in [
+                ("alice", "candidate", ""),
+                ("z\u{f6}e", "offer", r#","o":true"#),
+                ("al\\\"ice", "answer", ""),
+                ("alice", "hello", ""),
+                ("", "offer", ""),
+                ("alice", "offer", r#","o":false"#),
+            ] {
+                cases.push(relay(from, kind, o, payload));
+            }
+        }
+        cases.push(relay("a\u{1}b", "offer", "", "1"));
+        cases.push(relay("alice", "offer", "", "1") + " ");
+        let mut direct = 0;
+        for text in &cases {
+            let bytes = text.as_bytes();
+            let wire = Envelope::decode_wire(bytes);
+            match decode_relay(bytes) {
+                Some(envelope) => {
+                    direct += 1;
+                    assert_eq!(Ok(envelope), wire, "{text}");
+                }
+                None => assert_eq!(Envelope::decode(bytes), wire, "{text}"),
+            }
+        }
+        assert!(direct >= 6, "{direct}");
     }
 
     #[test]

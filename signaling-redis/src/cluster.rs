@@ -23,7 +23,9 @@
 //! - **Messages**: an envelope for a user of another node goes into a bounded queue (full:
 //!   the sender gets `unavailable`); one task takes the queue in batches, looks up the owners it
 //!   does not know (one `MGET` per batch, cached), and publishes the whole batch in one
-//!   pipelined round trip. One task and one connection keep the order of the envelopes. An
+//!   pipelined round trip, the envelopes for one node coalesced into as few `PUBLISH`es as
+//!   fit in 64 KiB (`docs/cluster.md`, "Bus payloads"). One task and one connection keep the
+//!   order of the envelopes. An
 //!   owner nobody holds is `unknown_user`; a publish nobody received (the owner's node is dead
 //!   or cut off) or a Redis that cannot be reached is `unavailable`: the sender is told, never
 //!   left waiting.
@@ -301,13 +303,92 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// A bus payload that tells a node its cached owner of a name is stale (the name follows).
 const FORGET: u8 = 2;
 
-/// The bus payload of an envelope: one byte of hops (0 from the sender's node, 1 passed on
-/// once), then the envelope. (A first byte of [`FORGET`] is a cache invalidation instead.)
-fn frame(hops: u8, envelope: &Envelope) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(128);
+/// A bus payload that holds several payloads for one node, in order: after this byte, each as
+/// a 4-byte big-endian length and its bytes. A payload inside is never one of these.
+const BATCH_OF: u8 = 5;
+
+/// The most bytes a bus payload of [`BATCH_OF`] grows to (a single payload may be larger): what
+/// the receiver's queue holds stays what it was for single envelopes ([`ClusterConfig::new`]).
+const MAX_COALESCED: usize = 64 * 1024;
+
+/// The bus payloads of one publish round trip: what goes to one node is coalesced into as few
+/// payloads as fit (one `PUBLISH`, one reply and one push message for many envelopes, instead
+/// of one each). Payloads to one node keep their order; across nodes the order is that of the
+/// first item of each payload, unless [`seal`](Self::seal) says otherwise.
+///
+/// An item is one ordinary payload: one byte of hops (0 from the sender's node, 1 passed on
+/// once) then the envelope, or a [`FORGET`]. A payload of one item is sent as that item alone
+/// (as before coalescing); one of several is a [`BATCH_OF`].
+#[derive(Default)]
+struct Outgoing {
+    /// The payloads, each with its node and how many items it holds.
+    payloads: Vec<(NodeId, Vec<u8>, usize)>,
+    /// The payload each node's next item may join (index into `payloads`).
+    open: Vec<(NodeId, usize)>,
+}
+
+impl Outgoing {
+    /// Appends the item `write` writes for `node`; returns the index of its payload.
+    fn push(&mut self, node: &NodeId, write: impl FnOnce(&mut Vec<u8>)) -> usize {
+        let at = match self.open.iter().find(|(n, _)| n == node) {
+            Some(&(_, at)) => at,
+            None => {
+                let mut bytes = Vec::with_capacity(4096);
+                bytes.push(BATCH_OF);
+                self.payloads.push((node.clone(), bytes, 0));
+                let at = self.payloads.len() - 1;
+                self.open.push((node.clone(), at));
+                at
+            }
+        };
+        let (_, bytes, items) = &mut self.payloads[at];
+        let start = bytes.len();
+        bytes.extend_from_slice(&[0; 4]);
+        write(bytes);
+        let len = bytes.len() - start - 4;
+        // An envelope is far below 4 GiB (the hub's frames are bounded).
+        let len32 = u32::try_from(len).unwrap_or(u32::MAX);
+        bytes[start..start + 4].copy_from_slice(&len32.to_be_bytes());
+        *items += 1;
+        if *items > 1 && bytes.len() > MAX_COALESCED {
+            // Too big with it: the item starts a payload of its own.
+            let item = bytes.split_off(start);
+            *items -= 1;
+            self.payloads.push((node.clone(), item, 1));
+            let fresh = self.payloads.len() - 1;
+            self.payloads[fresh].1.insert(0, BATCH_OF);
+            if let Some(open) = self.open.iter_mut().find(|(n, _)| n == node) {
+                open.1 = fresh;
+            }
+            return fresh;
+        }
+        at
+    }
+
+    /// What is pushed from now on is published after everything pushed so far.
+    fn seal(&mut self) {
+        self.open.clear();
+    }
+
+    /// The payloads, in publishing order.
+    fn finish(self) -> Vec<(NodeId, Vec<u8>)> {
+        self.payloads
+            .into_iter()
+            .map(|(node, mut bytes, items)| {
+                if items == 1 {
+                    // One item: itself, without the batch byte and length.
+                    bytes.drain(..5);
+                }
+                (node, bytes)
+            })
+            .collect()
+    }
+}
+
+/// Writes the item of an envelope: its hops, then the envelope.
+fn write_envelope(bytes: &mut Vec<u8>, hops: u8, envelope: &Envelope) {
     bytes.push(hops);
-    bytes.extend_from_slice(&envelope.encode());
-    bytes
+    envelope.encode_into(bytes);
 }
 
 impl RedisCluster {
@@ -758,27 +839,30 @@ async fn publish(inner: &Inner, link: &ClusterLink, envelopes: Vec<(u8, Envelope
             Err(e) => return unavailable(inner, link, envelopes, &e),
         }
     }
-    let mut batch = Vec::with_capacity(envelopes.len());
-    // The envelope of each entry of the batch (`None` for a cache invalidation).
+    let mut outgoing = Outgoing::default();
+    // Each envelope with the index of the payload it is in.
     let mut sent = Vec::with_capacity(envelopes.len());
     {
         let owners = lock(&inner.owners);
         for (hops, envelope) in envelopes {
             match owners.get(&envelope.to) {
                 Some(node) => {
-                    batch.push((node.clone(), frame(hops, &envelope)));
-                    let stale_at = owners.get(&envelope.from).filter(|_| hops > 0);
+                    let at = outgoing.push(node, |b| write_envelope(b, hops, &envelope));
+                    let stale_at = if hops > 0 {
+                        owners.get(&envelope.from)
+                    } else {
+                        None
+                    };
                     if let Some(sender_node) = stale_at.filter(|n| **n != inner.config.node) {
                         // After the envelope, so that what the sender's node sends next,
                         // straight to the new owner, cannot overtake it.
-                        let mut forget = vec![FORGET];
-                        forget.extend_from_slice(envelope.to.as_str().as_bytes());
-                        batch.push((sender_node.clone(), forget));
-                        sent.push(Some(envelope));
-                        sent.push(None);
-                    } else {
-                        sent.push(Some(envelope));
+                        outgoing.seal();
+                        outgoing.push(sender_node, |b| {
+                            b.push(FORGET);
+                            b.extend_from_slice(envelope.to.as_str().as_bytes());
+                        });
                     }
+                    sent.push((at, envelope));
                 }
                 None if hops > 0 => {
                     // Passed on and nobody holds the name: let this node's router answer
@@ -789,15 +873,15 @@ async fn publish(inner: &Inner, link: &ClusterLink, envelopes: Vec<(u8, Envelope
             }
         }
     }
-    if batch.is_empty() {
+    let payloads = outgoing.finish();
+    if payloads.is_empty() {
         return;
     }
-    match inner.bus.publish(&batch).await {
+    match inner.bus.publish(&payloads).await {
         Ok(received) => {
             inner.available.store(true, Ordering::Relaxed);
-            for (envelope, count) in sent.into_iter().zip(received) {
-                let Some(envelope) = envelope else { continue };
-                if count == 0 {
+            for (at, envelope) in sent {
+                if received.get(at).copied().unwrap_or(0) == 0 {
                     // Its node is not subscribed (dead or cut off): look again next time.
                     lock(&inner.owners).remove(&envelope.to);
                     link.unroutable(envelope, Unroutable::Unavailable);
@@ -805,7 +889,7 @@ async fn publish(inner: &Inner, link: &ClusterLink, envelopes: Vec<(u8, Envelope
             }
         }
         Err(e) => {
-            let envelopes = sent.into_iter().flatten().map(|e| (0, e)).collect();
+            let envelopes = sent.into_iter().map(|(_, e)| (0, e)).collect();
             unavailable(inner, link, envelopes, &e);
         }
     }
@@ -866,6 +950,24 @@ fn accept(inner: &Inner, link: &ClusterLink, bytes: &[u8], batch: &mut Vec<Envel
     let Some((&hops, body)) = bytes.split_first() else {
         return;
     };
+    if hops == BATCH_OF {
+        // Several payloads, in order; none of them is a batch again.
+        let mut rest = body;
+        while let Some((len, tail)) = rest.split_first_chunk::<4>() {
+            let len = usize::try_from(u32::from_be_bytes(*len)).unwrap_or(usize::MAX);
+            let Some((item, tail)) = tail.split_at_checked(len) else {
+                break;
+            };
+            if item.first() != Some(&BATCH_OF) {
+                accept(inner, link, item, batch);
+            }
+            rest = tail;
+        }
+        if !rest.is_empty() {
+            tracing::warn!("dropped the malformed end of a batch from the cluster channel");
+        }
+        return;
+    }
     if hops == FORGET {
         if let Ok(name) = std::str::from_utf8(body) {
             tracing::debug!(name, "cached owner is stale");
@@ -1100,5 +1202,77 @@ async fn refresh_task(inner: Arc<Inner>) {
             }
             link.peers_gone(&gone);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The items of a payload as `accept` reads them.
+    fn items(payload: &[u8]) -> Vec<Vec<u8>> {
+        let Some((&BATCH_OF, mut rest)) = payload.split_first() else {
+            return vec![payload.to_vec()];
+        };
+        let mut items = Vec::new();
+        while let Some((len, tail)) = rest.split_first_chunk::<4>() {
+            let (item, tail) = tail.split_at(u32::from_be_bytes(*len) as usize);
+            items.push(item.to_vec());
+            rest = tail;
+        }
+        assert!(rest.is_empty());
+        items
+    }
+
+    #[test]
+    fn items_for_one_node_share_a_payload_in_order() {
+        let (a, b) = (NodeId::new("a"), NodeId::new("b"));
+        let mut out = Outgoing::default();
+        assert_eq!(out.push(&a, |v| v.extend_from_slice(b"\x001")), 0);
+        assert_eq!(out.push(&b, |v| v.extend_from_slice(b"\x002")), 1);
+        assert_eq!(out.push(&a, |v| v.extend_from_slice(b"\x003")), 0);
+        let payloads = out.finish();
+        assert_eq!(payloads.len(), 2);
+        assert_eq!(payloads[0].0, a);
+        assert_eq!(
+            items(&payloads[0].1),
+            [b"\x001".to_vec(), b"\x003".to_vec()]
+        );
+        // One item alone: the item itself, as without coalescing.
+        assert_eq!(payloads[1], (b, b"\x002".to_vec()));
+    }
+
+    #[test]
+    fn a_seal_orders_what_follows_after_everything_before() {
+        let (a, b) = (NodeId::new("a"), NodeId::new("b"));
+        let mut out = Outgoing::default();
+        out.push(&b, |v| v.push(0));
+        out.push(&a, |v| v.push(0));
+        out.seal();
+        assert_eq!(out.push(&b, |v| v.push(FORGET)), 2);
+        assert_eq!(out.push(&a, |v| v.push(1)), 3);
+        let nodes: Vec<_> = out.finish().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(nodes, [b.clone(), a.clone(), b, a]);
+    }
+
+    #[test]
+    fn a_payload_stops_growing_at_the_bound() {
+        let a = NodeId::new("a");
+        let mut out = Outgoing::default();
+        let big = vec![0u8; MAX_COALESCED / 2];
+        assert_eq!(out.push(&a, |v| v.extend_from_slice(&big)), 0);
+        assert_eq!(out.push(&a, |v| v.extend_from_slice(&big)), 1);
+        assert_eq!(out.push(&a, |v| v.push(7)), 1);
+        // Larger than the bound alone: a payload of its own all the same.
+        assert_eq!(
+            out.push(&a, |v| v.extend_from_slice(&[1; MAX_COALESCED])),
+            2
+        );
+        let payloads = out.finish();
+        assert_eq!(payloads.len(), 3);
+        assert_eq!(payloads[0].1, big);
+        assert_eq!(items(&payloads[1].1), [big.clone(), vec![7]]);
+        assert_eq!(payloads[2].1, vec![1; MAX_COALESCED]);
+        assert!(payloads[1].1.len() <= MAX_COALESCED);
     }
 }

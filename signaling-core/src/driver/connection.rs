@@ -351,11 +351,6 @@ enum Ending {
 impl Ending {
     /// Why the connection ended, for the observer.
     fn cause(&self, outbox: &Outbox, killed: bool) -> DisconnectCause {
-        let asked = || match outbox.end() {
-            Some(End::Close(close)) => Some(DisconnectCause::of_close(&close)),
-            Some(End::Abort) => Some(DisconnectCause::QueueOverflow),
-            None => None,
-        };
         match self {
             // The shutdown's deadline aborts what is left.
             Ending::Abort | Ending::Write(WriteEnd::Aborted) if killed => DisconnectCause::Shutdown,
@@ -366,9 +361,9 @@ impl Ending {
             Ending::Read(ReadEnd::TooLarge) => DisconnectCause::TooLarge,
             Ending::Write(WriteEnd::Stalled) => DisconnectCause::Timeout,
             Ending::Deadline(close) => DisconnectCause::of_close(close),
-            Ending::Write(WriteEnd::SentClose) | Ending::Read(ReadEnd::Gone) => {
-                asked().unwrap_or(DisconnectCause::Replaced)
-            }
+            Ending::Write(WriteEnd::SentClose) | Ending::Read(ReadEnd::Gone) => outbox
+                .end_cause(killed)
+                .unwrap_or(DisconnectCause::Replaced),
         }
     }
 

@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 use super::Hub;
 use super::hub::Inner;
 use super::observe::{DisconnectCause, HubEvent};
-use super::outbox::{End, Outbox};
+use super::outbox::Outbox;
 use crate::router::ConnectionId;
 #[cfg(doc)]
 use crate::router::Router;
@@ -53,12 +53,8 @@ impl Drop for Registration {
             .cause
             .get()
             .copied()
-            .unwrap_or_else(|| match self.outbox.end() {
-                Some(End::Close(close)) => DisconnectCause::of_close(&close),
-                Some(End::Abort) if self.hub.is_killed() => DisconnectCause::Shutdown,
-                Some(End::Abort) => DisconnectCause::QueueOverflow,
-                None => DisconnectCause::Lost,
-            });
+            .or_else(|| self.outbox.end_cause(self.hub.is_killed()))
+            .unwrap_or(DisconnectCause::Lost);
         self.hub.observe(&HubEvent::Closed(cause));
     }
 }

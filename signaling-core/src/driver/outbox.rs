@@ -9,6 +9,7 @@ use futures_util::future::Either;
 use tokio::sync::Notify;
 
 use super::heartbeat::{Heartbeat, Liveness};
+use super::observe::DisconnectCause;
 use super::{CloseFrame, Config};
 use crate::router::Transmit;
 
@@ -191,6 +192,16 @@ impl Outbox {
     /// What the hub asked of the writer besides messages, if anything.
     pub(super) fn end(&self) -> Option<End> {
         self.lock().end
+    }
+
+    /// Why the connection ends, as far as the hub's requests say: the close frame it asked
+    /// for, or an abort (the shutdown's deadline when `killed`, an overflowing queue otherwise).
+    pub(super) fn end_cause(&self, killed: bool) -> Option<DisconnectCause> {
+        match self.end()? {
+            End::Close(close) => Some(DisconnectCause::of_close(&close)),
+            End::Abort if killed => Some(DisconnectCause::Shutdown),
+            End::Abort => Some(DisconnectCause::QueueOverflow),
+        }
     }
 
     pub(super) fn abort(&self) {

@@ -51,9 +51,9 @@
 //! gets its HTTP status (400, 426, 403, 503, 429, 401) and a one-line plain-text body, and is
 //! never upgraded. An admitted one is upgraded on tokio-tungstenite
 //! with [`signaling_ws::websocket_config`]: the hub's size limits **and** small read/write
-//! buffers. (warp's `Ws` can set the size limits but not the buffers: its connections carry a
-//! 128 KiB read buffer each, about 140 KB of memory per idle connection against about 9 KB
-//! this way.)
+//! buffers, over [`signaling_ws::ReadAhead`] (large socket reads, no buffer kept while idle).
+//! (warp's `Ws` can set the size limits but not the buffers: its connections carry a 128 KiB
+//! read buffer each, about 140 KB of memory per idle connection against about 4 KB this way.)
 //!
 //! If you already hold a [`warp::ws::WebSocket`] from your own `warp::ws()` route,
 //! [`serve_websocket`] runs it on the hub through the [`Warp`] transport; apply the limits
@@ -460,7 +460,7 @@ async fn run_upgraded(on_upgrade: OnUpgrade, hub: Hub, admission: Admission) {
             return;
         }
     };
-    let io = hyper_util::rt::TokioIo::new(upgraded);
+    let io = signaling_ws::ReadAhead::new(hyper_util::rt::TokioIo::new(upgraded));
     let config = signaling_ws::websocket_config(hub.config());
     let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
     hub.serve_admitted::<Tungstenite, _>(socket, admission)

@@ -96,6 +96,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 
+pub use read_ahead::{READ_AHEAD, ReadAhead};
 pub use signaling_core::driver::auth;
 /// STUN and TURN servers for the login replies ([`Config::ice_servers`]): TURN REST credentials.
 pub use signaling_core::driver::ice;
@@ -106,6 +107,7 @@ pub use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use signaling_core::driver::{Inbound, Outbound, Transport};
 
+mod read_ahead;
 #[cfg(feature = "tls")]
 pub mod tls;
 
@@ -341,6 +343,7 @@ where
             return;
         };
         let config = websocket_config(hub.config());
+        let io = ReadAhead::new(io);
         let ws = WebSocketStream::from_partially_read(io, tail, Role::Server, Some(config)).await;
         serve_admitted(ws, hub, admission).await;
     }

@@ -87,11 +87,12 @@ pub struct Config {
     /// left. Default 5 s.
     pub shutdown_timeout: Duration,
     /// Transport read buffer per connection, in bytes (tungstenite's `read_buffer_size`; it
-    /// is zero-filled, so every byte of it is resident even while the connection idles).
-    /// Small keeps idle connections cheap; larger messages still arrive whole, over several
-    /// reads. Default 1 KiB: measured with the load generator, 10,000 idle logged-in
-    /// connections cost about 6.1 KB each at 1 KiB against 9.1 KB at 4 KiB, while closed-loop
-    /// relay throughput dropped by about 4 % (512 B: 5.5 KB, but up to 15–35 % slower).
+    /// is allocated with the connection, zero-filled and kept, so every byte of it is resident
+    /// even while the connection idles). Larger messages still arrive whole, over several
+    /// reads. Default 256 B: the adapters read the socket through `signaling_ws::ReadAhead`,
+    /// which asks the socket for 4 KiB at a time and keeps what the WebSocket has not taken
+    /// yet only until it is taken, so a small buffer here no longer costs a system call per
+    /// frame (issue 13: 1 KiB before, 4 KiB before issue 6).
     pub read_buffer_size: usize,
     /// Bytes the transport gathers before it writes to the socket (tungstenite's
     /// `write_buffer_size`); each batch is flushed anyway. Default 4 KiB.
@@ -183,7 +184,7 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(2),
             shutdown_timeout: Duration::from_secs(5),
-            read_buffer_size: 1024,
+            read_buffer_size: 256,
             write_buffer_size: 4 * 1024,
             max_connections: Some(10_000),
             max_connections_per_ip: Some(256),

@@ -190,7 +190,9 @@ pub struct ServerArgs {
     pub turn_ttl: u64,
     /// Threads that run connections: 1 runs everything on one thread (tokio's current-thread
     /// runtime: no work stealing, no cross-thread wake-ups — the fastest for a server given
-    /// one core); 0 (default) one worker per core the process may run on.
+    /// one core); 0 (default) one worker per core the process may run on, and the
+    /// current-thread runtime when that is one core (a container limited to one CPU, or
+    /// `taskset -c 0`).
     #[arg(long, env = "SIGNALING_WORKER_THREADS", default_value_t = 0)]
     pub worker_threads: usize,
     /// Serve Prometheus metrics at `http://ADDR/metrics` on this separate address (keep it
@@ -416,13 +418,16 @@ where
 }
 
 /// The tokio runtime `--worker-threads` asks for: current-thread for 1, multi-thread with that
-/// many workers otherwise (0: one per core the process may run on).
+/// many workers otherwise; 0: one worker per core the process may run on
+/// ([`std::thread::available_parallelism`], which honours CPU affinity), current-thread
+/// when that is one.
 ///
 /// # Errors
 ///
 /// The runtime could not be built (no threads).
 pub fn runtime(worker_threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
-    let mut builder = if worker_threads == 1 {
+    let one_core = || std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
+    let mut builder = if worker_threads == 1 || (worker_threads == 0 && one_core()) {
         tokio::runtime::Builder::new_current_thread()
     } else {
         let mut builder = tokio::runtime::Builder::new_multi_thread();

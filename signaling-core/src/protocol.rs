@@ -960,6 +960,23 @@ fn push_tag(out: &mut String, tag: &str) {
     out.push('"');
 }
 
+/// How many bytes [`push_json_str`] appends for `s`.
+fn json_str_len(s: &str) -> usize {
+    s.bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' => 2,
+            0..=0x1f => 6,
+            _ => 1,
+        })
+        .sum::<usize>()
+        + 2
+}
+
+/// How many digits `n` has in decimal.
+fn decimal_len(n: u64) -> usize {
+    n.checked_ilog10().map_or(1, |log| log as usize + 1)
+}
+
 /// Appends `s` as a JSON string literal (quoted and escaped).
 pub(crate) fn push_json_str(out: &mut String, s: &str) {
     out.push('"');
@@ -1057,7 +1074,17 @@ impl ServerMessage {
                 from,
             } => {
                 let payload = payload.get();
-                out = String::with_capacity(payload.len() + from.as_str().len() + 64);
+                // The exact length: a frame whose length is its capacity becomes the
+                // transport's shared bytes without another allocation (`Bytes::from(Vec)`).
+                let len = r#"{"type":"",""#.len()
+                    + 2 * kind.as_str().len()
+                    + r#"":"#.len()
+                    + payload.len()
+                    + r#","username":"#.len()
+                    + json_str_len(from.as_str())
+                    + seq.map_or(0, |seq| r#","seq":"#.len() + decimal_len(seq))
+                    + 1;
+                out = String::with_capacity(len);
                 push_tag(&mut out, kind.as_str());
                 out.push_str(",\"");
                 out.push_str(kind.as_str());
@@ -1288,6 +1315,38 @@ fn push_error_fields(out: &mut String, code: ErrorCode, message: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A relayed frame is allocated at exactly its length (so the transport takes it over
+    /// without another allocation), whatever the sender's name needs escaped and whatever the
+    /// `seq`'s number of digits.
+    #[test]
+    fn relay_frames_are_allocated_at_their_exact_length() {
+        let payload =
+            Payload::from_json(r#"{"candidate":"candidate:1 1 udp 1 10.0.0.1 5000 typ host"}"#)
+                .unwrap();
+        for name in ["a", "alice", r#"say "hi"\now"#, "zoë 漢字", "😀"] {
+            for kind in [RelayKind::Offer, RelayKind::Answer, RelayKind::Candidate] {
+                let message = ServerMessage::Relay {
+                    kind,
+                    payload: payload.clone(),
+                    from: Username::new(name).unwrap(),
+                };
+                for seq in [
+                    None,
+                    Some(0),
+                    Some(9),
+                    Some(10),
+                    Some(99_999),
+                    Some(u64::MAX),
+                ] {
+                    let frame = message.to_json_with_seq(seq);
+                    assert_eq!(frame.len(), frame.capacity(), "{frame}");
+                    let value: serde_json::Value = serde_json::from_str(&frame).unwrap();
+                    assert_eq!(value["username"], name);
+                }
+            }
+        }
+    }
 
     /// The ASCII shortcut gives what the general algorithm gives, for every printable ASCII
     /// character alone and in pairs.

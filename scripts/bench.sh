@@ -153,6 +153,11 @@ if [ $FULL = 1 ]; then
       *) rest+=("$a") ;;
     esac
   done
+  # The cluster part runs second: check its tools before the single-node part's minutes.
+  for tool in redis-server redis-benchmark; do
+    command -v $tool >/dev/null || {
+      echo "bench.sh: --full needs $tool for its cluster part (apt-get install -y redis-server)" >&2; exit 1; }
+  done
   single_targets="ws_server basic_server ws_metrics ceiling node"
   [ $TARGETS_SET = 1 ] && single_targets=$TARGETS
   "$0" "${rest[@]}" --targets "$single_targets" --out "$OUT/single"

@@ -426,8 +426,8 @@ where
 ///
 /// The runtime could not be built (no threads).
 pub fn runtime(worker_threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
-    let one_core = || std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
-    let mut builder = if worker_threads == 1 || (worker_threads == 0 && one_core()) {
+    let cores = || std::thread::available_parallelism().ok().map(usize::from);
+    let mut builder = if current_thread(worker_threads, cores) {
         tokio::runtime::Builder::new_current_thread()
     } else {
         let mut builder = tokio::runtime::Builder::new_multi_thread();
@@ -437,6 +437,12 @@ pub fn runtime(worker_threads: usize) -> std::io::Result<tokio::runtime::Runtime
         builder
     };
     builder.enable_all().build()
+}
+
+/// Whether `--worker-threads` asks for the current-thread runtime: 1, or 0 on a process that
+/// may use one core (`cores`, asked only for 0).
+fn current_thread(worker_threads: usize, cores: impl FnOnce() -> Option<usize>) -> bool {
+    worker_threads == 1 || (worker_threads == 0 && cores() == Some(1))
 }
 
 /// Serves `GET /metrics` (the hub's [`Metrics`] in the Prometheus text format) on `listener`
@@ -652,6 +658,30 @@ pub async fn ctrl_c() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `--worker-threads 0` runs the current-thread runtime only where the process may use one
+    /// core; 1 always does; any other count never does. The runtime built matches.
+    #[test]
+    fn one_core_gets_the_current_thread_runtime() {
+        let unknown = || None;
+        assert!(current_thread(0, || Some(1)));
+        assert!(!current_thread(0, || Some(2)));
+        assert!(!current_thread(0, unknown));
+        assert!(current_thread(1, || Some(8)));
+        assert!(current_thread(1, unknown));
+        assert!(!current_thread(2, || Some(1)));
+        use tokio::runtime::RuntimeFlavor;
+        let flavor = |n| runtime(n).unwrap().handle().runtime_flavor();
+        assert_eq!(flavor(1), RuntimeFlavor::CurrentThread);
+        assert_eq!(flavor(2), RuntimeFlavor::MultiThread);
+        let one_core = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
+        let expected = if one_core {
+            RuntimeFlavor::CurrentThread
+        } else {
+            RuntimeFlavor::MultiThread
+        };
+        assert_eq!(flavor(0), expected);
+    }
 
     /// `--metrics-addr`: `GET /metrics` answers the Prometheus text with its content type, a
     /// relay counted; other paths 404; the listener stops with the hub.

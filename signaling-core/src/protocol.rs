@@ -960,13 +960,28 @@ fn push_tag(out: &mut String, tag: &str) {
     out.push('"');
 }
 
+/// How JSON writes byte `b` of a string: `None` as itself, `Some(Some(e))` as the short escape
+/// `e`, `Some(None)` as `\u00XX` (the other control characters). One table for
+/// [`push_json_str`] and [`json_str_len`], which must agree.
+fn json_escape(b: u8) -> Option<Option<&'static str>> {
+    match b {
+        b'"' => Some(Some("\\\"")),
+        b'\\' => Some(Some("\\\\")),
+        b'\n' => Some(Some("\\n")),
+        b'\r' => Some(Some("\\r")),
+        b'\t' => Some(Some("\\t")),
+        0..=0x1f => Some(None),
+        _ => None,
+    }
+}
+
 /// How many bytes [`push_json_str`] appends for `s`.
 fn json_str_len(s: &str) -> usize {
     s.bytes()
-        .map(|b| match b {
-            b'"' | b'\\' | b'\n' | b'\r' | b'\t' => 2,
-            0..=0x1f => 6,
-            _ => 1,
+        .map(|b| match json_escape(b) {
+            None => 1,
+            Some(Some(e)) => e.len(),
+            Some(None) => r"\u0000".len(),
         })
         .sum::<usize>()
         + 2
@@ -982,14 +997,8 @@ pub(crate) fn push_json_str(out: &mut String, s: &str) {
     out.push('"');
     let mut start = 0;
     for (i, b) in s.bytes().enumerate() {
-        let escape: Option<&str> = match b {
-            b'"' => Some("\\\""),
-            b'\\' => Some("\\\\"),
-            b'\n' => Some("\\n"),
-            b'\r' => Some("\\r"),
-            b'\t' => Some("\\t"),
-            0..=0x1f => None,
-            _ => continue,
+        let Some(escape) = json_escape(b) else {
+            continue;
         };
         out.push_str(&s[start..i]);
         match escape {

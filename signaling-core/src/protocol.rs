@@ -519,7 +519,15 @@ impl<'a> RawFrame<'a> {
     /// The fields as the fast scanner gives them.
     pub(crate) fn fields(self) -> Fields<'a> {
         let get = |raw: Option<&'a RawValue>| raw.map(RawValue::get);
+        let plain = |raw: Option<&'a RawValue>, bit: u8| match raw {
+            Some(raw) if Fields::is_plain(raw.get()) => bit,
+            _ => 0,
+        };
         Fields {
+            plain: plain(self.kind, Fields::KIND)
+                | plain(self.username, Fields::USERNAME)
+                | plain(self.other_username, Fields::OTHER_USERNAME)
+                | plain(self.token, Fields::TOKEN),
             kind: get(self.kind),
             username: get(self.username),
             other_username: get(self.other_username),
@@ -534,15 +542,14 @@ impl<'a> RawFrame<'a> {
 }
 
 /// Decodes a JSON value expected to be a string, naming `field` in the error. Borrows from the
-/// frame unless the string holds escapes.
-fn string_field<'a>(field: &str, raw: &'a str) -> Result<Cow<'a, str>, DecodeError> {
-    if let Some(plain) = raw
-        .strip_prefix('"')
-        .and_then(|r| r.strip_suffix('"'))
-        .filter(|inner| !inner.contains('\\'))
-    {
+/// frame unless the string holds escapes. `plain`: the decoder saw a string without escapes
+/// ([`Fields::plain`]).
+fn string_field<'a>(field: &str, raw: &'a str, plain: bool) -> Result<Cow<'a, str>, DecodeError> {
+    if plain {
         // Valid JSON (both decoders checked it) without escapes: the text between the quotes.
-        return Ok(Cow::Borrowed(plain));
+        if let Some(inner) = raw.get(1..raw.len().saturating_sub(1)) {
+            return Ok(Cow::Borrowed(inner));
+        }
     }
     if let Ok(s) = serde_json::from_str::<&'a str>(raw) {
         return Ok(Cow::Borrowed(s));
@@ -558,8 +565,8 @@ fn string_field<'a>(field: &str, raw: &'a str) -> Result<Cow<'a, str>, DecodeErr
 }
 
 /// A string field that must also be a valid username.
-fn name_field<'a>(field: &str, raw: &'a str) -> Result<Cow<'a, str>, DecodeError> {
-    let name = string_field(field, raw)?;
+fn name_field<'a>(field: &str, raw: &'a str, plain: bool) -> Result<Cow<'a, str>, DecodeError> {
+    let name = string_field(field, raw, plain)?;
     Username::validate(&name).map_err(|e| {
         DecodeError::new(ErrorCode::InvalidUsername, format!("field `{field}`: {e}"))
     })?;
@@ -567,11 +574,16 @@ fn name_field<'a>(field: &str, raw: &'a str) -> Result<Cow<'a, str>, DecodeError
 }
 
 /// Decodes the optional `otherUsername`. A present but malformed name is an error.
-fn target_field(raw: Option<&str>) -> Result<Option<Cow<'_, str>>, DecodeError> {
-    match raw {
+fn target_field<'a>(frame: &Fields<'a>) -> Result<Option<Cow<'a, str>>, DecodeError> {
+    match frame.other_username {
         None => Ok(None),
         Some("null") => Ok(None),
-        Some(raw) => name_field("otherUsername", raw).map(Some),
+        Some(raw) => name_field(
+            "otherUsername",
+            raw,
+            frame.plain & Fields::OTHER_USERNAME != 0,
+        )
+        .map(Some),
     }
 }
 
@@ -592,7 +604,7 @@ fn resume_fields<'a>(frame: &Fields<'a>) -> Result<(Cow<'a, str>, u64), DecodeEr
     let token = frame
         .token
         .ok_or_else(|| DecodeError::new(ErrorCode::MissingField, "missing field `token`"))?;
-    let token = string_field("token", token)?;
+    let token = string_field("token", token, frame.plain & Fields::TOKEN != 0)?;
     if token.len() > SessionToken::MAX_LEN {
         return Err(DecodeError::new(
             ErrorCode::InvalidField,
@@ -664,7 +676,12 @@ pub(crate) enum Decoded<'a> {
 
 impl<'a> Decoded<'a> {
     pub(crate) fn decode(text: &'a str) -> Result<Decoded<'a>, DecodeError> {
-        let trimmed = text.trim_start();
+        // The usual frame starts with its `{`; anything else is looked at more closely.
+        let trimmed = if text.starts_with('{') {
+            text
+        } else {
+            text.trim_start()
+        };
         if trimmed.is_empty() {
             return Err(DecodeError::new(ErrorCode::InvalidJson, "empty message"));
         }
@@ -679,9 +696,9 @@ impl<'a> Decoded<'a> {
             });
         }
         // The fast scanner where it is sure, serde_json (and its errors) where it is not.
-        let frame = match scan::fields(text) {
-            Some(fields) => fields,
-            None => serde_json::from_str::<RawFrame<'a>>(text)
+        let mut frame = Fields::default();
+        if scan::fill(text, &mut frame).is_none() {
+            frame = serde_json::from_str::<RawFrame<'a>>(text)
                 .map_err(|e| {
                     if e.is_data() {
                         DecodeError::new(ErrorCode::InvalidMessage, format!("invalid message: {e}"))
@@ -689,12 +706,12 @@ impl<'a> Decoded<'a> {
                         DecodeError::new(ErrorCode::InvalidJson, format!("invalid JSON: {e}"))
                     }
                 })?
-                .fields(),
-        };
+                .fields();
+        }
         let kind_raw = frame
             .kind
             .ok_or_else(|| DecodeError::new(ErrorCode::MissingField, "missing field `type`"))?;
-        let kind = string_field("type", kind_raw)?;
+        let kind = string_field("type", kind_raw, frame.plain & Fields::KIND != 0)?;
         let relay = |kind: RelayKind, payload: Option<&'a str>| {
             let payload = payload.ok_or_else(|| {
                 DecodeError::new(
@@ -705,7 +722,7 @@ impl<'a> Decoded<'a> {
             Ok(Decoded::Relay {
                 kind,
                 payload: RawPayload::Frame(payload),
-                to: target_field(frame.other_username)?,
+                to: target_field(&frame)?,
             })
         };
         match &*kind {
@@ -715,7 +732,9 @@ impl<'a> Decoded<'a> {
                     .ok_or_else(|| {
                         DecodeError::new(ErrorCode::MissingField, "missing field `username`")
                     })
-                    .and_then(|raw| name_field("username", raw))
+                    .and_then(|raw| {
+                        name_field("username", raw, frame.plain & Fields::USERNAME != 0)
+                    })
                     .map(into_nfc)
                     .and_then(|username| Ok((username, resumable_field(frame.resumable)?)))
                     .map_err(|e| e.replied_as(ReplyType::Login))?;
@@ -733,7 +752,7 @@ impl<'a> Decoded<'a> {
             "answer" => relay(RelayKind::Answer, frame.answer),
             "candidate" => relay(RelayKind::Candidate, frame.candidate),
             "close" => Ok(Decoded::HangUp {
-                to: target_field(frame.other_username)?,
+                to: target_field(&frame)?,
             }),
             other => Err(DecodeError::new(
                 ErrorCode::UnknownType,

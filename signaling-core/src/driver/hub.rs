@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
+use foldhash::fast::RandomState;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
@@ -46,7 +47,8 @@ enum Phase {
 
 pub(super) struct State {
     pub(super) router: Router,
-    pub(super) connections: HashMap<ConnectionId, Arc<Outbox>>,
+    /// Keyed by ids the hub hands out itself (no attacker picks them): foldhash, not SipHash.
+    pub(super) connections: HashMap<ConnectionId, Arc<Outbox>, RandomState>,
     next_id: u64,
     shutting_down: bool,
     /// The router was told the global budget is nearly used up.
@@ -160,7 +162,7 @@ impl Hub {
                 config,
                 state: Mutex::new(State {
                     router,
-                    connections: HashMap::new(),
+                    connections: HashMap::default(),
                     next_id: 1,
                     shutting_down: false,
                     overloaded: false,

@@ -40,8 +40,26 @@ const MAX_RAW_USERNAME_CHARS: usize = 4 * MAX_USERNAME_CHARS;
 ///
 /// Cheap to clone (reference counted). Names such as `__proto__` or `constructor` are
 /// ordinary names here.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, PartialOrd, Ord)]
 pub struct Username(Arc<str>);
+
+/// Equal names are equal strings. The router's copies of one user's name share one allocation
+/// (the key of its session, its connection's, its partner's call), so most comparisons —
+/// and the maps' key comparisons on every relay — end at the pointer, before the bytes.
+impl PartialEq for Username {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || *self.0 == *other.0
+    }
+}
+
+impl Eq for Username {}
+
+/// As the string's own hash, which `Borrow<str>` lookups rely on.
+impl std::hash::Hash for Username {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
 
 /// Why a string is not a valid [`Username`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -89,6 +107,20 @@ impl Username {
     pub fn validate(name: &str) -> Result<(), UsernameError> {
         if name.is_empty() {
             return Err(UsernameError::Empty);
+        }
+        let bytes = name.as_bytes();
+        if bytes.iter().all(|&b| matches!(b, b' '..=b'~')) {
+            // The usual name, printable ASCII, in one pass: only the length and the spaces at
+            // either end are left to check (in the order of the ASCII path below).
+            return if bytes.len() > MAX_USERNAME_CHARS {
+                Err(UsernameError::TooLong)
+            } else if bytes.first() == Some(&b' ') {
+                Err(UsernameError::LeadingWhitespace)
+            } else if bytes.last() == Some(&b' ') {
+                Err(UsernameError::TrailingWhitespace)
+            } else {
+                Ok(())
+            };
         }
         if name.is_ascii() {
             // Fast path: no category lookups, and NFC of ASCII is itself.
@@ -1102,6 +1134,7 @@ impl ServerMessage {
                 from,
             } => {
                 let payload = payload.get();
+                let from_len = json_str_len(from.as_str());
                 // The exact length: a frame whose length is its capacity becomes the
                 // transport's shared bytes without another allocation (`Bytes::from(Vec)`).
                 let len = r#"{"type":"",""#.len()
@@ -1109,7 +1142,7 @@ impl ServerMessage {
                     + r#"":"#.len()
                     + payload.len()
                     + r#","username":"#.len()
-                    + json_str_len(from.as_str())
+                    + from_len
                     + seq.map_or(0, |seq| r#","seq":"#.len() + decimal_len(seq))
                     + 1;
                 out = String::with_capacity(len);
@@ -1119,7 +1152,14 @@ impl ServerMessage {
                 out.push_str("\":");
                 out.push_str(payload);
                 out.push_str(r#","username":"#);
-                push_json_str(&mut out, from.as_str());
+                if from_len == from.as_str().len() + 2 {
+                    // Nothing to escape (`json_str_len` looked): the name as it is.
+                    out.push('"');
+                    out.push_str(from.as_str());
+                    out.push('"');
+                } else {
+                    push_json_str(&mut out, from.as_str());
+                }
             }
             ServerMessage::HangUp { from, reason } => {
                 out = String::with_capacity(64 + from.as_str().len());

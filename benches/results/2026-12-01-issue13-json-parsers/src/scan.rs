@@ -1,0 +1,337 @@
+#![allow(dead_code)]
+pub const MAX_DEPTH: usize = 64;
+
+/// The top-level fields of a frame (each value's JSON text, as it appears in the frame), in
+/// the shape of the serde path's `RawFrame`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Fields<'a> {
+    pub kind: Option<&'a str>,
+    pub username: Option<&'a str>,
+    pub other_username: Option<&'a str>,
+    pub offer: Option<&'a str>,
+    pub answer: Option<&'a str>,
+    pub candidate: Option<&'a str>,
+    pub resumable: Option<&'a str>,
+    pub token: Option<&'a str>,
+    pub last_seq: Option<&'a str>,
+    /// One bit per field ([`Fields::KIND`], …) whose value is a string without escapes, whose
+    /// text between the quotes is then its value as it is.
+    pub plain: u8,
+}
+
+impl Fields<'_> {
+    /// `type`'s bit in [`Fields::plain`].
+    pub const KIND: u8 = 1;
+    /// `username`'s bit in [`Fields::plain`].
+    pub const USERNAME: u8 = 2;
+    /// `otherUsername`'s bit in [`Fields::plain`].
+    pub const OTHER_USERNAME: u8 = 4;
+    /// `token`'s bit in [`Fields::plain`].
+    pub const TOKEN: u8 = 8;
+
+    /// Whether `raw`, a valid JSON value, is a string without escapes (its text between the
+    /// quotes is then its value).
+    pub fn is_plain(raw: &str) -> bool {
+        raw.len() >= 2 && raw.starts_with('"') && !raw.contains('\\')
+    }
+}
+
+/// The fields of `text` if it is an object this scanner is sure of; `None` otherwise (decode
+/// with serde_json then).
+pub fn fields(text: &str) -> Option<Fields<'_>> {
+    let mut fields = Fields::default();
+    fill(text, &mut fields).map(|()| fields)
+}
+
+/// [`fields`] into `fields` (the decoder's own, which then need not be moved): `Some` if this
+/// scanner is sure of `text`, and `fields` then holds its fields; `None` otherwise (`fields`
+/// may then hold some of them: decode with serde_json, and replace them).
+pub fn fill<'a>(text: &'a str, fields: &mut Fields<'a>) -> Option<()> {
+    let bytes = text.as_bytes();
+    let mut at = skip_ws(bytes, 0);
+    if bytes.get(at) != Some(&b'{') {
+        return None;
+    }
+    at = skip_ws(bytes, at + 1);
+    if bytes.get(at) == Some(&b'}') {
+        return (skip_ws(bytes, at + 1) == bytes.len()).then_some(());
+    }
+    loop {
+        if bytes.get(at) != Some(&b'"') {
+            return None;
+        }
+        let key_start = at + 1;
+        let key_end = next_special(bytes, key_start);
+        if bytes.get(key_end) != Some(&b'"') {
+            // An escape in a key (or no key at all): serde's to judge.
+            return None;
+        }
+        at = key_end + 1;
+        if bytes.get(at) != Some(&b':') {
+            at = skip_ws(bytes, at);
+            if bytes.get(at) != Some(&b':') {
+                return None;
+            }
+        }
+        let start = skip_ws(bytes, at + 1);
+        // A string (most top-level values) is scanned here, to learn whether it is plain.
+        let (end, plain) = if bytes.get(start) == Some(&b'"') {
+            let stop = next_special(bytes, start + 1);
+            if bytes.get(stop) == Some(&b'"') {
+                (stop + 1, true)
+            } else {
+                (string_end(bytes, stop)?, false)
+            }
+        } else {
+            (value_end(bytes, start)?, false)
+        };
+        if let Some((slot, bit)) = fields.slot(bytes.get(key_start..key_end)?) {
+            // A duplicate field (serde says which), or a `null`, which serde reads as absent
+            // (and then still counts for duplicates): both left to serde.
+            let value = text.get(start..end)?;
+            if slot.is_some() || value == "null" {
+                return None;
+            }
+            *slot = Some(value);
+            if plain {
+                fields.plain |= bit;
+            }
+        }
+        at = end;
+        loop {
+            match bytes.get(at)? {
+                b',' => break,
+                b'}' => return (skip_ws(bytes, at + 1) == bytes.len()).then_some(()),
+                b' ' | b'\n' | b'\r' | b'\t' => at += 1,
+                _ => return None,
+            }
+        }
+        at = skip_ws(bytes, at + 1);
+    }
+}
+
+impl<'a> Fields<'a> {
+    /// Where the value of the top-level key `key` goes, and its bit in [`Fields::plain`];
+    /// `None` for a key the protocol ignores.
+    #[inline]
+    fn slot(&mut self, key: &[u8]) -> Option<(&mut Option<&'a str>, u8)> {
+        Some(match key {
+            b"type" => (&mut self.kind, Fields::KIND),
+            b"username" => (&mut self.username, Fields::USERNAME),
+            b"otherUsername" => (&mut self.other_username, Fields::OTHER_USERNAME),
+            b"offer" => (&mut self.offer, 0),
+            b"answer" => (&mut self.answer, 0),
+            b"candidate" => (&mut self.candidate, 0),
+            b"resumable" => (&mut self.resumable, 0),
+            b"token" => (&mut self.token, Fields::TOKEN),
+            b"lastSeq" => (&mut self.last_seq, 0),
+            _ => return None,
+        })
+    }
+}
+
+#[inline(always)]
+fn skip_ws(bytes: &[u8], mut at: usize) -> usize {
+    while let Some(b' ' | b'\n' | b'\r' | b'\t') = bytes.get(at) {
+        at += 1;
+    }
+    at
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = ONES << 7;
+
+/// The bytes of `word` (eight bytes of text, little-endian) that end a string's plain run —
+/// `"`, `\\` or a control character (U+0000 to U+001F, which JSON forbids unescaped) — have
+/// their high bit set. Only the lowest flagged byte is exact (a borrow flags only bytes above
+/// a hit), which is all [`next_special`] reads. Every flag requires the byte's own high bit
+/// clear, so the three tests share one mask.
+#[inline(always)]
+fn specials(word: u64) -> u64 {
+    let quote = word ^ (ONES * u64::from(b'"'));
+    let backslash = word ^ (ONES * u64::from(b'\\'));
+    (word.wrapping_sub(ONES * 0x20) | quote.wrapping_sub(ONES) | backslash.wrapping_sub(ONES))
+        & !word
+        & HIGH
+}
+
+fn word(chunk: &[u8]) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(chunk);
+    u64::from_le_bytes(word)
+}
+
+/// Inside a string, from `at`: the index of the first `"`, `\\` or control character, or the
+/// length of the text if there is none. Sixteen bytes at a time (SWAR, two words whose tests
+/// run side by side), then eight, then one.
+#[inline(always)]
+fn next_special(bytes: &[u8], mut at: usize) -> usize {
+    while let Some(chunk) = bytes.get(at..at + 16) {
+        let (low, high) = chunk.split_at(8);
+        let (low, high) = (specials(word(low)), specials(word(high)));
+        if low | high != 0 {
+            let hits = if low != 0 { low } else { high };
+            let skip = if low != 0 { 0 } else { 8 };
+            return at + skip + (hits.trailing_zeros() / 8) as usize;
+        }
+        at += 16;
+    }
+    if let Some(chunk) = bytes.get(at..at + 8) {
+        let hits = specials(word(chunk));
+        if hits != 0 {
+            return at + (hits.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    while let Some(&b) = bytes.get(at) {
+        if matches!(b, b'"' | b'\\' | 0..0x20) {
+            return at;
+        }
+        at += 1;
+    }
+    at
+}
+
+/// After the opening quote at `at - 1`: the index just past the closing quote.
+#[inline(always)]
+fn string_end(bytes: &[u8], mut at: usize) -> Option<usize> {
+    loop {
+        at = next_special(bytes, at);
+        match *bytes.get(at)? {
+            b'"' => return Some(at + 1),
+            // An escape: the simple ones only (`\u` is left to serde_json).
+            b'\\' => match bytes.get(at + 1)? {
+                b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => at += 2,
+                _ => return None,
+            },
+            _ => return None,
+        }
+    }
+}
+
+/// At a member's key (its opening quote, or white space before it): just past the `:` that
+/// ends it.
+#[inline(always)]
+fn after_key(bytes: &[u8], mut at: usize) -> Option<usize> {
+    if bytes.get(at) != Some(&b'"') {
+        at = skip_ws(bytes, at);
+        if bytes.get(at) != Some(&b'"') {
+            return None;
+        }
+    }
+    at = string_end(bytes, at + 1)?;
+    if bytes.get(at) != Some(&b':') {
+        at = skip_ws(bytes, at);
+        if bytes.get(at) != Some(&b':') {
+            return None;
+        }
+    }
+    Some(at + 1)
+}
+
+/// The end (exclusive) of the JSON value that starts at `at`, if it is one this scanner is
+/// sure is valid. One loop, not a recursion: the open containers are a stack of bits (1 for an
+/// object), at most [`MAX_DEPTH`] of them. White space is one more case of each `match` on
+/// the next byte, which costs nothing where there is none (the usual frame).
+fn value_end(bytes: &[u8], mut at: usize) -> Option<usize> {
+    const _: () = assert!(MAX_DEPTH <= u64::BITS as usize);
+    let mut objects: u64 = 0;
+    let mut depth = 0;
+    loop {
+        // At the start of a value, or white space before it (not at depth 0: the caller
+        // skipped that).
+        match *bytes.get(at)? {
+            b'"' => at = string_end(bytes, at + 1)?,
+            open @ (b'{' | b'[') => {
+                if depth == MAX_DEPTH {
+                    return None;
+                }
+                let object = open == b'{';
+                at = skip_ws(bytes, at + 1);
+                if bytes.get(at) == Some(if object { &b'}' } else { &b']' }) {
+                    at += 1;
+                } else {
+                    depth += 1;
+                    objects = objects << 1 | u64::from(object);
+                    if object {
+                        at = after_key(bytes, at)?;
+                    }
+                    continue;
+                }
+            }
+            b't' => at = literal_end(bytes, at, b"true")?,
+            b'f' => at = literal_end(bytes, at, b"false")?,
+            b'n' => at = literal_end(bytes, at, b"null")?,
+            b'-' | b'0'..=b'9' => at = number_end(bytes, at)?,
+            b' ' | b'\n' | b'\r' | b'\t' if depth > 0 => {
+                at += 1;
+                continue;
+            }
+            _ => return None,
+        }
+        // After a value: the next element, or the end of one or more containers.
+        loop {
+            if depth == 0 {
+                return Some(at);
+            }
+            let object = objects & 1 == 1;
+            match *bytes.get(at)? {
+                b',' => {
+                    at += 1;
+                    if object {
+                        at = after_key(bytes, at)?;
+                    }
+                    break;
+                }
+                b'}' if object => {}
+                b']' if !object => {}
+                b' ' | b'\n' | b'\r' | b'\t' => {
+                    at += 1;
+                    continue;
+                }
+                _ => return None,
+            }
+            at += 1;
+            depth -= 1;
+            objects >>= 1;
+        }
+    }
+}
+
+#[inline(always)]
+fn literal_end(bytes: &[u8], at: usize, literal: &[u8]) -> Option<usize> {
+    let end = at + literal.len();
+    (bytes.get(at..end)? == literal).then_some(end)
+}
+
+/// JSON's number grammar: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`.
+#[inline]
+fn number_end(bytes: &[u8], mut at: usize) -> Option<usize> {
+    let digits = |mut at: usize| {
+        let start = at;
+        while let Some(b'0'..=b'9') = bytes.get(at) {
+            at += 1;
+        }
+        (at > start).then_some(at)
+    };
+    if bytes.get(at) == Some(&b'-') {
+        at += 1;
+    }
+    at = match bytes.get(at)? {
+        b'0' => at + 1,
+        b'1'..=b'9' => digits(at)?,
+        _ => return None,
+    };
+    if bytes.get(at) == Some(&b'.') {
+        at = digits(at + 1)?;
+    }
+    if let Some(b'e' | b'E') = bytes.get(at) {
+        at += 1;
+        if let Some(b'+' | b'-') = bytes.get(at) {
+            at += 1;
+        }
+        at = digits(at)?;
+    }
+    Some(at)
+}
+

@@ -124,7 +124,6 @@ impl Username {
         }
         if name.is_ascii() {
             // Fast path: no category lookups, and NFC of ASCII is itself.
-            let bytes = name.as_bytes();
             if bytes.len() > MAX_USERNAME_CHARS {
                 return Err(UsernameError::TooLong);
             }
@@ -613,7 +612,7 @@ fn target_field<'a>(frame: &Fields<'a>) -> Result<Option<Cow<'a, str>>, DecodeEr
         Some(raw) => name_field(
             "otherUsername",
             raw,
-            frame.plain & Fields::OTHER_USERNAME != 0,
+            frame.holds_plain(Fields::OTHER_USERNAME),
         )
         .map(Some),
     }
@@ -636,7 +635,7 @@ fn resume_fields<'a>(frame: &Fields<'a>) -> Result<(Cow<'a, str>, u64), DecodeEr
     let token = frame
         .token
         .ok_or_else(|| DecodeError::new(ErrorCode::MissingField, "missing field `token`"))?;
-    let token = string_field("token", token, frame.plain & Fields::TOKEN != 0)?;
+    let token = string_field("token", token, frame.holds_plain(Fields::TOKEN))?;
     if token.len() > SessionToken::MAX_LEN {
         return Err(DecodeError::new(
             ErrorCode::InvalidField,
@@ -743,7 +742,7 @@ impl<'a> Decoded<'a> {
         let kind_raw = frame
             .kind
             .ok_or_else(|| DecodeError::new(ErrorCode::MissingField, "missing field `type`"))?;
-        let kind = string_field("type", kind_raw, frame.plain & Fields::KIND != 0)?;
+        let kind = string_field("type", kind_raw, frame.holds_plain(Fields::KIND))?;
         let relay = |kind: RelayKind, payload: Option<&'a str>| {
             let payload = payload.ok_or_else(|| {
                 DecodeError::new(
@@ -765,7 +764,7 @@ impl<'a> Decoded<'a> {
                         DecodeError::new(ErrorCode::MissingField, "missing field `username`")
                     })
                     .and_then(|raw| {
-                        name_field("username", raw, frame.plain & Fields::USERNAME != 0)
+                        name_field("username", raw, frame.holds_plain(Fields::USERNAME))
                     })
                     .map(into_nfc)
                     .and_then(|username| Ok((username, resumable_field(frame.resumable)?)))

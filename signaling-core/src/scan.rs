@@ -56,6 +56,12 @@ impl Fields<'_> {
     pub(crate) fn is_plain(raw: &str) -> bool {
         raw.len() >= 2 && raw.starts_with('"') && !raw.contains('\\')
     }
+
+    /// Whether the field whose bit is `bit` ([`Fields::KIND`], …) holds a string without
+    /// escapes.
+    pub(crate) fn holds_plain(&self, bit: u8) -> bool {
+        self.plain & bit != 0
+    }
 }
 
 /// The fields of `text` if it is an object this scanner is sure of; `None` otherwise (decode

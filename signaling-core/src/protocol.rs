@@ -299,8 +299,36 @@ impl TryFrom<&str> for Username {
 ///
 /// Two payloads are equal when their texts are identical byte for byte. Cheap to clone
 /// (reference counted): a resumable session keeps what it relays without copying it.
-#[derive(Clone)]
-pub struct Payload(Arc<str>);
+pub struct Payload(Repr);
+
+/// Where a payload's text lives.
+enum Repr {
+    /// Its own shared copy.
+    Shared(Arc<str>),
+    /// Inside the one frame that relays it (the router's relay to a session that keeps
+    /// nothing for a resume): `frame[start..end]`. The frame is handed to the transport as
+    /// it is ([`Transmit::into_frame`](crate::router::Transmit::into_frame)), so a relay
+    /// copies its payload once.
+    Framed {
+        frame: Box<str>,
+        /// The relay's kind.
+        kind: RelayKind,
+        /// The sender's name is in the frame as it is, between quotes (nothing escaped).
+        plain_name: bool,
+        start: u32,
+        end: u32,
+    },
+}
+
+impl Clone for Payload {
+    /// A framed payload's clone is a shared copy of the payload alone.
+    fn clone(&self) -> Self {
+        match &self.0 {
+            Repr::Shared(text) => Payload(Repr::Shared(Arc::clone(text))),
+            Repr::Framed { .. } => Payload(Repr::Shared(Arc::from(self.get()))),
+        }
+    }
+}
 
 impl PartialEq for Payload {
     fn eq(&self, other: &Self) -> bool {
@@ -313,7 +341,7 @@ impl Eq for Payload {}
 impl Payload {
     /// Copies a raw JSON value.
     pub fn from_raw(raw: &RawValue) -> Self {
-        Payload(Arc::from(raw.get()))
+        Payload(Repr::Shared(Arc::from(raw.get())))
     }
 
     /// Parses `json` as one JSON value and keeps its text unchanged.
@@ -324,7 +352,70 @@ impl Payload {
 
     /// The JSON text exactly as received.
     pub fn get(&self) -> &str {
-        &self.0
+        match &self.0 {
+            Repr::Shared(text) => text,
+            // `start..end` is where `relay_frame` put the payload, on character boundaries.
+            Repr::Framed {
+                frame, start, end, ..
+            } => frame
+                .get(*start as usize..*end as usize)
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The relay frame `{"type":kind,kind:payload,"username":from}` around the payload
+    /// `raw`, built once: the payload lives in it.
+    pub(crate) fn relay_frame(kind: RelayKind, raw: &str, from: &Username) -> Self {
+        let Ok(payload_len) = u32::try_from(raw.len()) else {
+            return Payload(Repr::Shared(Arc::from(raw)));
+        };
+        let from_len = json_str_len(from.as_str());
+        let mut out = String::with_capacity(relay_frame_len(kind, raw.len(), from_len, None));
+        let start = push_relay_head(&mut out, kind);
+        out.push_str(raw);
+        push_relay_from(&mut out, from, from_len);
+        out.push('}');
+        // The head is a few dozen bytes: `start` fits as the payload's length does.
+        let start = start as u32;
+        Payload(Repr::Framed {
+            frame: out.into_boxed_str(),
+            kind,
+            plain_name: from_len == from.as_str().len() + 2,
+            start,
+            end: start + payload_len,
+        })
+    }
+
+    /// The frame this payload was built in, if it is exactly what
+    /// [`ServerMessage::to_json`] makes of a relay of `kind` from `from`.
+    pub(crate) fn into_frame_for(
+        self,
+        kind: RelayKind,
+        from: &Username,
+    ) -> Result<String, Payload> {
+        let Repr::Framed {
+            frame,
+            kind: framed,
+            plain_name: true,
+            end,
+            ..
+        } = &self.0
+        else {
+            // Not framed, or the name had to be escaped in the frame: `to_json` is the judge.
+            return Err(self);
+        };
+        // The frame is the head of a relay of `framed`, the payload up to `end`,
+        // `,"username":`, the sender's name between quotes as it is, and `}`: what
+        // `to_json` makes of this message if the kind and the name are the same.
+        let name = from.as_str();
+        let tail = r#","username":""#.len();
+        let matches = *framed == kind
+            && frame.len() == *end as usize + tail + name.len() + r#""}"#.len()
+            && frame.as_bytes().get(*end as usize + tail..frame.len() - 2) == Some(name.as_bytes());
+        match self.0 {
+            Repr::Framed { frame, .. } if matches => Ok(frame.into_string()),
+            repr => Err(Payload(repr)),
+        }
     }
 }
 
@@ -677,7 +768,16 @@ impl RawPayload<'_> {
     /// The payload to relay: one copy of a borrowed one.
     pub(crate) fn into_payload(self) -> Payload {
         match self {
-            RawPayload::Frame(raw) => Payload(Arc::from(raw)),
+            RawPayload::Frame(raw) => Payload(Repr::Shared(Arc::from(raw))),
+            RawPayload::Shared(payload) => payload,
+        }
+    }
+
+    /// The payload to relay as `kind` from `from` in a frame of its own: a borrowed one is
+    /// copied straight into the frame ([`Payload::relay_frame`]).
+    pub(crate) fn into_relay_frame(self, kind: RelayKind, from: &Username) -> Payload {
+        match self {
+            RawPayload::Frame(raw) => Payload::relay_frame(kind, raw, from),
             RawPayload::Shared(payload) => payload,
         }
     }
@@ -1037,6 +1137,47 @@ fn json_str_len(s: &str) -> usize {
         + 2
 }
 
+/// The exact length of a relay frame: a frame whose length is its capacity becomes the
+/// transport's shared bytes without another allocation (`Bytes::from(Vec)`).
+fn relay_frame_len(
+    kind: RelayKind,
+    payload_len: usize,
+    from_len: usize,
+    seq: Option<u64>,
+) -> usize {
+    r#"{"type":"",""#.len()
+        + 2 * kind.as_str().len()
+        + r#"":"#.len()
+        + payload_len
+        + r#","username":"#.len()
+        + from_len
+        + seq.map_or(0, |seq| r#","seq":"#.len() + decimal_len(seq))
+        + 1
+}
+
+/// `{"type":kind,kind:` of a relay frame; returns where the payload starts.
+fn push_relay_head(out: &mut String, kind: RelayKind) -> usize {
+    out.push_str(match kind {
+        RelayKind::Offer => r#"{"type":"offer","offer":"#,
+        RelayKind::Answer => r#"{"type":"answer","answer":"#,
+        RelayKind::Candidate => r#"{"type":"candidate","candidate":"#,
+    });
+    out.len()
+}
+
+/// `,"username":from` of a relay frame, `from_len` being `json_str_len(from)`.
+fn push_relay_from(out: &mut String, from: &Username, from_len: usize) {
+    out.push_str(r#","username":"#);
+    if from_len == from.as_str().len() + 2 {
+        // Nothing to escape (`json_str_len` looked): the name as it is.
+        out.push('"');
+        out.push_str(from.as_str());
+        out.push('"');
+    } else {
+        push_json_str(out, from.as_str());
+    }
+}
+
 /// How many digits `n` has in decimal.
 fn decimal_len(n: u64) -> usize {
     n.checked_ilog10().map_or(1, |log| log as usize + 1)
@@ -1134,31 +1275,10 @@ impl ServerMessage {
             } => {
                 let payload = payload.get();
                 let from_len = json_str_len(from.as_str());
-                // The exact length: a frame whose length is its capacity becomes the
-                // transport's shared bytes without another allocation (`Bytes::from(Vec)`).
-                let len = r#"{"type":"",""#.len()
-                    + 2 * kind.as_str().len()
-                    + r#"":"#.len()
-                    + payload.len()
-                    + r#","username":"#.len()
-                    + from_len
-                    + seq.map_or(0, |seq| r#","seq":"#.len() + decimal_len(seq))
-                    + 1;
-                out = String::with_capacity(len);
-                push_tag(&mut out, kind.as_str());
-                out.push_str(",\"");
-                out.push_str(kind.as_str());
-                out.push_str("\":");
+                out = String::with_capacity(relay_frame_len(*kind, payload.len(), from_len, seq));
+                push_relay_head(&mut out, *kind);
                 out.push_str(payload);
-                out.push_str(r#","username":"#);
-                if from_len == from.as_str().len() + 2 {
-                    // Nothing to escape (`json_str_len` looked): the name as it is.
-                    out.push('"');
-                    out.push_str(from.as_str());
-                    out.push('"');
-                } else {
-                    push_json_str(&mut out, from.as_str());
-                }
+                push_relay_from(&mut out, from, from_len);
             }
             ServerMessage::HangUp { from, reason } => {
                 out = String::with_capacity(64 + from.as_str().len());
@@ -1413,6 +1533,67 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A payload the router framed gives the very frame `to_json` makes, without copying,
+    /// and only for the message it was framed for: another sender or kind, a name that had
+    /// to be escaped, a `seq` all take `to_json`'s encoding instead.
+    #[test]
+    fn framed_payloads_are_their_own_frame_only_for_their_own_message() {
+        use crate::router::{ConnectionId, Transmit};
+        let raw = r#"{"candidate":"candidate:1 1 udp 1 10.0.0.1 5000 typ host","sdpMid":"0"}"#;
+        // Names of one length too: the length of the frame alone does not tell them apart.
+        let names = [
+            "a",
+            "alice",
+            "bobby",
+            "alicia",
+            r#"say "hi"\now"#,
+            r#"a\"b"#,
+            r#"a"b"#,
+            "zoë 漢字",
+        ];
+        let kinds = [RelayKind::Offer, RelayKind::Answer, RelayKind::Candidate];
+        let mut zero_copy = 0;
+        for framed_name in names.map(|n| Username::new(n).unwrap()) {
+            for framed_kind in kinds {
+                for from in names.map(|n| Username::new(n).unwrap()) {
+                    for kind in kinds {
+                        for seq in [None, Some(7)] {
+                            let payload = Payload::relay_frame(framed_kind, raw, &framed_name);
+                            assert_eq!(payload.get(), raw);
+                            assert_eq!(payload.clone().get(), raw);
+                            let at = payload.get().as_ptr();
+                            let expected = ServerMessage::Relay {
+                                kind,
+                                payload: Payload::from_json(raw).unwrap(),
+                                from: from.clone(),
+                            }
+                            .to_json_with_seq(seq);
+                            let transmit = Transmit {
+                                to: ConnectionId(1),
+                                message: ServerMessage::Relay {
+                                    kind,
+                                    payload,
+                                    from: from.clone(),
+                                },
+                                seq,
+                            };
+                            assert_eq!(transmit.to_json(), expected);
+                            let frame = transmit.into_frame();
+                            assert_eq!(frame, expected, "{framed_name:?} {framed_kind:?}");
+                            let own = from == framed_name && kind == framed_kind && seq.is_none();
+                            let plain = !from.as_str().contains(['"', '\\']);
+                            let copied = frame.find(raw).map(|i| frame[i..].as_ptr()) != Some(at);
+                            assert_eq!(!copied, own && plain, "{from:?} {kind:?} {seq:?}");
+                            zero_copy += usize::from(!copied);
+                        }
+                    }
+                }
+            }
+        }
+        // Each of the five names with nothing to escape, each kind: the frame itself.
+        assert_eq!(zero_copy, 5 * 3);
     }
 
     /// The ASCII shortcut gives what the general algorithm gives, for every printable ASCII

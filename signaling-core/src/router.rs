@@ -276,6 +276,28 @@ impl Transmit {
     pub fn to_json(&self) -> String {
         self.message.to_json_with_seq(self.seq)
     }
+
+    /// [`to_json`](Self::to_json), taking the frame the router already built where it did
+    /// (a relay to a session that keeps nothing for a resume: its payload was copied once,
+    /// into the frame), instead of encoding the message again.
+    pub fn into_frame(self) -> String {
+        match self.message {
+            ServerMessage::Relay {
+                kind,
+                payload,
+                from,
+            } if self.seq.is_none() => match payload.into_frame_for(kind, &from) {
+                Ok(frame) => frame,
+                Err(payload) => ServerMessage::Relay {
+                    kind,
+                    payload,
+                    from,
+                }
+                .to_json(),
+            },
+            message => message.to_json_with_seq(self.seq),
+        }
+    }
 }
 
 /// How a call ended.
@@ -616,6 +638,28 @@ struct Session {
     call: Option<Box<CallSide>>,
     /// Boxed: a plain session stays small.
     resume: Option<Box<Resumable>>,
+}
+
+/// What a relay needs to know of its addressee's session on this node, read in the same
+/// look-up that found the name.
+#[derive(Debug, Clone, Copy)]
+struct Addressee {
+    /// Its connection; `None` while suspended.
+    conn: Option<ConnectionId>,
+    /// In a call (ringing or answered).
+    busy: bool,
+    /// Not resumable: a message to it goes straight to `conn` (no sequence, nothing kept).
+    plain: bool,
+}
+
+impl Addressee {
+    fn of(session: &Session) -> Self {
+        Addressee {
+            conn: session.conn,
+            busy: session.call.is_some(),
+            plain: session.resume.is_none(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -1524,17 +1568,19 @@ impl Router {
     /// `username` the server stamped, already NFC), then, for non-ASCII names only, its NFC
     /// form.
     fn lookup(&self, name: &str) -> Option<&Username> {
-        if let Some((key, _)) = self.sessions.get_key_value(name) {
-            return Some(key);
+        self.lookup_session(name).map(|(key, _)| key)
+    }
+
+    /// [`lookup`](Self::lookup), with the session.
+    fn lookup_session(&self, name: &str) -> Option<(&Username, &Session)> {
+        if let Some(found) = self.sessions.get_key_value(name) {
+            return Some(found);
         }
         if name.is_ascii() {
             return None;
         }
         match nfc(name) {
-            Cow::Owned(composed) => self
-                .sessions
-                .get_key_value(composed.as_str())
-                .map(|(key, _)| key),
+            Cow::Owned(composed) => self.sessions.get_key_value(composed.as_str()),
             Cow::Borrowed(_) => None,
         }
     }
@@ -2632,24 +2678,20 @@ impl Router {
         let Some((me, call)) = self.sender(conn) else {
             return;
         };
-        // Resolve the addressee: the named user, or else the current partner.
-        let target = match (to, &call) {
+        // Resolve the addressee: the named user, or else the current partner; and what the
+        // rules below need of its session when it is on this node (one look-up).
+        let (target, addressee) = match (to, &call) {
             (Some(name), _) => {
-                let found = if name == me.as_str() {
-                    Some(&me)
-                } else {
-                    self.lookup(name)
-                };
-                match found {
-                    Some(target) if *target == me => {
+                match self.lookup_session(name) {
+                    Some((target, _)) if *target == me => {
                         let message = format!("cannot send {} to yourself", kind.as_str());
                         return self.reply_error(conn, ErrorCode::SelfAddressed, message);
                     }
-                    Some(target) => target.clone(),
+                    Some((target, session)) => (target.clone(), Some(Addressee::of(session))),
                     // Cluster mode: a user of another node, as far as this one knows; that
                     // node says `unknown_user` if nobody holds the name.
                     None => match self.remote_name(name) {
-                        Some(target) => target,
+                        Some(target) => (target, None),
                         None => {
                             let message = unknown_user_message(name);
                             return self.reply_error(conn, ErrorCode::UnknownUser, message);
@@ -2657,7 +2699,10 @@ impl Router {
                     },
                 }
             }
-            (None, Some(side)) => side.peer.clone(),
+            (None, Some(side)) => (
+                side.peer.clone(),
+                self.sessions.get(&side.peer).map(Addressee::of),
+            ),
             (None, None) => {
                 return self.reply_error(
                     conn,
@@ -2669,7 +2714,7 @@ impl Router {
         let in_call_with_target = call.as_ref().is_some_and(|side| side.peer == target);
         // Cluster mode: the receiver's side is checked on its node. (One node holds every
         // user it relays to: no lookup on its hot path.)
-        let remote = self.config.claim_names && !self.sessions.contains_key(&target);
+        let remote = self.config.claim_names && addressee.is_none();
         // The rules first, then whether the message can be delivered, then the state changes.
         let opens_call = match kind {
             RelayKind::Offer if !in_call_with_target => {
@@ -2681,8 +2726,7 @@ impl Router {
                     let code = ErrorCode::InCall;
                     return self.sender_refusal(conn, &me, &target, kind, false, code, message);
                 }
-                let target_busy = self.sessions.get(&target).is_some_and(|t| t.call.is_some());
-                if target_busy {
+                if addressee.is_some_and(|a| a.busy) {
                     return self.reply_error(conn, ErrorCode::Busy, busy_message(&target));
                 }
                 if let Some(wait) = self.redial_wait(&me, &target, now) {
@@ -2716,7 +2760,10 @@ impl Router {
         if self.overloaded {
             return self.reply_error(conn, ErrorCode::ServerOverloaded, overloaded_message(kind));
         }
-        if self.is_user_congested(&target) {
+        if addressee
+            .and_then(|a| a.conn)
+            .is_some_and(|to| self.is_congested(to))
+        {
             let message = congested_message(&target, kind);
             return self.reply_error(conn, ErrorCode::RecipientOverloaded, message);
         }
@@ -2743,14 +2790,33 @@ impl Router {
         if opens_call || call.as_ref().is_some_and(|side| !side.answered) {
             self.count_unanswered(&me, kind);
         }
-        self.send_to_user(
-            &target,
-            ServerMessage::Relay {
-                kind,
-                payload: payload.into_payload(),
-                from: me,
-            },
-        );
+        match addressee {
+            // A plain session (nothing kept for a resume): straight to its connection, the
+            // frame built here, once.
+            Some(Addressee {
+                conn, plain: true, ..
+            }) => {
+                if let Some(to) = conn {
+                    self.outputs.push_back(Output::Transmit(Transmit {
+                        to,
+                        message: ServerMessage::Relay {
+                            kind,
+                            payload: payload.into_relay_frame(kind, &me),
+                            from: me,
+                        },
+                        seq: None,
+                    }));
+                }
+            }
+            _ => self.send_to_user(
+                &target,
+                ServerMessage::Relay {
+                    kind,
+                    payload: payload.into_payload(),
+                    from: me,
+                },
+            ),
+        }
     }
 
     /// A relay from `me` on `conn` to `target` broke a rule of the sender's side. On one node

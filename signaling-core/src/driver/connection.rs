@@ -257,7 +257,7 @@ impl Hub {
                 if let Some(seq) = message.seq {
                     *last_seq = seq;
                 }
-                T::outbound(Outbound::Text(message.to_json()))
+                T::outbound(Outbound::Text(message.into_frame()))
             }) {
                 if let Err(end) = progress(conn, stall, sink.feed(frame)).await {
                     return Some(end);

@@ -310,9 +310,12 @@ impl Outbox {
         let relieved = q.congested && q.within(1, config);
         q.congested &= !relieved;
         if !q.messages.is_empty() {
-            // The two buffers trade places while messages flow; an empty queue keeps none
-            // (what an idle connection holds).
+            // The two buffers trade places while messages flow.
             std::mem::swap(&mut q.messages, batch);
+        } else if q.messages.capacity() != 0 {
+            // An empty queue keeps no buffer (what an idle connection holds): the one it got
+            // from the writer at the last trade goes.
+            q.messages = VecDeque::new();
         }
         q.in_flight = batch.len();
         q.in_flight_bytes = std::mem::take(&mut q.queued_bytes);
@@ -343,5 +346,52 @@ impl Drop for Outbox {
     fn drop(&mut self) {
         let mut q = self.lock();
         self.release(&mut q);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::router::ConnectionId;
+    use crate::{ErrorCode, ServerMessage};
+
+    /// However the writer's batches and the queue traded buffers while messages flowed, the
+    /// queue of a connection gone idle holds none.
+    #[test]
+    fn an_idle_queue_keeps_no_buffer() {
+        let config = Config::default();
+        let heartbeat = Heartbeat::new(tokio::time::Instant::now(), &config);
+        let outbox = Outbox::new(Arc::default(), heartbeat, Liveness::default());
+        let push = |n: usize| {
+            for _ in 0..n {
+                let message = ServerMessage::Error {
+                    code: ErrorCode::InvalidJson,
+                    message: "x".into(),
+                };
+                let transmit = Transmit {
+                    to: ConnectionId(1),
+                    message,
+                    seq: None,
+                };
+                assert!(outbox.push(transmit, &config).is_ok());
+            }
+        };
+        for burst in 1..=3 {
+            // The writer's loop: take, write (more arrive meanwhile), take again, … until a
+            // take finds nothing; then its batch goes with its future.
+            let mut batch = VecDeque::new();
+            push(burst);
+            let _ = outbox.take(&mut batch, &config);
+            assert_eq!(batch.len(), burst);
+            batch.clear();
+            push(2);
+            let _ = outbox.take(&mut batch, &config);
+            assert_eq!(batch.len(), 2);
+            batch.clear();
+            let _ = outbox.take(&mut batch, &config);
+            assert!(batch.is_empty());
+            let queue = outbox.lock();
+            assert_eq!((queue.messages.len(), queue.messages.capacity()), (0, 0));
+        }
     }
 }

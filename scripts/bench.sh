@@ -309,7 +309,9 @@ for t in $TARGETS; do
       [ -n "$BASELINE" ] || continue
       BASE_SRC=$TARGET_DIR/bench-baseline-src
       rm -rf "$BASE_SRC" && mkdir -p "$BASE_SRC"
-      if git -C "$ROOT" archive "$BASELINE" | tar -x -C "$BASE_SRC" \
+      # `tar -x` dates each file at the revision's commit: older than an earlier baseline
+      # build in the same target dir, cargo (which compares times) would keep that build.
+      if git -C "$ROOT" archive "$BASELINE" | tar -x -m -C "$BASE_SRC" \
         && (cd "$BASE_SRC" && CARGO_TARGET_DIR=$TARGET_DIR/bench-baseline \
           cargo build --release -p signaling-examples --example "${t%_base}") >"$OUT/logs/build-$t.log" 2>&1; then
         AVAILABLE[$t]=1

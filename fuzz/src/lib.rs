@@ -960,6 +960,8 @@ impl World {
                         );
                         self.relays.push((t.to, *kind, payload.get().len()));
                     }
+                    // What a driver sends: the frame the router built, or the encoding.
+                    assert_eq!(t.into_frame(), text);
                 }
                 Output::Disconnect { conn, reason } => {
                     match reason {

@@ -28,7 +28,7 @@
 //! let mut frames = Vec::new();
 //! while let Some(output) = router.poll_output() {
 //!     match output {
-//!         Output::Transmit(t) => frames.push((t.to, t.to_json())),
+//!         Output::Transmit(t) => frames.push((t.to, t.into_frame())),
 //!         Output::Disconnect { conn, reason } => println!("close {conn}: {}", reason.code()),
 //!         Output::Event(event) => println!("{event:?}"), // what happened: logins, calls…
 //!         _ => {} // the enum is non-exhaustive

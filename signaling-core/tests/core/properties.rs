@@ -287,7 +287,13 @@ impl World {
         let mut out = Vec::new();
         while let Some(o) = self.router.poll_output() {
             match o {
-                Output::Transmit(t) => out.push((t.to.0, t.to_json())),
+                Output::Transmit(t) => {
+                    // What a driver sends (the frame the router built, or the encoding) is
+                    // the message's encoding.
+                    let text = t.to_json();
+                    out.push((t.to.0, t.into_frame()));
+                    assert_eq!(out.last().map(|(_, frame)| frame), Some(&text));
+                }
                 Output::Event(_) => {}
                 other => panic!("no close instructions without rate limits: {other:?}"),
             }

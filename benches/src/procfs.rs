@@ -33,6 +33,11 @@ pub fn tcp_buffers_kib() -> Option<u64> {
 
 /// User plus system CPU time of all threads of `pid` (or `"self"`), in seconds.
 pub fn cpu_seconds(pid: &str) -> Option<f64> {
+    cpu_split_seconds(pid).map(|(user, system)| user + system)
+}
+
+/// User and system CPU time of all threads of `pid` (or `"self"`), in seconds.
+pub fn cpu_split_seconds(pid: &str) -> Option<(f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may contain spaces; it ends at the last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
@@ -40,7 +45,7 @@ pub fn cpu_seconds(pid: &str) -> Option<f64> {
     // `rest` starts at field 3 (state); utime and stime are fields 14 and 15.
     let utime: u64 = fields.nth(11)?.parse().ok()?;
     let stime: u64 = fields.next()?.parse().ok()?;
-    Some((utime + stime) as f64 / USER_HZ)
+    Some((utime as f64 / USER_HZ, stime as f64 / USER_HZ))
 }
 
 /// A CPU-time reading of a process taken at a known instant, to compute the
@@ -48,7 +53,7 @@ pub fn cpu_seconds(pid: &str) -> Option<f64> {
 #[derive(Debug, Clone)]
 pub struct CpuMark {
     pid: String,
-    cpu: Option<f64>,
+    cpu: Option<(f64, f64)>,
     at: Instant,
 }
 
@@ -57,7 +62,7 @@ impl CpuMark {
     pub fn now(pid: &str) -> Self {
         Self {
             pid: pid.to_owned(),
-            cpu: cpu_seconds(pid),
+            cpu: cpu_split_seconds(pid),
             at: Instant::now(),
         }
     }
@@ -66,8 +71,16 @@ impl CpuMark {
     /// `None` when the process could not be read.
     pub fn percent_since(&self) -> Option<f64> {
         let wall = self.at.elapsed().as_secs_f64();
-        let used = cpu_seconds(&self.pid)? - self.cpu?;
-        (wall > 0.0).then(|| (used / wall * 1000.0).round() / 10.0)
+        let (user, system) = self.used_since()?;
+        (wall > 0.0).then(|| ((user + system) / wall * 1000.0).round() / 10.0)
+    }
+
+    /// User and system CPU seconds used since this mark, or `None` when the
+    /// process could not be read.
+    pub fn used_since(&self) -> Option<(f64, f64)> {
+        let (user, system) = cpu_split_seconds(&self.pid)?;
+        let (user0, system0) = self.cpu?;
+        Some((user - user0, system - system0))
     }
 }
 

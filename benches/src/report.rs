@@ -285,6 +285,14 @@ fn headline(
         m.push(("server_cpu_pct", "server CPU (% of a core)"));
         m.push(("loadgen_cpu_pct", "loadgen CPU (% of a core)"));
     }
+    if workload == "relay" || workload == "pingpong" {
+        m.push((
+            "server_cpu_us_per_msg.total",
+            "server CPU per relayed message (µs)",
+        ));
+        m.push(("server_cpu_us_per_msg.user", "… user (µs)"));
+        m.push(("server_cpu_us_per_msg.system", "… system (µs)"));
+    }
     if redis {
         m.push(("redis_cpu_pct", "Redis CPU (% of a core)"));
         m.push((

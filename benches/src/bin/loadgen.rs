@@ -642,8 +642,16 @@ impl Marks {
 
     /// Writes the CPU shares since `now` (percent of one core), and what the
     /// rest of the machine used meanwhile: a busy neighbour makes a
-    /// measurement suspect.
-    fn finish(&self, out: &mut Map<String, Value>) {
+    /// measurement suspect. Returns the user and system CPU seconds the
+    /// servers used, for [`cpu_per_message`].
+    fn finish(&self, out: &mut Map<String, Value>) -> Option<(f64, f64)> {
+        let used = self
+            .servers
+            .iter()
+            .map(CpuMark::used_since)
+            .try_fold((0.0, 0.0), |(u, s), used| {
+                used.map(|(user, system)| (u + user, s + system))
+            });
         let each: Vec<Option<f64>> = self.servers.iter().map(CpuMark::percent_since).collect();
         let server = each
             .iter()
@@ -671,7 +679,23 @@ impl Marks {
             let others = h - server.unwrap_or(0.0) - redis.unwrap_or(0.0) - own.unwrap_or(0.0);
             out.insert("other_cpu_pct".into(), round1(others.max(0.0)).into());
         }
+        used
     }
+}
+
+/// The servers' CPU time per message over the measured phase (`used`, user and
+/// system seconds, from [`Marks::finish`]), in µs: unlike a rate, it hardly
+/// moves when a neighbour takes the machine's time (a process is not charged
+/// for the time it waits), so two servers' costs compare across rounds.
+fn cpu_per_message(out: &mut Map<String, Value>, used: Option<(f64, f64)>, messages: u64) {
+    let Some((user, system)) = used.filter(|_| messages > 0) else {
+        return;
+    };
+    let us = |seconds: f64| (seconds * 1e6 / messages as f64 * 1000.0).round() / 1000.0;
+    out.insert(
+        "server_cpu_us_per_msg".into(),
+        serde_json::json!({"user": us(user), "system": us(system), "total": us(user + system)}),
+    );
 }
 
 fn round1(x: f64) -> f64 {
@@ -708,7 +732,7 @@ async fn logins(ctx: Arc<Ctx>, args: LoginArgs) -> Result<Map<String, Value>, St
         })
         .collect();
     let (conns, stats) = open_many(&ctx, names, idle_config()).await;
-    marks.finish(&mut out);
+    let _ = marks.finish(&mut out);
     stats.to_json("", &mut out);
     out.insert("failures".into(), (stats.failed + stats.rejected).into());
     let secs = stats.elapsed.as_secs_f64();
@@ -998,7 +1022,7 @@ async fn relay(ctx: Arc<Ctx>, args: RelayArgs) -> Result<Map<String, Value>, Str
     tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
     phase.set(STOP);
     let measured_secs = measure_start.elapsed().as_secs_f64();
-    marks.finish(&mut out);
+    let used = marks.finish(&mut out);
     if let Some(rss) = server_rss(&ctx) {
         out.insert("server_rss_kib".into(), rss.into());
     }
@@ -1059,6 +1083,7 @@ async fn relay(ctx: Arc<Ctx>, args: RelayArgs) -> Result<Map<String, Value>, Str
         "msgs_per_s".into(),
         (measured as f64 / measured_secs).round().into(),
     );
+    cpu_per_message(&mut out, used, measured);
     out.insert("latency_us".into(), latency_json(&hist));
     if args.offered_rate > 0.0 {
         out.insert("window_stalls".into(), stalls.into());
@@ -1251,7 +1276,7 @@ async fn pingpong(ctx: Arc<Ctx>, args: PingArgs) -> Result<Map<String, Value>, S
     tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
     phase.set(STOP);
     let measured_secs = measure_start.elapsed().as_secs_f64();
-    marks.finish(&mut out);
+    let used = marks.finish(&mut out);
     let mut hist = latency_histogram();
     let (mut measured, mut total, mut failed) = (0u64, 0u64, 0u64);
     let mut first_error = None;
@@ -1284,6 +1309,8 @@ async fn pingpong(ctx: Arc<Ctx>, args: PingArgs) -> Result<Map<String, Value>, S
         "round_trips_per_s".into(),
         (measured as f64 / measured_secs).round().into(),
     );
+    // Two relayed messages a round trip.
+    cpu_per_message(&mut out, used, 2 * measured);
     out.insert("rtt_us".into(), latency_json(&hist));
     out.insert("failed_pairs".into(), failed.into());
     if let Some(e) = first_error {
@@ -1571,7 +1598,7 @@ async fn hoard(ctx: Arc<Ctx>, args: HoardArgs) -> Result<Map<String, Value>, Str
         out.insert("stuck_flooders".into(), floods.len().into());
     }
     floods.abort_all();
-    marks.finish(&mut out);
+    let _ = marks.finish(&mut out);
     let rss_end_of_flood = server_rss(&ctx);
     // Refusals still in flight are counted for a moment more.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -1668,6 +1695,22 @@ mod tests {
             let (a, b) = pair_nodes(Spread::Cross, 2, i);
             a != b
         }));
+    }
+
+    #[test]
+    fn cpu_per_message_in_microseconds() {
+        let mut out = Map::new();
+        // 0.3 s of user and 0.45 s of system time over 250,000 messages.
+        cpu_per_message(&mut out, Some((0.3, 0.45)), 250_000);
+        assert_eq!(
+            out["server_cpu_us_per_msg"],
+            serde_json::json!({"user": 1.2, "system": 1.8, "total": 3.0})
+        );
+        // Nothing measured, or the server's CPU unreadable: no figure rather than a wrong one.
+        let mut out = Map::new();
+        cpu_per_message(&mut out, Some((0.3, 0.45)), 0);
+        cpu_per_message(&mut out, None, 250_000);
+        assert!(out.is_empty());
     }
 
     #[test]

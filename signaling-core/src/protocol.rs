@@ -298,7 +298,9 @@ impl TryFrom<&str> for Username {
 /// sender wrote so that it is relayed byte-for-byte.
 ///
 /// Two payloads are equal when their texts are identical byte for byte. Cheap to clone
-/// (reference counted): a resumable session keeps what it relays without copying it.
+/// (reference counted): a resumable session keeps what it relays without copying it. (The
+/// router builds the frame of a relay to a session that keeps nothing around its payload;
+/// the first clone of such a payload copies it out, and clones of that clone share it.)
 pub struct Payload(Repr);
 
 /// Where a payload's text lives.

@@ -2794,19 +2794,19 @@ impl Router {
             // A plain session (nothing kept for a resume): straight to its connection, the
             // frame built here, once.
             Some(Addressee {
-                conn, plain: true, ..
+                conn: Some(to),
+                plain: true,
+                ..
             }) => {
-                if let Some(to) = conn {
-                    self.outputs.push_back(Output::Transmit(Transmit {
-                        to,
-                        message: ServerMessage::Relay {
-                            kind,
-                            payload: payload.into_relay_frame(kind, &me),
-                            from: me,
-                        },
-                        seq: None,
-                    }));
-                }
+                let payload = payload.into_relay_frame(kind, &me);
+                self.transmit(
+                    to,
+                    ServerMessage::Relay {
+                        kind,
+                        payload,
+                        from: me,
+                    },
+                );
             }
             _ => self.send_to_user(
                 &target,

@@ -100,8 +100,20 @@ impl Hub {
         let config = &self.inner.config;
         let max = config.max_message_size;
         let mut client_closed = false;
+        // One clock read per wake-up, not per frame: the frames the transport hands over
+        // without waiting arrived with the first (they were read from the socket together),
+        // and share its time — for at most `SHARED_CLOCK_READS` frames, so a long burst
+        // still sees the clock move.
+        let mut now = Instant::now();
+        let mut shared = 0;
         loop {
-            let Some(item) = stream.next().await else {
+            let mut waited = false;
+            let next = std::future::poll_fn(|cx| {
+                let next = stream.poll_next_unpin(cx);
+                waited |= next.is_pending();
+                next
+            });
+            let Some(item) = next.await else {
                 break;
             };
             let message = match item {
@@ -112,8 +124,13 @@ impl Hub {
                     return ReadEnd::Error;
                 }
             };
-            // One clock read per frame, for the heartbeat and the router (which never reads it).
-            let now = Instant::now();
+            // The time for the heartbeat and the router (which never reads the clock).
+            if waited || shared == SHARED_CLOCK_READS {
+                now = Instant::now();
+                shared = 0;
+            } else {
+                shared += 1;
+            }
             let accepted = match T::inbound(&message) {
                 Inbound::Text(text) if text.len() > max => return ReadEnd::TooLarge,
                 Inbound::Text(text) => match outbox.wait_for_room(config).await {
@@ -287,6 +304,10 @@ impl Hub {
         }
     }
 }
+
+/// How many frames that were ready at once may share one clock read after the first
+/// (see the read loop).
+const SHARED_CLOCK_READS: u32 = 32;
 
 /// One write of the writer: an error, or no progress within `stall`, ends the connection.
 async fn progress<E: fmt::Display>(

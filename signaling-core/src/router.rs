@@ -2667,6 +2667,38 @@ impl Router {
         }
     }
 
+    /// For a relay from `conn` addressed to `to` (or to the partner): the sender's name and
+    /// the addressee's connection, if the sender is in an answered call with the addressee,
+    /// a plain session (nothing kept for a resume) on this node, connected, with room in its
+    /// queue, and no relay is refused server-wide. `None`: [`relay`](Self::relay)'s rules
+    /// decide.
+    fn answered_call_relay(
+        &self,
+        conn: ConnectionId,
+        to: Option<&str>,
+    ) -> Option<(Username, ConnectionId)> {
+        if self.detached || self.overloaded {
+            return None;
+        }
+        let me = self.connections.get(&conn)?.session.as_ref()?;
+        let side = self.sessions.get(me)?.call.as_deref()?;
+        if !side.answered {
+            return None;
+        }
+        let (target, session) = match to {
+            Some(name) => self.lookup_session(name)?,
+            None => self.sessions.get_key_value(&side.peer)?,
+        };
+        if *target != side.peer || session.resume.is_some() {
+            return None;
+        }
+        let to = session.conn?;
+        if self.is_congested(to) {
+            return None;
+        }
+        Some((me.clone(), to))
+    }
+
     fn relay(
         &mut self,
         conn: ConnectionId,
@@ -2675,6 +2707,23 @@ impl Router {
         to: Option<&str>,
         now: Instant,
     ) {
+        // The usual relay — a candidate or an offer in an answered call, to the partner, a
+        // plain session on this node with room in its queue — changes no state (the rules
+        // below only deliver it): decided in one pass over the maps that clones nothing but
+        // the sender's name, which the message carries. (An answer may end the ringing.)
+        if kind != RelayKind::Answer {
+            if let Some((me, to)) = self.answered_call_relay(conn, to) {
+                let payload = payload.into_relay_frame(kind, &me);
+                return self.transmit(
+                    to,
+                    ServerMessage::Relay {
+                        kind,
+                        payload,
+                        from: me,
+                    },
+                );
+            }
+        }
         let Some((me, call)) = self.sender(conn) else {
             return;
         };

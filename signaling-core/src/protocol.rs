@@ -1129,6 +1129,10 @@ fn json_escape(b: u8) -> Option<Option<&'static str>> {
 
 /// How many bytes [`push_json_str`] appends for `s`.
 fn json_str_len(s: &str) -> usize {
+    // The usual name has nothing to escape: one cheap test a byte.
+    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        return s.len() + 2;
+    }
     s.bytes()
         .map(|b| match json_escape(b) {
             None => 1,

@@ -1517,7 +1517,15 @@ mod tests {
         let payload =
             Payload::from_json(r#"{"candidate":"candidate:1 1 udp 1 10.0.0.1 5000 typ host"}"#)
                 .unwrap();
-        for name in ["a", "alice", r#"say "hi"\now"#, "zoë 漢字", "😀"] {
+        for name in [
+            "a",
+            "alice",
+            r#"say "hi"\now"#,
+            r#"a "quote""#,
+            r"back\slash",
+            "zoë 漢字",
+            "😀",
+        ] {
             for kind in [RelayKind::Offer, RelayKind::Answer, RelayKind::Candidate] {
                 let message = ServerMessage::Relay {
                     kind,

@@ -3,7 +3,7 @@ def load(f, n):
     out=subprocess.run(["callgrind_annotate","--inclusive=yes","--threshold=100",f],capture_output=True,text=True).stdout
     d={}
     for line in out.splitlines():
-        m=re.match(r"\s*([\d,]+)\s+\(\s*[\d.]+%\)\s+(.*?)\s\[(/work/bin/\S+)\]$",line)
+        m=re.match(r"\s*([\d,]+)\s+\(\s*[\d.]+%\)\s+(.*?)\s\[(/work/\S+)\]$",line)
         if not m: continue
         name=re.sub(r"^.*?:","",m.group(2),count=1)
         name=re.sub(r"^\S*wt-\w+/","",name)

@@ -2689,14 +2689,35 @@ impl Router {
             Some(name) => self.lookup_session(name)?,
             None => self.sessions.get_key_value(&side.peer)?,
         };
-        if *target != side.peer || session.resume.is_some() {
+        let addressee = Addressee::of(session);
+        if *target != side.peer || !addressee.plain {
             return None;
         }
-        let to = session.conn?;
+        let to = addressee.conn?;
         if self.is_congested(to) {
             return None;
         }
         Some((me.clone(), to))
+    }
+
+    /// Delivers a relay to `to`, the connection of a plain session (nothing kept for a
+    /// resume): the frame built here, once, and straight to the connection.
+    fn relay_to_plain(
+        &mut self,
+        to: ConnectionId,
+        kind: RelayKind,
+        payload: RawPayload<'_>,
+        from: Username,
+    ) {
+        let payload = payload.into_relay_frame(kind, &from);
+        self.transmit(
+            to,
+            ServerMessage::Relay {
+                kind,
+                payload,
+                from,
+            },
+        );
     }
 
     fn relay(
@@ -2713,15 +2734,7 @@ impl Router {
         // the sender's name, which the message carries. (An answer may end the ringing.)
         if kind != RelayKind::Answer {
             if let Some((me, to)) = self.answered_call_relay(conn, to) {
-                let payload = payload.into_relay_frame(kind, &me);
-                return self.transmit(
-                    to,
-                    ServerMessage::Relay {
-                        kind,
-                        payload,
-                        from: me,
-                    },
-                );
+                return self.relay_to_plain(to, kind, payload, me);
             }
         }
         let Some((me, call)) = self.sender(conn) else {
@@ -2840,23 +2853,12 @@ impl Router {
             self.count_unanswered(&me, kind);
         }
         match addressee {
-            // A plain session (nothing kept for a resume): straight to its connection, the
-            // frame built here, once.
+            // A plain session: straight to its connection.
             Some(Addressee {
                 conn: Some(to),
                 plain: true,
                 ..
-            }) => {
-                let payload = payload.into_relay_frame(kind, &me);
-                self.transmit(
-                    to,
-                    ServerMessage::Relay {
-                        kind,
-                        payload,
-                        from: me,
-                    },
-                );
-            }
+            }) => self.relay_to_plain(to, kind, payload, me),
             _ => self.send_to_user(
                 &target,
                 ServerMessage::Relay {

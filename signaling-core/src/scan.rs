@@ -174,7 +174,7 @@ fn relay_head(bytes: &[u8]) -> Option<(usize, usize)> {
     let rest = rest.strip_prefix(kind.as_bytes())?;
     let rest = rest.strip_prefix(br#"",""#)?;
     rest.strip_prefix(kind.as_bytes())?.strip_prefix(b"\"")?;
-    let key_start = HEAD_TYPE.len() + 2 * kind.len() + r#"",""#.len() - kind.len();
+    let key_start = HEAD_TYPE.len() + kind.len() + r#"",""#.len();
     Some((key_start, key_start + kind.len()))
 }
 

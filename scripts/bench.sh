@@ -383,7 +383,7 @@ wait_quiet() {
     busy=$(host_busy)
     if [ "$busy" -le "$QUIET_BUSY" ]; then return 0; fi
     if [ "$waited" -ge "$QUIET_WAIT" ]; then
-      log "machine still busy (${busy}% of a core used by others); measuring anyway (see other_cpu_pct; --nice -10 helps)"
+      log "machine still busy (${busy}% of a core used by others or taken by the hypervisor); measuring anyway (see other_cpu_pct and steal_pct; --nice -10 helps)"
       return 0
     fi
     waited=$(( waited + 1 ))
@@ -545,7 +545,9 @@ stop_cluster() {
 trap 'stop_server; stop_cluster' EXIT
 
 # Busy CPU ticks (1/100 s) of the whole machine, and of one process.
-host_ticks() { awk 'NR == 1 { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
+host_ticks() { awk 'NR == 1 { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
+# Ticks the hypervisor took from the machine (steal).
+steal_ticks() { awk 'NR == 1 { print $9 }' /proc/stat; }
 proc_ticks() { # pid
   sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{ print $12 + $13 }'
 }
@@ -578,13 +580,13 @@ run_publish() { # round "name|redis-benchmark arguments"
     fi
     sleep 0.1
   done
-  local h0 r0 t0 h1 r1 t1 out csv own
-  h0=$(host_ticks); r0=$(proc_ticks "$REDIS_PID"); t0=$(date +%s.%N)
+  local h0 r0 s0 t0 h1 r1 s1 t1 out csv own
+  h0=$(host_ticks); r0=$(proc_ticks "$REDIS_PID"); s0=$(steal_ticks); t0=$(date +%s.%N)
   # `times` reports the CPU of this subshell's children: redis-benchmark.
   # shellcheck disable=SC2086 # args is a list of words
   out=$("${PRIO[@]}" taskset -c 1 timeout 300 redis-benchmark -p "$REDIS_PORT" $args --csv \
     PUBLISH "$channel" "$payload" 2>>"$OUT/logs/redis-benchmark-r$round.log"; times)
-  h1=$(host_ticks); r1=$(proc_ticks "$REDIS_PID"); t1=$(date +%s.%N)
+  h1=$(host_ticks); r1=$(proc_ticks "$REDIS_PID"); s1=$(steal_ticks); t1=$(date +%s.%N)
   stop_cluster # the subscriber's socket closes: wc prints
   for i in $(seq 50); do kill -0 "$sub" 2>/dev/null || break; sleep 0.1; done
   kill "$sub" 2>/dev/null || true
@@ -607,13 +609,14 @@ run_publish() { # round "name|redis-benchmark arguments"
     got=$(( ($(cat "$bytes" 2>/dev/null || echo 0) - sub_head) / msg ))
     line=$(tr -d '"' <<<"$csv" | awk -F, -v name="$name" -v args="$args" -v req="$requests" \
       -v bytes="$PUBLISH_BYTES" -v got="$got" -v redis="$(pct $(( r1 - r0 )) "$secs")" \
-      -v own="$(pct "$own" "$secs")" -v host="$(pct $(( h1 - h0 )) "$secs")" '{
+      -v own="$(pct "$own" "$secs")" -v host="$(pct $(( h1 - h0 )) "$secs")" \
+      -v steal="$(pct $(( s1 - s0 )) "$secs")" '{
         other = host - redis - own; if (other < 0) other = 0
         printf "{\"label\":\"redis_publish\",\"case\":\"%s\",\"workload\":\"redis_publish\",", name
         printf "\"redis_benchmark_args\":\"%s\",\"requests\":%d,\"payload_bytes\":%d,\"subscribers\":1,", args, req, bytes
         printf "\"publish_per_s\":%s,\"latency_ms\":{\"mean\":%s,\"min\":%s,\"p50\":%s,\"p95\":%s,\"p99\":%s,\"max\":%s},", $2, $3, $4, $5, $6, $7, $8
         printf "\"received\":%d,\"lost\":%d,\"redis_cpu_pct\":%s,\"loadgen_cpu_pct\":%s,", got, req - got, redis, own
-        printf "\"host_busy_pct\":%s,\"other_cpu_pct\":%.1f}\n", host, other
+        printf "\"host_busy_pct\":%s,\"other_cpu_pct\":%.1f,\"steal_pct\":%s}\n", host, other, steal
       }')
   fi
   echo "$line" >>"$raw"
@@ -658,7 +661,7 @@ run_cluster_target() { # target round
 }
 
 summary() { # one loadgen JSON line -> a few figures for the console
-  grep -oE '"(logins_per_s|msgs_per_s|round_trips_per_s|publish_per_s|p50|p99|failures|lost|redis_cpu_pct|other_cpu_pct|server_rss_per_conn_bytes|server_rss_peak_kib|server_rss_after_close_kib|refused_server_overloaded|error)":("[^"]*"|[0-9.]+)' \
+  grep -oE '"(logins_per_s|msgs_per_s|round_trips_per_s|publish_per_s|p50|p99|failures|lost|redis_cpu_pct|other_cpu_pct|steal_pct|server_rss_per_conn_bytes|server_rss_peak_kib|server_rss_after_close_kib|refused_server_overloaded|error)":("[^"]*"|[0-9.]+)' \
     <<<"$1" | awk -F'":' '!seen[$1]++' | tr '\n' ' '
 }
 

@@ -72,7 +72,7 @@ impl CpuMark {
     pub fn percent_since(&self) -> Option<f64> {
         let wall = self.at.elapsed().as_secs_f64();
         let (user, system) = self.used_since()?;
-        (wall > 0.0).then(|| ((user + system) / wall * 1000.0).round() / 10.0)
+        (wall > 0.0).then(|| percent(user + system, wall))
     }
 
     /// User and system CPU seconds used since this mark, or `None` when the
@@ -84,26 +84,35 @@ impl CpuMark {
     }
 }
 
-/// Busy and total CPU time of the whole machine (all cores), in seconds,
-/// from the first line of `/proc/stat`.
-fn host_cpu_seconds() -> Option<(f64, f64)> {
+/// Busy time of the whole machine (all cores, the hypervisor's steal excluded) and the steal
+/// of each core, in seconds, from `/proc/stat`.
+fn host_cpu_seconds() -> Option<(f64, Vec<f64>)> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let line = stat.lines().next()?.strip_prefix("cpu ")?;
-    let ticks: Vec<u64> = line
-        .split_whitespace()
-        .filter_map(|t| t.parse().ok())
-        .collect();
+    let mut lines = stat.lines();
+    let ticks = |line: &str| -> Vec<u64> {
+        line.split_whitespace()
+            .skip(1)
+            .filter_map(|t| t.parse().ok())
+            .collect()
+    };
+    let all = ticks(lines.next().filter(|l| l.starts_with("cpu "))?);
     // user nice system idle iowait irq softirq steal (guest time is in user).
-    let total: u64 = ticks.iter().take(8).sum();
-    let idle = ticks.get(3)? + ticks.get(4)?;
-    Some(((total - idle) as f64 / USER_HZ, total as f64 / USER_HZ))
+    let busy: u64 = all.iter().take(7).sum::<u64>() - all.get(3)? - all.get(4)?;
+    let steal = lines
+        .take_while(|l| l.starts_with("cpu"))
+        .map(|l| ticks(l).get(7).map_or(0.0, |&t| t as f64 / USER_HZ))
+        .collect();
+    Some((busy as f64 / USER_HZ, steal))
 }
 
 /// A reading of the machine's busy CPU time, to tell how much of it other
-/// processes used while a measurement ran.
+/// processes used while a measurement ran, and of the time the hypervisor took
+/// from each core (its *steal*: on a shared virtual machine the server's core
+/// may be stopped for milliseconds at a time, which shows in every latency
+/// tail and throughput figure).
 #[derive(Debug, Clone)]
 pub struct HostMark {
-    busy: Option<f64>,
+    cpu: Option<(f64, Vec<f64>)>,
     at: Instant,
 }
 
@@ -111,18 +120,37 @@ impl HostMark {
     /// Reads the machine's busy time now.
     pub fn now() -> Self {
         Self {
-            busy: host_cpu_seconds().map(|(busy, _)| busy),
+            cpu: host_cpu_seconds(),
             at: Instant::now(),
         }
     }
 
     /// Busy percent of one core since this mark, summed over all cores (200
-    /// = two cores busy).
+    /// = two cores busy), the hypervisor's steal not included.
     pub fn percent_since(&self) -> Option<f64> {
         let wall = self.at.elapsed().as_secs_f64();
-        let used = host_cpu_seconds()?.0 - self.busy?;
-        (wall > 0.0).then(|| (used / wall * 1000.0).round() / 10.0)
+        let used = host_cpu_seconds()?.0 - self.cpu.as_ref()?.0;
+        (wall > 0.0).then(|| percent(used, wall))
     }
+
+    /// The hypervisor's steal since this mark, per core, in percent of that
+    /// core's time (empty when `/proc/stat` has no per-core lines).
+    pub fn steal_since(&self) -> Option<Vec<f64>> {
+        let wall = self.at.elapsed().as_secs_f64();
+        let (_, now) = host_cpu_seconds()?;
+        let (_, then) = self.cpu.as_ref()?;
+        (wall > 0.0).then(|| {
+            now.iter()
+                .zip(then)
+                .map(|(now, then)| percent(now - then, wall))
+                .collect()
+        })
+    }
+}
+
+/// `used` seconds of `wall` in percent of one core, to a tenth.
+fn percent(used: f64, wall: f64) -> f64 {
+    (used / wall * 1000.0).round() / 10.0
 }
 
 #[cfg(test)]
@@ -139,7 +167,11 @@ mod tests {
         }
         std::hint::black_box(x);
         assert!(mark.percent_since().is_some());
-        assert!(HostMark::now().percent_since().is_some());
+        let host = HostMark::now();
+        assert!(host.percent_since().is_some());
+        // One reading per core.
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        assert!(host.steal_since().unwrap().len() >= cores);
         assert!(rss_kib("999999999").is_none());
         assert!(tcp_buffers_kib().is_some());
     }

@@ -265,6 +265,7 @@ fn headline(
                 ("redis_cpu_pct", "Redis CPU (% of a core)"),
                 ("loadgen_cpu_pct", "redis-benchmark CPU (% of a core)"),
                 ("other_cpu_pct", "other processes' CPU (% of a core)"),
+                ("steal_pct", "the hypervisor's steal (% of a core)"),
             ];
         }
         // Synthetic lines (a server that did not start) have only errors.
@@ -301,6 +302,7 @@ fn headline(
         ));
     }
     m.push(("other_cpu_pct", "other processes' CPU (% of a core)"));
+    m.push(("steal_pct", "the hypervisor's steal (% of a core)"));
     m
 }
 

@@ -679,6 +679,12 @@ impl Marks {
             let others = h - server.unwrap_or(0.0) - redis.unwrap_or(0.0) - own.unwrap_or(0.0);
             out.insert("other_cpu_pct".into(), round1(others.max(0.0)).into());
         }
+        if let Some(steal) = self.host.steal_since() {
+            // The time the hypervisor took from the machine (and from each core: the servers
+            // are pinned to one), which no process is charged for.
+            out.insert("steal_pct".into(), round1(steal.iter().sum()).into());
+            out.insert("steal_pct_each".into(), steal.into());
+        }
         used
     }
 }

@@ -695,6 +695,7 @@ impl<'a> RawFrame<'a> {
 /// Decodes a JSON value expected to be a string, naming `field` in the error. Borrows from the
 /// frame unless the string holds escapes. `plain`: the decoder saw a string without escapes
 /// ([`Fields::plain`]).
+#[inline]
 fn string_field<'a>(field: &str, raw: &'a str, plain: bool) -> Result<Cow<'a, str>, DecodeError> {
     if plain {
         // Valid JSON (both decoders checked it) without escapes: the text between the quotes.
@@ -702,6 +703,12 @@ fn string_field<'a>(field: &str, raw: &'a str, plain: bool) -> Result<Cow<'a, st
             return Ok(Cow::Borrowed(inner));
         }
     }
+    string_field_decoded(field, raw)
+}
+
+/// [`string_field`] of a string with escapes, or of what is not a string.
+#[inline(never)]
+fn string_field_decoded<'a>(field: &str, raw: &'a str) -> Result<Cow<'a, str>, DecodeError> {
     if let Ok(s) = serde_json::from_str::<&'a str>(raw) {
         return Ok(Cow::Borrowed(s));
     }
@@ -716,6 +723,7 @@ fn string_field<'a>(field: &str, raw: &'a str, plain: bool) -> Result<Cow<'a, st
 }
 
 /// A string field that must also be a valid username.
+#[inline]
 fn name_field<'a>(field: &str, raw: &'a str, plain: bool) -> Result<Cow<'a, str>, DecodeError> {
     let name = string_field(field, raw, plain)?;
     Username::validate(&name).map_err(|e| {

@@ -61,9 +61,8 @@ impl std::hash::Hash for Username {
     }
 }
 
-/// Whether every byte of `bytes` is printable ASCII (`' '..='~'`): eight bytes at a time (the
-/// check of every relay's addressee and every login's name; byte by byte it was ~100
-/// instructions for the load generator's 11-byte names).
+/// Whether every byte of `bytes` is printable ASCII (`' '..='~'`), eight bytes at a time: the
+/// first check of every relay's addressee and every login's name.
 fn all_printable_ascii(bytes: &[u8]) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = ONES << 7;

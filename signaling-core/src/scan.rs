@@ -25,7 +25,7 @@
 //! known shape ([`ice_candidate_end`]); 1,148 (with the name checked a word at a time,
 //! 1,227 before) since the frame's usual end, `,"otherUsername":"bob"}`, is recognised at
 //! once too; 1,116 since the head's key goes to its field without being compared with every
-//! key.
+//! key (1,072 with the decoder's plain string fields taken inline).
 
 /// Deeper nesting is left to serde_json (whose own limit is 128).
 pub(crate) const MAX_DEPTH: usize = 64;

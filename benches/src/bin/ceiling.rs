@@ -53,6 +53,10 @@ struct Args {
     /// Frames queued per connection before senders to it wait.
     #[arg(long, default_value_t = 256)]
     queue: usize,
+    /// Exit cleanly after this many seconds (a profile-guided build's profile is written at
+    /// exit; the ceiling has no other way to stop but a signal).
+    #[arg(long)]
+    exit_after: Option<u64>,
 }
 
 type Outbox = mpsc::Sender<Message>;
@@ -76,7 +80,17 @@ fn main() {
             .build()
     }
     .expect("tokio runtime");
-    if let Err(e) = runtime.block_on(serve(args)) {
+    let exit_after = args.exit_after;
+    let served = runtime.block_on(async move {
+        match exit_after {
+            Some(secs) => tokio::select! {
+                served = serve(args) => served,
+                () = tokio::time::sleep(std::time::Duration::from_secs(secs)) => Ok(()),
+            },
+            None => serve(args).await,
+        }
+    });
+    if let Err(e) = served {
         eprintln!("ceiling: {e}");
         std::process::exit(1);
     }

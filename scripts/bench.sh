@@ -23,7 +23,7 @@
 # Usage: scripts/bench.sh [--quick] [--rounds N] [--targets "ceiling node"]
 #                         [--only REGEX] [--out DIR] [--svg PATH] [--nice N]
 #                         [--ws-path /ws] [--quiet-wait SECS] [--baseline REV]
-#                         [--cluster] [--redis-core C]
+#                         [--cluster] [--redis-core C] [--pgo] [--pgo-bin DIR]
 #   --quick       one short round of small cases: a smoke run (~2 minutes)
 #   --rounds N    rounds of the full run (default 3; about 9 minutes for
 #                 ceiling, node and one of ours on an idle machine, plus
@@ -44,6 +44,14 @@
 #                 `git archive REV` into TARGET_DIR/bench-baseline), for a
 #                 before/after comparison in one interleaved run (added to
 #                 the targets unless --targets already names one)
+#   --pgo         also measure profile-guided builds, made by
+#                 scripts/pgo-build.sh into TARGET_DIR/pgo first (~15 minutes
+#                 on 2 cores): ws_server_pgo, basic_server_pgo, ceiling_pgo for
+#                 each of ws_server, basic_server, ceiling among the targets (all
+#                 three if none is), unless --targets already names one. The
+#                 ceiling is built alike, so *_pgo against ceiling_pgo is the
+#                 ratio of two profile-guided builds
+#   --pgo-bin DIR the same with the binaries pgo-build.sh already put in DIR
 #   --quiet-wait  seconds to wait, before each server start, for the rest of
 #                 the machine to go quiet (default 5; 0 = do not wait)
 #   --cluster     the cluster part instead (issue 11; docs/performance.md,
@@ -88,7 +96,8 @@
 #                 targets, with ws_metrics) into OUT/single, then the --cluster
 #                 part into OUT/cluster, and OUT/results.md with both and the
 #                 ratios issue 13 asks for (scripts/bench-ratios.py). The
-#                 other options apply to both parts.
+#                 other options apply to both parts (--pgo to the single-node
+#                 part only).
 #
 # Honours CARGO_TARGET_DIR. Every loadgen run is bounded by its own deadline
 # and by `timeout`; servers are stopped by their process id.
@@ -112,6 +121,8 @@ FULL=0
 ARGS=("$@")
 REDIS_CORE=0
 TARGETS_SET=0
+PGO=0
+PGO_BIN=""
 CLUSTER_TARGETS="ws_single ws_cluster_one ws_cluster_same ws_cluster_cross redis_publish"
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
@@ -130,6 +141,8 @@ while [ $# -gt 0 ]; do
     --baseline) BASELINE=$2; shift ;;
     --cluster) CLUSTER=1 ;;
     --full) FULL=1 ;;
+    --pgo) PGO=1 ;;
+    --pgo-bin) PGO=1; PGO_BIN=$2; shift ;;
     --redis-core) REDIS_CORE=$2; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "bench.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
@@ -144,15 +157,19 @@ if [ $FULL = 1 ]; then
   fi
   OUT=${OUT:-$TARGET_DIR/bench-results/$(date +%Y%m%d-%H%M%S)-full$([ $QUICK = 1 ] && echo -quick)}
   rest=()
+  pgo=()
   skip=0
   for a in "${ARGS[@]}"; do
     if [ $skip = 1 ]; then skip=0; continue; fi
     case $a in
       --full) ;;
       --out|--targets) skip=1 ;;
+      --pgo) pgo=(--pgo) ;;
+      --pgo-bin) skip=1 ;;
       *) rest+=("$a") ;;
     esac
   done
+  [ -z "$PGO_BIN" ] || pgo=(--pgo-bin "$PGO_BIN")
   # The cluster part runs second: check its tools before the single-node part's minutes.
   for tool in redis-server redis-benchmark; do
     command -v $tool >/dev/null || {
@@ -160,7 +177,7 @@ if [ $FULL = 1 ]; then
   done
   single_targets="ws_server basic_server ws_metrics ceiling node"
   [ $TARGETS_SET = 1 ] && single_targets=$TARGETS
-  "$0" "${rest[@]}" --targets "$single_targets" --out "$OUT/single"
+  "$0" "${rest[@]}" "${pgo[@]}" --targets "$single_targets" --out "$OUT/single"
   "$0" "${rest[@]}" --cluster --out "$OUT/cluster"
   python3 "$ROOT/scripts/bench-ratios.py" "$OUT/single/results.json" "$OUT/cluster/results.json" >"$OUT/ratios.md"
   {
@@ -182,6 +199,7 @@ fi
 
 if [ $CLUSTER = 1 ]; then
   if [ -n "$BASELINE" ]; then echo "bench.sh: --baseline does not combine with --cluster" >&2; exit 2; fi
+  if [ $PGO = 1 ]; then echo "bench.sh: --pgo does not combine with --cluster" >&2; exit 2; fi
   if [ $TARGETS_SET = 0 ]; then TARGETS=$CLUSTER_TARGETS; fi
   for t in $TARGETS; do
     if ! grep -qw -- "$t" <<<"$CLUSTER_TARGETS"; then
@@ -192,6 +210,14 @@ fi
 if [ -n "$BASELINE" ] && ! grep -q _base <<<"$TARGETS"; then
   TARGETS="$TARGETS ws_server_base basic_server_base"
 fi
+if [ $PGO = 1 ] && ! grep -q _pgo <<<"$TARGETS"; then
+  pgo_targets=""
+  for t in ws_server basic_server ceiling; do
+    if grep -qw -- "$t" <<<"$TARGETS"; then pgo_targets="$pgo_targets ${t}_pgo"; fi
+  done
+  TARGETS="$TARGETS ${pgo_targets:-ws_server_pgo basic_server_pgo ceiling_pgo}"
+fi
+PGO_DIR=${PGO_BIN:-$TARGET_DIR/pgo}
 OUT=${OUT:-$TARGET_DIR/bench-results/$(date +%Y%m%d-%H%M%S)$([ $CLUSTER = 1 ] && echo -cluster)$([ $QUICK = 1 ] && echo -quick)}
 if [ -z "$SVG" ]; then
   if [ $QUICK = 1 ] || [ $CLUSTER = 1 ]; then SVG=$OUT/perf-latency.svg; else SVG=$ROOT/docs/perf-latency.svg; fi
@@ -294,6 +320,15 @@ log "building release binaries into $TARGET_DIR"
 (cd "$ROOT" && cargo build --release -p signaling-benches --bins) >&2
 LOADGEN=$TARGET_DIR/release/loadgen
 declare -A AVAILABLE=()
+if [ $PGO = 1 ] && [ -z "$PGO_BIN" ]; then
+  pgo_build=""
+  for t in $TARGETS; do [[ $t == *_pgo ]] && pgo_build="$pgo_build ${t%_pgo}"; done
+  if [ -n "$pgo_build" ]; then
+    log "building profile-guided$pgo_build into $PGO_DIR (scripts/pgo-build.sh; see $OUT/logs/pgo-build.log)"
+    "$ROOT/scripts/pgo-build.sh" --targets "${pgo_build# }" --out "$PGO_DIR" >"$OUT/logs/pgo-build.log" 2>&1 \
+      || log "skip the profile-guided targets: scripts/pgo-build.sh failed (see $OUT/logs/pgo-build.log)"
+  fi
+fi
 for t in $TARGETS; do
   case $t in
     ws_server|basic_server)
@@ -325,6 +360,12 @@ for t in $TARGETS; do
         log "skip $t: build failed (see $OUT/logs/build-ws_server.log)"
       fi ;;
     redis_publish) AVAILABLE[$t]=1 ;;
+    ws_server_pgo|basic_server_pgo|ceiling_pgo)
+      if [ -x "$PGO_DIR/${t%_pgo}" ]; then
+        AVAILABLE[$t]=1
+      else
+        log "skip $t: no $PGO_DIR/${t%_pgo} (scripts/pgo-build.sh makes it)"
+      fi ;;
     ceiling) AVAILABLE[$t]=1 ;;
     node)
       NODE_DIR=$TARGET_DIR/bench-node-peer
@@ -351,6 +392,7 @@ if [ ${#TARGET_LIST[@]} = 0 ]; then log "no target available"; exit 1; fi
   echo "date: $(date -u +%FT%TZ)"
   echo "commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo ?)"
   [ -z "$BASELINE" ] || echo "baseline: $(git -C "$ROOT" rev-parse --short "$BASELINE" 2>/dev/null || echo "$BASELINE")"
+  [ $PGO = 0 ] || echo "profile-guided: $PGO_DIR (scripts/pgo-build.sh$([ -z "$PGO_BIN" ] || echo ", made before this run"))"
   echo "rustc: $(rustc --version)"
   echo "node: $(node --version 2>/dev/null || echo none)"
   echo "kernel: $(uname -sr); cores: $(nproc); $(grep -m1 'model name' /proc/cpuinfo || true)"
@@ -444,10 +486,11 @@ SERVER_CMD=()
 server_cmd() { # target [keep-budget] -> SERVER_CMD
   local t=$1 keep_budget=${2:-} cmd=()
   case $t in
-    ws_server|basic_server|ws_server_base|basic_server_base|ws_metrics)
+    ws_server|basic_server|ws_server_base|basic_server_base|ws_metrics|ws_server_pgo|basic_server_pgo)
       local bin=$TARGET_DIR/release/examples/$t
       case $t in
         *_base) bin=$TARGET_DIR/bench-baseline/release/examples/${t%_base} ;;
+        *_pgo) bin=$PGO_DIR/${t%_pgo} ;;
         ws_metrics) bin=$TARGET_DIR/release/examples/ws_server ;;
       esac
       cmd=("$bin")
@@ -468,6 +511,7 @@ server_cmd() { # target [keep-budget] -> SERVER_CMD
       # Prometheus metrics on (issue 12): what counting every event costs.
       if [ "$t" = ws_metrics ]; then cmd+=(--metrics-addr 127.0.0.1:0); fi ;;
     ceiling) cmd=("$TARGET_DIR/release/ceiling") ;;
+    ceiling_pgo) cmd=("$PGO_DIR/ceiling") ;;
     node) cmd=(env QUIET=1 node "$NODE_DIR/server.js") ;;
   esac
   SERVER_CMD=("${cmd[@]}")

@@ -53,8 +53,8 @@ struct Args {
     /// Frames queued per connection before senders to it wait.
     #[arg(long, default_value_t = 256)]
     queue: usize,
-    /// Exit cleanly after this many seconds (a profile-guided build's profile is written at
-    /// exit; the ceiling has no other way to stop but a signal).
+    /// Exit cleanly after this many seconds (as on SIGINT or SIGTERM: a profile-guided
+    /// build's profile is written at exit).
     #[arg(long)]
     exit_after: Option<u64>,
 }
@@ -81,18 +81,49 @@ fn main() {
     }
     .expect("tokio runtime");
     let exit_after = args.exit_after;
+    // Stops cleanly on SIGINT, SIGTERM or --exit-after, so that a profile-guided build's
+    // profile is written at exit (scripts/pgo-build.sh); the relay path is the same.
     let served = runtime.block_on(async move {
-        match exit_after {
-            Some(secs) => tokio::select! {
-                served = serve(args) => served,
-                () = tokio::time::sleep(std::time::Duration::from_secs(secs)) => Ok(()),
-            },
-            None => serve(args).await,
+        let deadline = async {
+            match exit_after {
+                Some(secs) => tokio::time::sleep(std::time::Duration::from_secs(secs)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            served = serve(args) => served,
+            () = deadline => Ok(()),
+            () = stop_signal() => Ok(()),
         }
     });
     if let Err(e) = served {
         eprintln!("ceiling: {e}");
         std::process::exit(1);
+    }
+}
+
+/// SIGINT or SIGTERM (or never, where they cannot be listened to).
+async fn stop_signal() {
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
     }
 }
 

@@ -17,6 +17,6 @@ for r in $(seq 1 $ROUNDS); do
     for i in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
     out=$(taskset -c 1 $LOADGEN --url ws://127.0.0.1:$port/ws --label $label --server-pid $pid $CASE 2>/dev/null | tail -1)
     kill $pid; wait $pid 2>/dev/null
-    echo "$r $label $(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); l=d.get("latency_us",{}); print(d.get("msgs_per_s"), "p50", l.get("p50"), "p99", l.get("p99"), "lost", d.get("lost"), "srvcpu", d.get("server_cpu_pct"), "steal", d.get("steal_pct_each"))' "$out")"
+    echo "$r $label $(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); l=d.get("latency_us",{}); print(d.get("msgs_per_s"), "p50", l.get("p50"), "p99", l.get("p99"), "lost", d.get("lost"), "srvcpu", d.get("server_cpu_pct"), "us_per_msg", d.get("server_cpu_us_per_msg",{}).get("total"), "steal", d.get("steal_pct_each"))' "$out")"
   done
 done

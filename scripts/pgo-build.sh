@@ -2,7 +2,7 @@
 # Builds servers profile-guided (PGO): an instrumented build, a training run of
 # the load generator against each server, one merged profile, and the build
 # that uses it. On this project's 2-core machine a profile-guided ws_server
-# spends 12-17 % less CPU per relayed message than the plain build (its hot code
+# spends 10-17 % less CPU per relayed message than the plain build (its hot code
 # no longer overflows the 32 KiB instruction cache; docs/performance.md,
 # "Profile-guided builds").
 #

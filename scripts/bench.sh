@@ -45,7 +45,7 @@
 #                 before/after comparison in one interleaved run (added to
 #                 the targets unless --targets already names one)
 #   --pgo         also measure profile-guided builds, made by
-#                 scripts/pgo-build.sh into TARGET_DIR/pgo first (~15 minutes
+#                 scripts/pgo-build.sh into TARGET_DIR/pgo first (~12 minutes
 #                 on 2 cores): ws_server_pgo, basic_server_pgo, ceiling_pgo for
 #                 each of ws_server, basic_server, ceiling among the targets (all
 #                 three if none is), unless --targets already names one. The
@@ -164,12 +164,13 @@ if [ $FULL = 1 ]; then
     case $a in
       --full) ;;
       --out|--targets) skip=1 ;;
-      --pgo) pgo=(--pgo) ;;
+      --pgo) ;;
       --pgo-bin) skip=1 ;;
       *) rest+=("$a") ;;
     esac
   done
-  [ -z "$PGO_BIN" ] || pgo=(--pgo-bin "$PGO_BIN")
+  # The profile-guided targets belong to the single-node part only.
+  if [ -n "$PGO_BIN" ]; then pgo=(--pgo-bin "$PGO_BIN"); elif [ $PGO = 1 ]; then pgo=(--pgo); fi
   # The cluster part runs second: check its tools before the single-node part's minutes.
   for tool in redis-server redis-benchmark; do
     command -v $tool >/dev/null || {

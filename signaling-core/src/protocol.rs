@@ -148,6 +148,15 @@ impl Username {
                 Ok(())
             };
         }
+        Self::validate_other(name)
+    }
+
+    /// [`validate`](Self::validate) of a name that is not all printable ASCII (out of line:
+    /// the name of every relay is checked, and nearly all are).
+    #[cold]
+    #[inline(never)]
+    fn validate_other(name: &str) -> Result<(), UsernameError> {
+        let bytes = name.as_bytes();
         if name.is_ascii() {
             // Fast path: no category lookups, and NFC of ASCII is itself.
             if bytes.len() > MAX_USERNAME_CHARS {
@@ -849,31 +858,13 @@ impl<'a> Decoded<'a> {
         } else {
             text.trim_start()
         };
-        if trimmed.is_empty() {
-            return Err(DecodeError::new(ErrorCode::InvalidJson, "empty message"));
-        }
         if !trimmed.starts_with('{') {
-            // Valid JSON that is not an object (`null`, `[]`, `42`, `"x"`) or not JSON at all.
-            return Err(match serde_json::from_str::<serde::de::IgnoredAny>(text) {
-                Ok(_) => DecodeError::new(
-                    ErrorCode::NotAnObject,
-                    "message must be a JSON object with a \"type\" field",
-                ),
-                Err(e) => DecodeError::new(ErrorCode::InvalidJson, format!("invalid JSON: {e}")),
-            });
+            return Err(not_an_object(text, trimmed));
         }
         // The fast scanner where it is sure, serde_json (and its errors) where it is not.
         let mut frame = Fields::default();
         if scan::fill(text, &mut frame).is_none() {
-            frame = serde_json::from_str::<RawFrame<'a>>(text)
-                .map_err(|e| {
-                    if e.is_data() {
-                        DecodeError::new(ErrorCode::InvalidMessage, format!("invalid message: {e}"))
-                    } else {
-                        DecodeError::new(ErrorCode::InvalidJson, format!("invalid JSON: {e}"))
-                    }
-                })?
-                .fields();
+            frame = fields_by_serde(text)?;
         }
         let kind_raw = frame
             .kind
@@ -915,9 +906,9 @@ impl<'a> Decoded<'a> {
                     resume_fields(&frame).map_err(|e| e.replied_as(ReplyType::Resume))?;
                 Ok(Decoded::Resume { token, last_seq })
             }
+            "candidate" => relay(RelayKind::Candidate, frame.candidate),
             "offer" => relay(RelayKind::Offer, frame.offer),
             "answer" => relay(RelayKind::Answer, frame.answer),
-            "candidate" => relay(RelayKind::Candidate, frame.candidate),
             "close" => Ok(Decoded::HangUp {
                 to: target_field(&frame)?,
             }),
@@ -929,6 +920,39 @@ impl<'a> Decoded<'a> {
             )),
         }
     }
+}
+
+/// Why a frame that does not start with `{` (after white space) is refused: empty, valid JSON
+/// that is not an object (`null`, `[]`, `42`, `"x"`), or not JSON at all.
+#[cold]
+#[inline(never)]
+fn not_an_object(text: &str, trimmed: &str) -> DecodeError {
+    if trimmed.is_empty() {
+        return DecodeError::new(ErrorCode::InvalidJson, "empty message");
+    }
+    match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+        Ok(_) => DecodeError::new(
+            ErrorCode::NotAnObject,
+            "message must be a JSON object with a \"type\" field",
+        ),
+        Err(e) => DecodeError::new(ErrorCode::InvalidJson, format!("invalid JSON: {e}")),
+    }
+}
+
+/// The top-level fields by serde_json, for a frame the scanner is not sure of (and serde's
+/// error for one that is not valid).
+#[cold]
+#[inline(never)]
+fn fields_by_serde(text: &str) -> Result<Fields<'_>, DecodeError> {
+    Ok(serde_json::from_str::<RawFrame<'_>>(text)
+        .map_err(|e| {
+            if e.is_data() {
+                DecodeError::new(ErrorCode::InvalidMessage, format!("invalid message: {e}"))
+            } else {
+                DecodeError::new(ErrorCode::InvalidJson, format!("invalid JSON: {e}"))
+            }
+        })?
+        .fields())
 }
 
 /// `text` cut to at most `max` characters, with `…` when something was cut.

@@ -867,14 +867,18 @@ impl Router {
         }
         match Decoded::decode(text) {
             Ok(message) => self.dispatch(conn, message, now),
-            Err(e) => {
-                let code = e.code;
-                self.refusal_event(conn, e.reply_type, code);
-                self.reply(conn, e.reply());
-            }
+            Err(e) => self.refuse_input(conn, e),
         }
         self.settle();
         Ok(())
+    }
+
+    /// Answers a frame that could not be decoded.
+    #[cold]
+    #[inline(never)]
+    fn refuse_input(&mut self, conn: ConnectionId, e: crate::DecodeError) {
+        self.refusal_event(conn, e.reply_type, e.code);
+        self.reply(conn, e.reply());
     }
 
     /// An already decoded message arrived on `conn` at `now` (for transports that decode
@@ -1579,6 +1583,14 @@ impl Router {
         if name.is_ascii() {
             return None;
         }
+        self.lookup_composed(name)
+    }
+
+    /// [`lookup_session`](Self::lookup_session) of a non-ASCII name not found as it is: its
+    /// NFC form.
+    #[cold]
+    #[inline(never)]
+    fn lookup_composed(&self, name: &str) -> Option<(&Username, &Session)> {
         match nfc(name) {
             Cow::Owned(composed) => self.sessions.get_key_value(composed.as_str()),
             Cow::Borrowed(_) => None,
@@ -1625,7 +1637,19 @@ impl Router {
         if bucket.take(&limit, now) {
             return Ok(true);
         }
-        let strikes = bucket.strikes;
+        self.rate_limited(conn, limit);
+        Ok(false)
+    }
+
+    /// [`admit`](Self::admit) refuses a frame over the rate limit: `rate_limited`, or the
+    /// close after too many strikes.
+    #[cold]
+    #[inline(never)]
+    fn rate_limited(&mut self, conn: ConnectionId, limit: RateLimit) {
+        let Some(c) = self.connections.get_mut(&conn) else {
+            return;
+        };
+        let strikes = c.bucket.as_ref().map_or(0, |b| b.strikes);
         let close = limit.max_strikes != 0 && strikes >= limit.max_strikes;
         c.closing |= close;
         self.event(Event::RateLimited { conn, strikes });
@@ -1652,10 +1676,21 @@ impl Router {
             self.reply_error(conn, ErrorCode::RateLimited, message);
             self.settle();
         }
-        Ok(false)
     }
 
     fn dispatch(&mut self, conn: ConnectionId, message: Decoded<'_>, now: Instant) {
+        match message {
+            Decoded::Relay { kind, payload, to } => {
+                self.relay(conn, kind, payload, to.as_deref(), now)
+            }
+            other => self.dispatch_other(conn, other, now),
+        }
+    }
+
+    /// Everything but a relay (once or twice a call, where relays are many).
+    #[cold]
+    #[inline(never)]
+    fn dispatch_other(&mut self, conn: ConnectionId, message: Decoded<'_>, now: Instant) {
         match message {
             Decoded::Login {
                 username,
@@ -2737,6 +2772,22 @@ impl Router {
                 return self.relay_to_plain(to, kind, payload, me);
             }
         }
+        self.relay_by_the_rules(conn, kind, payload, to, now);
+    }
+
+    /// [`relay`](Self::relay) for everything but its usual case: the call rules, refusals,
+    /// state changes, the other node. Out of line, so that the usual relay's code stays
+    /// short and together.
+    #[cold]
+    #[inline(never)]
+    fn relay_by_the_rules(
+        &mut self,
+        conn: ConnectionId,
+        kind: RelayKind,
+        payload: RawPayload<'_>,
+        to: Option<&str>,
+        now: Instant,
+    ) {
         let Some((me, call)) = self.sender(conn) else {
             return;
         };

@@ -136,7 +136,7 @@ pub(crate) fn fill<'a>(text: &'a str, fields: &mut Fields<'a>) -> Option<()> {
             if bytes.get(stop) == Some(&b'"') {
                 (stop + 1, true)
             } else {
-                (string_end(bytes, stop)?, false)
+                (string_end_escaped(bytes, stop)?, false)
             }
         } else {
             // The ICE candidate a browser sends is checked against its known shape; anything
@@ -379,9 +379,20 @@ fn next_special_swar(bytes: &[u8], mut at: usize) -> usize {
 
 /// After the opening quote at `at - 1`: the index just past the closing quote.
 #[inline(always)]
-fn string_end(bytes: &[u8], mut at: usize) -> Option<usize> {
+fn string_end(bytes: &[u8], at: usize) -> Option<usize> {
+    let at = next_special(bytes, at);
+    match bytes.get(at) {
+        Some(b'"') => Some(at + 1),
+        _ => string_end_escaped(bytes, at),
+    }
+}
+
+/// [`string_end`] from the first special byte that is not the closing quote: escapes (out of
+/// line: the strings browsers send rarely have them).
+#[cold]
+#[inline(never)]
+fn string_end_escaped(bytes: &[u8], mut at: usize) -> Option<usize> {
     loop {
-        at = next_special(bytes, at);
         match *bytes.get(at)? {
             b'"' => return Some(at + 1),
             // An escape: the simple ones only (`\u` is left to serde_json).
@@ -391,6 +402,7 @@ fn string_end(bytes: &[u8], mut at: usize) -> Option<usize> {
             },
             _ => return None,
         }
+        at = next_special(bytes, at);
     }
 }
 

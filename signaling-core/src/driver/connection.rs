@@ -163,36 +163,7 @@ impl Hub {
                         self.input(now, conn, |r, now| r.handle_binary(conn, len, now))
                     }
                 },
-                Inbound::Pong(payload) => {
-                    // Only the echo of our last ping proves the client reads.
-                    let expected = liveness.expected_pong.load(Ordering::Relaxed).to_be_bytes();
-                    let echo = payload == expected;
-                    if echo {
-                        liveness
-                            .last_seen
-                            .store(self.millis_at(now), Ordering::Relaxed);
-                    }
-                    let acked = if echo {
-                        liveness.seq_before_ping.swap(0, Ordering::Relaxed)
-                    } else {
-                        0
-                    };
-                    self.input(now, conn, |r, now| {
-                        r.handle_control(conn, now)?;
-                        if acked > 0 {
-                            // Everything written before the ping has arrived: no need to keep
-                            // it for a resume.
-                            r.handle_acknowledged(conn, acked)?;
-                        }
-                        Ok(())
-                    })
-                }
-                Inbound::Ping => self.input(now, conn, |r, now| r.handle_control(conn, now)),
-                Inbound::Close => {
-                    // Keep reading: the transport answers the close and then ends the stream.
-                    client_closed = true;
-                    true
-                }
+                control => self.control_frame(now, conn, control, liveness, &mut client_closed),
             };
             if !accepted {
                 return ReadEnd::Gone;
@@ -200,6 +171,54 @@ impl Hub {
         }
         ReadEnd::Closed {
             clean: client_closed,
+        }
+    }
+
+    /// A ping, a pong or a close from the client (out of line: the read loop's code for text
+    /// frames stays short). Returns whether the router still knows the connection.
+    #[cold]
+    #[inline(never)]
+    fn control_frame(
+        &self,
+        now: Instant,
+        conn: ConnectionId,
+        frame: Inbound<'_>,
+        liveness: &Liveness,
+        client_closed: &mut bool,
+    ) -> bool {
+        match frame {
+            Inbound::Pong(payload) => {
+                // Only the echo of our last ping proves the client reads.
+                let expected = liveness.expected_pong.load(Ordering::Relaxed).to_be_bytes();
+                let echo = payload == expected;
+                if echo {
+                    liveness
+                        .last_seen
+                        .store(self.millis_at(now), Ordering::Relaxed);
+                }
+                let acked = if echo {
+                    liveness.seq_before_ping.swap(0, Ordering::Relaxed)
+                } else {
+                    0
+                };
+                self.input(now, conn, |r, now| {
+                    r.handle_control(conn, now)?;
+                    if acked > 0 {
+                        // Everything written before the ping has arrived: no need to keep
+                        // it for a resume.
+                        r.handle_acknowledged(conn, acked)?;
+                    }
+                    Ok(())
+                })
+            }
+            Inbound::Ping => self.input(now, conn, |r, now| r.handle_control(conn, now)),
+            Inbound::Close => {
+                // Keep reading: the transport answers the close and then ends the stream.
+                *client_closed = true;
+                true
+            }
+            // The read loop handles data frames itself.
+            Inbound::Text(_) | Inbound::Binary(_) => true,
         }
     }
 

@@ -823,156 +823,194 @@ impl Hub {
     pub(super) fn dispatch(&self, state: &mut State, sender: Option<ConnectionId>) {
         let config = &self.inner.config;
         loop {
-            let mut dropped = Vec::new();
-            let mut claims = Vec::new();
-            let mut unroutable = Vec::new();
-            let mut unknown_tokens = Vec::new();
-            let cluster = config.cluster.as_ref();
+            let mut deferred = Deferred::default();
             while let Some(output) = state.router.poll_output() {
+                // A relay's message is nearly every output under load: its path stays short
+                // and together; everything else is out of line (the code a relay runs must
+                // fit the instruction cache beside the transport's).
                 match output {
-                    Output::Transmit(mut t) => {
-                        let Some(outbox) = state.connections.get(&t.to) else {
-                            continue;
-                        };
-                        let relayed = match &t.message {
-                            ServerMessage::Relay { kind, .. } => Some(*kind),
-                            _ => None,
-                        };
-                        let relay = relayed.is_some();
-                        if !relay {
-                            if let Some(ice) = &config.ice_servers {
-                                attach_ice_servers(&mut t, &state.router, ice);
-                            }
-                        }
-                        let to = t.to;
-                        let pushed = outbox.push(t, config);
-                        if let (Some(observer), Some(kind), Ok(_)) =
-                            (&config.observer, relayed, &pushed)
-                        {
-                            observer.observe(&HubEvent::Relayed { kind });
-                        }
-                        match pushed {
-                            Ok(Pushed::Queued) => {}
-                            Ok(Pushed::Congested) => {
-                                tracing::debug!(conn = %to, "outbound queue congested: refusing relays to it");
-                                let _ = state.router.handle_backpressure(to, true);
-                            }
-                            Err(Full) => match sender.filter(|&s| relay && s != to) {
-                                // The router tells the sender (in its session's numbering).
-                                Some(sender) => {
-                                    let _ = state.router.handle_undeliverable(sender, to);
-                                }
-                                None => dropped.push(to),
-                            },
-                        }
-                    }
-                    Output::Disconnect { conn, reason } => {
-                        if let Some(outbox) = state.connections.get(&conn) {
-                            let close = CloseFrame {
-                                code: reason.code(),
-                                reason: reason.reason(),
-                            };
-                            if reason == DisconnectReason::ResumedElsewhere {
-                                // Its messages are replayed on the connection that resumed.
-                                outbox.close_discarding(close);
-                            } else {
-                                outbox.close(close);
-                            }
-                        }
-                    }
-                    Output::Event(event) => {
-                        tracing::debug!(?event, "router event");
-                        self.observe(&HubEvent::Router(&event));
-                    }
-                    Output::Claim {
-                        conn,
-                        name,
-                        skeleton,
-                    } => match cluster {
-                        // The logging-in connection's task asks the backend (`run_claims`).
-                        Some(_) => {
-                            state.claims.push((conn, name, skeleton));
-                            self.inner.claims_waiting.fetch_add(1, Ordering::AcqRel);
-                        }
-                        // No shared registry: this hub is the only node, its router already
-                        // checked the name locally, so every claim wins and a release has
-                        // nobody to tell.
-                        None => claims.push((conn, name)),
-                    },
-                    Output::Release { name, skeleton } => {
-                        if let Some(backend) = cluster {
-                            backend.release(name, skeleton);
-                        }
-                    }
-                    Output::Fetch {
-                        conn,
-                        token,
-                        last_seq,
-                        verified,
-                    } => match cluster {
-                        // The resuming connection's task asks the backend (`run_fetches`).
-                        Some(_) => {
-                            state.fetches.push(Fetch {
-                                conn,
-                                token,
-                                last_seq,
-                                verified,
-                            });
-                            self.inner.fetches_waiting.fetch_add(1, Ordering::AcqRel);
-                        }
-                        // No other node: nobody else issued the token.
-                        None => unknown_tokens.push(conn),
-                    },
-                    Output::Forward(envelope) => match cluster {
-                        Some(backend) => match backend.forward(envelope) {
-                            Ok(()) => self.observe(&HubEvent::Forwarded),
-                            Err(envelope) => unroutable.push((envelope, Unroutable::Unavailable)),
-                        },
-                        // No other node: nobody else can hold the name.
-                        None => unroutable.push((envelope, Unroutable::UnknownUser)),
-                    },
+                    Output::Transmit(t) => self.transmit(state, t, sender, &mut deferred),
+                    other => self.other_output(state, other, sender, &mut deferred),
                 }
             }
             if let Some(budget) = config.max_total_queued_bytes {
                 if self.queued_bytes() > budget {
-                    self.shed(state, budget, &mut dropped);
+                    self.shed(state, budget, &mut deferred.dropped);
                 }
                 self.refresh_overload(state);
             }
-            for (conn, name) in &claims {
-                let _ = state.router.handle_claimed(*conn, name, ClaimOutcome::Won);
-            }
-            for conn in &unknown_tokens {
-                let message = "unknown, spent or expired session token; log in afresh";
-                let code = ErrorCode::InvalidToken;
-                state
-                    .router
-                    .handle_fetch_refused(*conn, code, message.to_string());
-            }
-            let more = !claims.is_empty() || !unroutable.is_empty() || !unknown_tokens.is_empty();
-            for (envelope, why) in unroutable {
-                state.router.handle_unroutable(envelope, why);
-            }
-            if dropped.is_empty() {
-                if more {
-                    continue;
-                }
+            if deferred.is_empty() {
                 break;
             }
-            let now = Instant::now().into_std();
-            for conn in dropped {
-                if let Some(outbox) = state.connections.remove(&conn) {
-                    tracing::info!(%conn, "outbound queue full (client not reading): disconnecting");
-                    outbox.abort();
-                    // Lost, not closed: a resumable session waits for a resume meanwhile.
-                    let _ = state.router.handle_connection_lost(conn, now);
-                }
+            if !self.settle_deferred(state, deferred) {
+                break;
             }
         }
         // A sooner deadline than the timer task sleeps until: wake it.
         if let Some(next) = state.router.poll_timeout() {
             self.wake_timer_for(state, next);
         }
+    }
+
+    /// Queues one message for its connection (see [`dispatch`](Self::dispatch)).
+    #[inline]
+    fn transmit(
+        &self,
+        state: &mut State,
+        mut t: Transmit,
+        sender: Option<ConnectionId>,
+        deferred: &mut Deferred,
+    ) {
+        let config = &self.inner.config;
+        let Some(outbox) = state.connections.get(&t.to) else {
+            return;
+        };
+        let relayed = match &t.message {
+            ServerMessage::Relay { kind, .. } => Some(*kind),
+            _ => None,
+        };
+        let relay = relayed.is_some();
+        if !relay {
+            if let Some(ice) = &config.ice_servers {
+                attach_ice_servers(&mut t, &state.router, ice);
+            }
+        }
+        let to = t.to;
+        let pushed = outbox.push(t, config);
+        if let (Some(observer), Some(kind), Ok(_)) = (&config.observer, relayed, &pushed) {
+            observer.observe(&HubEvent::Relayed { kind });
+        }
+        match pushed {
+            Ok(Pushed::Queued) => {}
+            Ok(Pushed::Congested) => congested(state, to),
+            Err(Full) => full(state, deferred, sender.filter(|&s| relay && s != to), to),
+        }
+    }
+
+    /// Every output but a transmit, which [`dispatch`](Self::dispatch) queues itself.
+    #[cold]
+    #[inline(never)]
+    fn other_output(
+        &self,
+        state: &mut State,
+        output: Output,
+        sender: Option<ConnectionId>,
+        deferred: &mut Deferred,
+    ) {
+        let cluster = self.inner.config.cluster.as_ref();
+        match output {
+            Output::Transmit(t) => self.transmit(state, t, sender, deferred),
+            Output::Disconnect { conn, reason } => {
+                if let Some(outbox) = state.connections.get(&conn) {
+                    let close = CloseFrame {
+                        code: reason.code(),
+                        reason: reason.reason(),
+                    };
+                    if reason == DisconnectReason::ResumedElsewhere {
+                        // Its messages are replayed on the connection that resumed.
+                        outbox.close_discarding(close);
+                    } else {
+                        outbox.close(close);
+                    }
+                }
+            }
+            Output::Event(event) => {
+                tracing::debug!(?event, "router event");
+                self.observe(&HubEvent::Router(&event));
+            }
+            Output::Claim {
+                conn,
+                name,
+                skeleton,
+            } => match cluster {
+                // The logging-in connection's task asks the backend (`run_claims`).
+                Some(_) => {
+                    state.claims.push((conn, name, skeleton));
+                    self.inner.claims_waiting.fetch_add(1, Ordering::AcqRel);
+                }
+                // No shared registry: this hub is the only node, its router already
+                // checked the name locally, so every claim wins and a release has
+                // nobody to tell.
+                None => deferred.claims.push((conn, name)),
+            },
+            Output::Release { name, skeleton } => {
+                if let Some(backend) = cluster {
+                    backend.release(name, skeleton);
+                }
+            }
+            Output::Fetch {
+                conn,
+                token,
+                last_seq,
+                verified,
+            } => match cluster {
+                // The resuming connection's task asks the backend (`run_fetches`).
+                Some(_) => {
+                    state.fetches.push(Fetch {
+                        conn,
+                        token,
+                        last_seq,
+                        verified,
+                    });
+                    self.inner.fetches_waiting.fetch_add(1, Ordering::AcqRel);
+                }
+                // No other node: nobody else issued the token.
+                None => deferred.unknown_tokens.push(conn),
+            },
+            Output::Forward(envelope) => match cluster {
+                Some(backend) => match backend.forward(envelope) {
+                    Ok(()) => self.observe(&HubEvent::Forwarded),
+                    Err(envelope) => deferred
+                        .unroutable
+                        .push((envelope, Unroutable::Unavailable)),
+                },
+                // No other node: nobody else can hold the name.
+                None => deferred
+                    .unroutable
+                    .push((envelope, Unroutable::UnknownUser)),
+            },
+        }
+    }
+
+    /// What a round of outputs left for the router (claims won, tokens unknown, envelopes
+    /// unroutable) and the connections to drop. Returns whether the router may have new
+    /// outputs.
+    #[cold]
+    #[inline(never)]
+    fn settle_deferred(&self, state: &mut State, deferred: Deferred) -> bool {
+        let Deferred {
+            dropped,
+            claims,
+            unroutable,
+            unknown_tokens,
+        } = deferred;
+        for (conn, name) in &claims {
+            let _ = state.router.handle_claimed(*conn, name, ClaimOutcome::Won);
+        }
+        for conn in &unknown_tokens {
+            let message = "unknown, spent or expired session token; log in afresh";
+            let code = ErrorCode::InvalidToken;
+            state
+                .router
+                .handle_fetch_refused(*conn, code, message.to_string());
+        }
+        let more = !claims.is_empty() || !unroutable.is_empty() || !unknown_tokens.is_empty();
+        for (envelope, why) in unroutable {
+            state.router.handle_unroutable(envelope, why);
+        }
+        if dropped.is_empty() {
+            return more;
+        }
+        let now = Instant::now().into_std();
+        for conn in dropped {
+            if let Some(outbox) = state.connections.remove(&conn) {
+                tracing::info!(%conn, "outbound queue full (client not reading): disconnecting");
+                outbox.abort();
+                // Lost, not closed: a resumable session waits for a resume meanwhile.
+                let _ = state.router.handle_connection_lost(conn, now);
+            }
+        }
+        true
     }
 
     /// Over the global budget: picks the connections with the largest queues (clients that
@@ -1033,6 +1071,54 @@ async fn run_timer(hub: Weak<Inner>, wake: Arc<Notify>) {
 /// Fills in `"iceServers"` on a successful `login` or `resume` reply, minted for the user it
 /// goes to, now (the router, which has no clock and no secret, leaves them out). Every other
 /// message is left alone.
+/// What [`Hub::dispatch`] leaves for after a round of outputs.
+#[derive(Default)]
+struct Deferred {
+    /// Connections whose queue overflowed (or over the global budget): dropped.
+    dropped: Vec<ConnectionId>,
+    /// Names won (no cluster: every claim wins).
+    claims: Vec<(ConnectionId, Username)>,
+    /// Envelopes no node can take.
+    unroutable: Vec<(crate::cluster::Envelope, Unroutable)>,
+    /// Resumes with a token nobody issued (no cluster).
+    unknown_tokens: Vec<ConnectionId>,
+}
+
+impl Deferred {
+    fn is_empty(&self) -> bool {
+        self.dropped.is_empty()
+            && self.claims.is_empty()
+            && self.unroutable.is_empty()
+            && self.unknown_tokens.is_empty()
+    }
+}
+
+/// A queue reached three quarters: relays to it are refused from now on.
+#[cold]
+#[inline(never)]
+fn congested(state: &mut State, to: ConnectionId) {
+    tracing::debug!(conn = %to, "outbound queue congested: refusing relays to it");
+    let _ = state.router.handle_backpressure(to, true);
+}
+
+/// A queue is full: a relay's sender is told (in its session's numbering), anything else
+/// drops the connection.
+#[cold]
+#[inline(never)]
+fn full(
+    state: &mut State,
+    deferred: &mut Deferred,
+    sender: Option<ConnectionId>,
+    to: ConnectionId,
+) {
+    match sender {
+        Some(sender) => {
+            let _ = state.router.handle_undeliverable(sender, to);
+        }
+        None => deferred.dropped.push(to),
+    }
+}
+
 #[cold]
 fn attach_ice_servers(t: &mut Transmit, router: &Router, ice: &IceServers) {
     match &mut t.message {

@@ -2777,8 +2777,7 @@ impl Router {
 
     /// [`relay`](Self::relay) for everything but its usual case: the call rules, refusals,
     /// state changes, the other node. Out of line, so that the usual relay's code stays
-    /// short and together.
-    #[cold]
+    /// short and together. (Not marked cold: every relay of a resumable session comes here.)
     #[inline(never)]
     fn relay_by_the_rules(
         &mut self,

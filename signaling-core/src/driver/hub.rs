@@ -830,6 +830,8 @@ impl Hub {
                 // fit the instruction cache beside the transport's).
                 match output {
                     Output::Transmit(t) => self.transmit(state, t, sender, &mut deferred),
+                    // Cluster mode: every relay to another node's user (not cold there).
+                    Output::Forward(envelope) => self.forward(envelope, &mut deferred),
                     other => self.other_output(state, other, sender, &mut deferred),
                 }
             }
@@ -887,7 +889,8 @@ impl Hub {
         }
     }
 
-    /// Every output but a transmit, which [`dispatch`](Self::dispatch) queues itself.
+    /// Every output but a transmit or a forward, which [`dispatch`](Self::dispatch) handles
+    /// itself.
     #[cold]
     #[inline(never)]
     fn other_output(
@@ -957,18 +960,24 @@ impl Hub {
                 // No other node: nobody else issued the token.
                 None => deferred.unknown_tokens.push(conn),
             },
-            Output::Forward(envelope) => match cluster {
-                Some(backend) => match backend.forward(envelope) {
-                    Ok(()) => self.observe(&HubEvent::Forwarded),
-                    Err(envelope) => deferred
-                        .unroutable
-                        .push((envelope, Unroutable::Unavailable)),
-                },
-                // No other node: nobody else can hold the name.
-                None => deferred
+            Output::Forward(envelope) => self.forward(envelope, deferred),
+        }
+    }
+
+    /// Hands an envelope for another node's user to the cluster backend.
+    #[inline(never)]
+    fn forward(&self, envelope: crate::cluster::Envelope, deferred: &mut Deferred) {
+        match self.inner.config.cluster.as_ref() {
+            Some(backend) => match backend.forward(envelope) {
+                Ok(()) => self.observe(&HubEvent::Forwarded),
+                Err(envelope) => deferred
                     .unroutable
-                    .push((envelope, Unroutable::UnknownUser)),
+                    .push((envelope, Unroutable::Unavailable)),
             },
+            // No other node: nobody else can hold the name.
+            None => deferred
+                .unroutable
+                .push((envelope, Unroutable::UnknownUser)),
         }
     }
 

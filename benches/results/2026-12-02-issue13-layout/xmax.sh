@@ -1,5 +1,5 @@
 #!/bin/bash
-# xnode.sh N "PREFIX" : cross-node paced 10k relay N times (fresh redis + 2 nodes on core 0 each time); PREFIX wraps nodes and redis (e.g. "chrt -f 10")
+# xmax.sh N "PREFIX" : cross-node closed-loop relay N times (fresh redis + 2 nodes on core 0 each time); PREFIX wraps nodes and redis (e.g. "chrt -f 10")
 WS=${WS:-target/release/examples/ws_server}
 LG=${LG:-target/release/loadgen}
 LIM="--rate-limit 0 --max-connections 0 --max-connections-per-ip 0 --max-pending-requests 0 --max-pending-requests-per-ip 0 --max-not-logged-in 0 --max-not-logged-in-per-ip 0 --max-total-queued-mib 0"

@@ -7,6 +7,7 @@
 # stops the server. Then `report` folds the rounds into medians:
 #   OUT/raw/r<round>-<target>.jsonl   one loadgen JSON line per case
 #   OUT/logs/                         server and loadgen stderr
+#   OUT/retried/                      attempts --steal-retry set aside
 #   OUT/results.json, OUT/results.md  medians (min–max) per target and case
 #   docs/perf-latency.svg             relay latency against offered load
 #                                     (OUT/perf-latency.svg with --quick)
@@ -23,6 +24,7 @@
 # Usage: scripts/bench.sh [--quick] [--rounds N] [--targets "ceiling node"]
 #                         [--only REGEX] [--out DIR] [--svg PATH] [--nice N]
 #                         [--ws-path /ws] [--quiet-wait SECS] [--baseline REV]
+#                         [--steal-retry PCT]
 #                         [--cluster] [--redis-core C] [--pgo] [--pgo-bin DIR]
 #   --quick       one short round of small cases: a smoke run (~2 minutes)
 #   --rounds N    rounds of the full run (default 3; about 9 minutes for
@@ -54,6 +56,13 @@
 #   --pgo-bin DIR the same with the binaries pgo-build.sh already put in DIR
 #   --quiet-wait  seconds to wait, before each server start, for the rest of
 #                 the machine to go quiet (default 5; 0 = do not wait)
+#   --steal-retry PCT  measure a relay or pingpong case again (up to twice)
+#                 when the hypervisor took more than PCT % of the servers' core
+#                 (core 0) during it, and keep the attempt with the least
+#                 steal (its line gets "attempts"; the others go to
+#                 OUT/retried/r<round>-<target>.jsonl). Every target gets
+#                 the same rule. Cases that start from a fresh server's memory
+#                 (logins, hoard) are never repeated. Default 0: off
 #   --cluster     the cluster part instead (issue 11; docs/performance.md,
 #                 "Cluster"): targets, rotated every round like the others,
 #                   ws_single         one ws_server without Redis (the reference)
@@ -116,6 +125,7 @@ NICE=0
 WS_PATH=/ws
 QUIET_WAIT=5
 QUIET_BUSY=40 # percent of one core that other processes may use
+STEAL_RETRY=0
 CLUSTER=0
 FULL=0
 ARGS=("$@")
@@ -138,6 +148,7 @@ while [ $# -gt 0 ]; do
     --nice) NICE=$2; shift ;;
     --ws-path) WS_PATH=$2; shift ;;
     --quiet-wait) QUIET_WAIT=$2; shift ;;
+    --steal-retry) STEAL_RETRY=$2; shift ;;
     --baseline) BASELINE=$2; shift ;;
     --cluster) CLUSTER=1 ;;
     --full) FULL=1 ;;
@@ -223,7 +234,7 @@ OUT=${OUT:-$TARGET_DIR/bench-results/$(date +%Y%m%d-%H%M%S)$([ $CLUSTER = 1 ] &&
 if [ -z "$SVG" ]; then
   if [ $QUICK = 1 ] || [ $CLUSTER = 1 ]; then SVG=$OUT/perf-latency.svg; else SVG=$ROOT/docs/perf-latency.svg; fi
 fi
-mkdir -p "$OUT/raw" "$OUT/logs"
+mkdir -p "$OUT/raw" "$OUT/logs" "$OUT/retried"
 log() { echo "bench: $*" >&2; }
 
 # Cases: "name|loadgen arguments". The relay_rate_* cases draw the plot.
@@ -730,12 +741,34 @@ run_case() { # target url round "name|loadgen arguments"
     extra=(--redis-pid "$CASE_REDIS_PID")
     cmds0=$(redis_commands)
   fi
-  # shellcheck disable=SC2086 # args and CASE_EXTRA are lists of words
-  line=$("${PRIO[@]}" taskset -c 1 timeout 600 "$LOADGEN" --url "$url" --label "$t" --case "$name" \
-    --server-pid "$pids" "${extra[@]}" $CASE_EXTRA $args 2>>"$OUT/logs/loadgen-r$round-$t.log" | tail -1) || true
-  if [ -z "$line" ]; then
-    line="{\"label\":\"$t\",\"case\":\"$name\",\"workload\":\"${args%% *}\",\"error\":\"loadgen printed nothing\"}"
-  fi
+  local attempt=1 tries=1 best="" best_steal="" steal
+  # Stateless cases may be measured again when the host took the servers' core (--steal-retry).
+  if [ "$STEAL_RETRY" != 0 ] && [[ $name == relay_* || $name == pingpong_* ]]; then tries=3; fi
+  while :; do
+    # shellcheck disable=SC2086 # args and CASE_EXTRA are lists of words
+    line=$("${PRIO[@]}" taskset -c 1 timeout 600 "$LOADGEN" --url "$url" --label "$t" --case "$name" \
+      --server-pid "$pids" "${extra[@]}" $CASE_EXTRA $args 2>>"$OUT/logs/loadgen-r$round-$t.log" | tail -1) || true
+    if [ -z "$line" ]; then
+      line="{\"label\":\"$t\",\"case\":\"$name\",\"workload\":\"${args%% *}\",\"error\":\"loadgen printed nothing\"}"
+    fi
+    [ "$tries" -gt 1 ] || break
+    # The steal on core 0 (the servers' core) during the case; none (an error line) ends it.
+    steal=$(grep -oE '"steal_pct_each":\[[0-9.]+' <<<"$line" | grep -oE '[0-9.]+$' || true)
+    [ -n "$steal" ] || break
+    if [ -z "$best" ] || awk -v a="$steal" -v b="$best_steal" 'BEGIN { exit !(a < b) }'; then
+      [ -z "$best" ] || echo "$best" >>"$OUT/retried/r$round-$t.jsonl"
+      best=$line best_steal=$steal
+    else
+      echo "$line" >>"$OUT/retried/r$round-$t.jsonl"
+    fi
+    if awk -v a="$best_steal" -v m="$STEAL_RETRY" 'BEGIN { exit !(a <= m) }' || [ "$attempt" -ge "$tries" ]; then
+      line="${best%\}},\"attempts\":$attempt}"
+      break
+    fi
+    log "  $name: steal ${steal}% of core 0 (over $STEAL_RETRY%): measuring again"
+    attempt=$(( attempt + 1 ))
+    sleep 0.3
+  done
   local cmds1
   cmds1=$(redis_commands)
   if [ -n "$cmds0" ] && [ -n "$cmds1" ] && [[ $line == *\} ]]; then

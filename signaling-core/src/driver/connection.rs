@@ -3,9 +3,13 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::Ordering;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
+use futures_util::task::AtomicWaker;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::time::Instant;
 
@@ -35,6 +39,12 @@ impl Hub {
         let mut reader =
             std::pin::pin!(self.read_loop::<T, _>(stream, conn, outbox, liveness, not_logged_in));
         let mut writer = std::pin::pin!(self.write_loop::<T, _>(sink, conn, outbox, liveness));
+
+        // The reader is polled only when something woke it, not every time the task runs: a
+        // task woken to write a partner's message would otherwise try its socket for nothing
+        // (tokio-tungstenite's read path down to a readiness check) — once per message relayed
+        // to this connection when messages come one at a time.
+        let mut reader = WhenWoken::new(reader.as_mut());
 
         let ending = tokio::select! {
             // The hub's timers (a deadline passed) or an abort.
@@ -321,6 +331,54 @@ impl Hub {
             // Idle: the batch's buffer goes with this future.
             return None;
         }
+    }
+}
+
+/// A future polled only when one of the wakers it registered fired (and on its first poll);
+/// otherwise `Pending` at once. Its waker marks it woken, then wakes the task that polled it.
+struct WhenWoken<'a, F> {
+    inner: Pin<&'a mut F>,
+    wake: Arc<Woken>,
+}
+
+impl<'a, F: Future> WhenWoken<'a, F> {
+    fn new(inner: Pin<&'a mut F>) -> Self {
+        let wake = Arc::new(Woken {
+            woken: AtomicBool::new(true),
+            task: AtomicWaker::new(),
+        });
+        WhenWoken { inner, wake }
+    }
+}
+
+impl<F: Future> Future for WhenWoken<'_, F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.wake.task.register(cx.waker());
+        // Cleared before the poll: a wake during it polls again.
+        if !self.wake.woken.swap(false, Ordering::AcqRel) {
+            return Poll::Pending;
+        }
+        let waker = Waker::from(Arc::clone(&self.wake));
+        self.inner.as_mut().poll(&mut Context::from_waker(&waker))
+    }
+}
+
+/// [`WhenWoken`]'s waker.
+struct Woken {
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for Woken {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
     }
 }
 

@@ -736,20 +736,23 @@ run_case() { # target url round "name|loadgen arguments"
       return 0
     fi
   done
-  local cmds0=""
-  if [ -n "${CASE_REDIS_PID:-}" ]; then
-    extra=(--redis-pid "$CASE_REDIS_PID")
-    cmds0=$(redis_commands)
-  fi
-  local attempt=1 tries=1 best="" best_steal="" steal
+  if [ -n "${CASE_REDIS_PID:-}" ]; then extra=(--redis-pid "$CASE_REDIS_PID"); fi
+  local attempt=1 tries=1 best="" best_steal="" steal cmds0 cmds1
   # Stateless cases may be measured again when the host took the servers' core (--steal-retry).
   if [ "$STEAL_RETRY" != 0 ] && [[ $name == relay_* || $name == pingpong_* ]]; then tries=3; fi
   while :; do
+    cmds0=""
+    if [ -n "${CASE_REDIS_PID:-}" ]; then cmds0=$(redis_commands); fi
     # shellcheck disable=SC2086 # args and CASE_EXTRA are lists of words
     line=$("${PRIO[@]}" taskset -c 1 timeout 600 "$LOADGEN" --url "$url" --label "$t" --case "$name" \
       --server-pid "$pids" "${extra[@]}" $CASE_EXTRA $args 2>>"$OUT/logs/loadgen-r$round-$t.log" | tail -1) || true
     if [ -z "$line" ]; then
       line="{\"label\":\"$t\",\"case\":\"$name\",\"workload\":\"${args%% *}\",\"error\":\"loadgen printed nothing\"}"
+    fi
+    cmds1=$(redis_commands)
+    if [ -n "$cmds0" ] && [ -n "$cmds1" ] && [[ $line == *\} ]]; then
+      # Commands Redis ran during this attempt (less our first INFO): same-node relays must add none.
+      line="${line%\}},\"redis_commands\":$(( cmds1 - cmds0 - 1 ))}"
     fi
     [ "$tries" -gt 1 ] || break
     # The steal on core 0 (the servers' core) during the case; none (an error line) ends it.
@@ -769,12 +772,6 @@ run_case() { # target url round "name|loadgen arguments"
     attempt=$(( attempt + 1 ))
     sleep 0.3
   done
-  local cmds1
-  cmds1=$(redis_commands)
-  if [ -n "$cmds0" ] && [ -n "$cmds1" ] && [[ $line == *\} ]]; then
-    # Commands Redis ran during the case (less our first INFO): same-node relays must add none.
-    line="${line%\}},\"redis_commands\":$(( cmds1 - cmds0 - 1 ))}"
-  fi
   echo "$line" >>"$raw"
   log "  $name: $(summary "$line")"
   sleep 0.3 # let the server reap the closed connections

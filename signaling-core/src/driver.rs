@@ -29,7 +29,13 @@
 //!   quarters full the router is told ([`Router::handle_backpressure`]) and refuses relays to
 //!   that client to their senders (`recipient_overloaded`) until it drains to a quarter; the
 //!   slow client keeps its connection. Only a write that makes no progress for
-//!   [`Config::write_stall_timeout`] drops it (its partner is told, its name freed);
+//!   [`Config::write_stall_timeout`] drops it (its partner is told, its name freed).
+//!   A sender's read loop writes what it queued for another connection **straight into
+//!   that connection's socket** once it has no more frames at hand, when that connection's
+//!   writer is idle and the socket takes it all without waiting — one write for a burst, and
+//!   no wake-up of the receiver's task; otherwise (the writer is busy, a ping or a close is
+//!   due, the socket is full) it wakes the writer, which writes the rest in order. The queue's
+//!   order and bounds are the same either way: one writer at a time, the outbox decides who;
 //! - a **global budget** ([`Config::max_total_queued_bytes`]) over all queues: from 90 % of it
 //!   the router refuses every relay (`server_overloaded`, [`Router::handle_overload`]); over
 //!   it the connections with the largest queues are dropped, largest first;

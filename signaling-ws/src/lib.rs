@@ -245,7 +245,7 @@ where
 /// PROXY protocol header, another TLS library).
 pub trait Handshake<S>: Send + Sync {
     /// The stream the HTTP request is read from afterwards.
-    type Stream: AsyncRead + AsyncWrite + Unpin + Send;
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
 
     /// Runs the step on the accepted `io`. An error drops the connection (logged at debug
     /// level).
@@ -258,7 +258,7 @@ pub struct Plain;
 
 impl<S> Handshake<S> for Plain
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     type Stream = S;
 
@@ -271,7 +271,7 @@ where
 #[cfg(feature = "tls")]
 impl<S> Handshake<S> for tls::TlsAcceptor
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     type Stream = tls::tokio_rustls::server::TlsStream<S>;
 
@@ -315,7 +315,7 @@ pub const MAX_REQUEST_HEAD: usize = 16 * 1024;
 /// and it is abandoned when [`Hub::shutdown`] starts.
 pub async fn serve_io<S>(io: S, hub: Hub, remote_addr: Option<SocketAddr>)
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     serve_io_with(io, Plain, hub, remote_addr).await;
 }
@@ -404,7 +404,7 @@ async fn upgrade<S>(
     remote_addr: Option<SocketAddr>,
 ) -> Result<(Admission, Vec<u8>), HandshakeError>
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (request, tail) = match read_request(io).await {
         Ok(read) => read,
@@ -649,7 +649,7 @@ pub fn serve_admitted<S>(
     admission: Admission,
 ) -> impl Future<Output = ()> + Send + use<S>
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     hub.serve_admitted::<Tungstenite, _>(ws, admission)
 }
@@ -663,7 +663,7 @@ pub fn serve_stream<S>(
     info: ConnectionInfo,
 ) -> impl Future<Output = ()> + Send + use<S>
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     hub.serve_connection::<Tungstenite, _>(ws, info)
 }

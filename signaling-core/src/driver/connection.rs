@@ -3,10 +3,11 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll, Wake, Waker};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Wake, Waker, ready};
 use std::time::Duration;
 
 use futures_util::task::AtomicWaker;
@@ -17,14 +18,15 @@ use super::admission::{AddressKey, Permit};
 use super::guards::Registration;
 use super::heartbeat::Liveness;
 use super::observe::DisconnectCause;
-use super::outbox::{End, Outbox, Taken};
+use super::outbox::{Direct, End, Outbox, Owed, Taken};
 use super::{CloseFrame, Hub, Inbound, Outbound, Transport};
 use crate::router::ConnectionId;
+use crate::router::Transmit;
 
 impl Hub {
     pub(super) async fn run<T, W, R>(
         &self,
-        sink: &mut W,
+        sink: &SharedSink<T, W>,
         stream: &mut R,
         registration: &Registration,
         not_logged_in: &mut Option<Permit<AddressKey>>,
@@ -38,7 +40,7 @@ impl Hub {
         let liveness = &outbox.liveness;
         let mut reader =
             std::pin::pin!(self.read_loop::<T, _>(stream, conn, outbox, liveness, not_logged_in));
-        let mut writer = std::pin::pin!(self.write_loop::<T, _>(sink, conn, outbox, liveness));
+        let mut writer = std::pin::pin!(self.write_loop::<T, W>(sink, conn, outbox, liveness));
 
         // The reader is polled only when something woke it, not every time the task runs: a
         // task woken to write a partner's message would otherwise try its socket for nothing
@@ -116,11 +118,17 @@ impl Hub {
         // still sees the clock move.
         let mut now = Instant::now();
         let mut shared = 0;
+        // What this reader queued for another connection, not yet written or woken: written
+        // into that socket from here once this reader has no frame at hand (`Owed`).
+        let mut owed = Owed::default();
         loop {
             let mut waited = false;
             let next = std::future::poll_fn(|cx| {
                 let next = stream.poll_next_unpin(cx);
-                waited |= next.is_pending();
+                if next.is_pending() {
+                    waited = true;
+                    owed.settle();
+                }
                 next
             });
             let Some(item) = next.await else {
@@ -138,22 +146,26 @@ impl Hub {
             if waited || shared == SHARED_CLOCK_READS {
                 now = Instant::now();
                 shared = 0;
+                // A long burst does not hold what it queued for others either.
+                owed.settle();
             } else {
                 shared += 1;
             }
             let accepted = match T::inbound(&message) {
                 Inbound::Text(text) if text.len() > max => return ReadEnd::TooLarge,
-                Inbound::Text(text) => match outbox.wait_for_room(config).await {
+                Inbound::Text(text) => match outbox.wait_for_room(config, &mut owed).await {
                     // After the server asked for a close, input is no longer routed.
                     (true, _) => true,
                     (false, waited) => {
                         let now = if waited { Instant::now() } else { now };
-                        let accepted =
-                            self.input(now, conn, |r, now| r.handle_text(conn, text, now));
+                        let accepted = self.input(now, conn, Some(&mut owed), |r, now| {
+                            r.handle_text(conn, text, now)
+                        });
                         // Cluster mode: a login waits for its claim, a resume with another
                         // node's token for the session, before the next frame (boxed, and
                         // only when there is one: the idle read loop stays small).
                         if self.has_cluster_work() {
+                            owed.settle();
                             Box::pin(async {
                                 self.run_claims(conn).await;
                                 self.run_fetches(conn).await;
@@ -166,11 +178,11 @@ impl Hub {
                         accepted
                     }
                 },
-                Inbound::Binary(len) => match outbox.wait_for_room(config).await {
+                Inbound::Binary(len) => match outbox.wait_for_room(config, &mut owed).await {
                     (true, _) => true,
                     (false, waited) => {
                         let now = if waited { Instant::now() } else { now };
-                        self.input(now, conn, |r, now| r.handle_binary(conn, len, now))
+                        self.input(now, conn, None, |r, now| r.handle_binary(conn, len, now))
                     }
                 },
                 control => self.control_frame(now, conn, control, liveness, &mut client_closed),
@@ -211,7 +223,7 @@ impl Hub {
                 } else {
                     0
                 };
-                self.input(now, conn, |r, now| {
+                self.input(now, conn, None, |r, now| {
                     r.handle_control(conn, now)?;
                     if acked > 0 {
                         // Everything written before the ping has arrived: no need to keep
@@ -221,7 +233,7 @@ impl Hub {
                     Ok(())
                 })
             }
-            Inbound::Ping => self.input(now, conn, |r, now| r.handle_control(conn, now)),
+            Inbound::Ping => self.input(now, conn, None, |r, now| r.handle_control(conn, now)),
             Inbound::Close => {
                 // Keep reading: the transport answers the close and then ends the stream.
                 *client_closed = true;
@@ -237,7 +249,7 @@ impl Hub {
     /// progress for [`Config::write_stall_timeout`] ends the connection.
     async fn write_loop<T, W>(
         &self,
-        mut sink: W,
+        sink: &SharedSink<T, W>,
         conn: ConnectionId,
         outbox: &Outbox,
         liveness: &Liveness,
@@ -246,14 +258,11 @@ impl Hub {
         T: Transport,
         W: Sink<T::Message, Error = T::Error> + Unpin,
     {
-        // The `seq` of the last session message fed to the socket.
-        let mut last_seq = 0;
         loop {
             // Boxed: the batch, the frame being encoded and a write waiting for the socket
             // live only while there is something to send; an idle connection's writer holds
             // only the wait below (most connections, most of the time).
-            let written =
-                self.write_pending::<T, W>(&mut sink, conn, outbox, liveness, &mut last_seq);
+            let written = self.write_pending::<T, W>(sink, conn, outbox, liveness);
             if let Some(end) = Box::pin(written).await {
                 return end;
             }
@@ -262,14 +271,14 @@ impl Hub {
     }
 
     /// Writes what the outbox holds until it is empty (`None`: wait for more) or the
-    /// connection's writing ends.
+    /// connection's writing ends. `None` at once while a sender is writing into the socket
+    /// (it wakes the writer when it is done, if anything is left).
     async fn write_pending<T, W>(
         &self,
-        sink: &mut W,
+        sink: &SharedSink<T, W>,
         conn: ConnectionId,
         outbox: &Outbox,
         liveness: &Liveness,
-        last_seq: &mut u64,
     ) -> Option<WriteEnd>
     where
         T: Transport,
@@ -278,33 +287,36 @@ impl Hub {
         let config = &self.inner.config;
         let stall = config.write_stall_timeout;
         let mut batch = VecDeque::new();
+        let mut holding = false;
         loop {
             let Taken {
                 end,
                 ping,
                 relieved,
-            } = outbox.take(&mut batch, config);
+                flush,
+                fed_before,
+            } = outbox.take(&mut batch, config, &mut holding)?;
             if relieved {
                 self.relieve(conn);
             }
             if end == Some(End::Abort) {
                 return Some(WriteEnd::Aborted);
             }
-            let fed = ping.is_some() || !batch.is_empty();
+            let fed = ping.is_some() || !batch.is_empty() || flush;
             if let Some(payload) = ping {
-                liveness.seq_before_ping.store(*last_seq, Ordering::Relaxed);
+                liveness
+                    .seq_before_ping
+                    .store(fed_before, Ordering::Relaxed);
                 if let Err(end) =
                     progress(conn, stall, sink.feed(T::outbound(Outbound::Ping(payload)))).await
                 {
                     return Some(end);
                 }
             }
-            while let Some(frame) = batch.pop_front().map(|message| {
-                if let Some(seq) = message.seq {
-                    *last_seq = seq;
-                }
-                T::outbound(Outbound::Text(message.into_frame()))
-            }) {
+            while let Some(frame) = batch
+                .pop_front()
+                .map(|message| T::outbound(Outbound::Text(message.into_frame())))
+            {
                 if let Err(end) = progress(conn, stall, sink.feed(frame)).await {
                     return Some(end);
                 }
@@ -331,6 +343,94 @@ impl Hub {
             // Idle: the batch's buffer goes with this future.
             return None;
         }
+    }
+}
+
+/// A connection's sending half, shared by its writer and the senders that write into it
+/// straight from their own tasks ([`Outbox::write_now`]). The lock is taken for one poll at a
+/// time, never across a wait; the outbox's writing turn decides who writes.
+pub(super) struct SharedSink<T, W> {
+    sink: Mutex<W>,
+    transport: PhantomData<fn() -> T>,
+}
+
+impl<T, W> fmt::Debug for SharedSink<T, W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedSink").finish_non_exhaustive()
+    }
+}
+
+impl<T, W> SharedSink<T, W>
+where
+    T: Transport,
+    W: Sink<T::Message, Error = T::Error> + Unpin,
+{
+    pub(super) fn new(sink: W) -> Self {
+        SharedSink {
+            sink: Mutex::new(sink),
+            transport: PhantomData,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, W> {
+        self.sink.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// [`SinkExt::feed`] through the lock.
+    fn feed(&self, item: T::Message) -> impl Future<Output = Result<(), T::Error>> + '_ {
+        let mut item = Some(item);
+        std::future::poll_fn(move |cx| {
+            let mut sink = self.lock();
+            ready!(sink.poll_ready_unpin(cx))?;
+            match item.take() {
+                Some(item) => sink.start_send_unpin(item).into(),
+                None => Poll::Ready(Ok(())),
+            }
+        })
+    }
+
+    /// [`SinkExt::flush`] through the lock.
+    fn flush(&self) -> impl Future<Output = Result<(), T::Error>> + '_ {
+        std::future::poll_fn(move |cx| self.lock().poll_flush_unpin(cx))
+    }
+
+    /// [`SinkExt::send`] through the lock.
+    async fn send(&self, item: T::Message) -> Result<(), T::Error> {
+        self.feed(item).await?;
+        self.flush().await
+    }
+}
+
+impl<T, W> Direct for SharedSink<T, W>
+where
+    T: Transport,
+    W: Sink<T::Message, Error = T::Error> + Unpin + Send,
+{
+    fn write_now(&self, batch: &mut VecDeque<Transmit>) -> (bool, Option<u64>) {
+        // Nobody waits on this waker: whatever does not go now is the writer's, and the
+        // outbox wakes it (its own polls register its own waker again).
+        let mut cx = Context::from_waker(Waker::noop());
+        let Ok(mut sink) = self.sink.try_lock() else {
+            return (false, None);
+        };
+        let mut fed = None;
+        while !batch.is_empty() {
+            if !matches!(sink.poll_ready_unpin(&mut cx), Poll::Ready(Ok(()))) {
+                return (false, fed);
+            }
+            let Some(message) = batch.pop_front() else {
+                break;
+            };
+            if let Some(seq) = message.seq {
+                fed = Some(seq);
+            }
+            let frame = T::outbound(Outbound::Text(message.into_frame()));
+            if sink.start_send_unpin(frame).is_err() {
+                return (false, fed);
+            }
+        }
+        let flushed = matches!(sink.poll_flush_unpin(&mut cx), Poll::Ready(Ok(())));
+        (flushed, fed)
     }
 }
 
@@ -498,10 +598,11 @@ mod tests {
         let liveness = &outbox.liveness;
         let (socket, _client) = pair(4);
         let (sink, stream) = socket.split();
+        let sink = SharedSink::<Memory, _>::new(sink);
         let conn = registration.id;
         let mut not_logged_in = None;
         let read = hub.read_loop::<Memory, _>(stream, conn, outbox, liveness, &mut not_logged_in);
-        let write = hub.write_loop::<Memory, _>(sink, conn, outbox, liveness);
+        let write = hub.write_loop::<Memory, _>(&sink, conn, outbox, liveness);
         eprintln!(
             "read loop {} B, write loop {} B, Outbox {} B",
             std::mem::size_of_val(&read),
@@ -510,10 +611,10 @@ mod tests {
         );
         drop((read, write));
         let (socket, _client) = pair(4);
-        let (mut sink, mut stream) = socket.split();
+        let (sink, mut stream) = socket.split();
+        let sink = SharedSink::<Memory, _>::new(sink);
         let mut not_logged_in = None;
-        let run =
-            hub.run::<Memory, _, _>(&mut sink, &mut stream, &registration, &mut not_logged_in);
+        let run = hub.run::<Memory, _, _>(&sink, &mut stream, &registration, &mut not_logged_in);
         eprintln!("run {} B", std::mem::size_of_val(&run));
         drop(run);
         let (socket, _client) = pair(4);

@@ -15,11 +15,12 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use super::admission::{self, ConnectionPermits, Slots};
+use super::connection::SharedSink;
 use super::guards::{ActiveGuard, Registration};
 use super::heartbeat::{Heartbeat, Liveness};
 use super::ice::IceServers;
 use super::observe::HubEvent;
-use super::outbox::{Full, Outbox, Pushed};
+use super::outbox::{Direct, Full, Outbox, Owed, Pushed};
 use super::tokens::OsTokens;
 use super::{
     Admission, CloseFrame, Config, ConnectionInfo, Outbound, PendingRequest, Refusal, Transport,
@@ -65,6 +66,11 @@ pub(super) struct State {
     /// Sessions the router asked for (cluster mode: a `resume` with another node's token),
     /// for the resuming connection's task to fetch (`run_fetches`).
     fetches: Vec<Fetch>,
+    /// While a reader's input is dispatched ([`Hub::input`] with an [`Owed`]): messages for
+    /// other connections are queued without waking their writers; the last queue that needs
+    /// a wake is here, for the reader to settle (earlier ones are woken at once).
+    defer: bool,
+    owed: Option<Arc<Outbox>>,
 }
 
 /// An [`Output::Fetch`] waiting for its connection's task.
@@ -170,6 +176,8 @@ impl Hub {
                     heartbeats: BinaryHeap::new(),
                     claims: Vec::new(),
                     fetches: Vec::new(),
+                    defer: false,
+                    owed: None,
                 }),
                 phase: watch::Sender::new(Phase::Running),
                 active: AtomicUsize::new(0),
@@ -626,7 +634,10 @@ impl Hub {
     ) -> impl Future<Output = ()> + Send + use<T, S>
     where
         T: Transport,
-        S: Stream<Item = Result<T::Message, T::Error>> + Sink<T::Message, Error = T::Error> + Send,
+        S: Stream<Item = Result<T::Message, T::Error>>
+            + Sink<T::Message, Error = T::Error>
+            + Send
+            + 'static,
         T::Message: Send,
     {
         let Admission { info, permits } = admission;
@@ -655,7 +666,10 @@ impl Hub {
     ) -> impl Future<Output = ()> + Send + use<T, S>
     where
         T: Transport,
-        S: Stream<Item = Result<T::Message, T::Error>> + Sink<T::Message, Error = T::Error> + Send,
+        S: Stream<Item = Result<T::Message, T::Error>>
+            + Sink<T::Message, Error = T::Error>
+            + Send
+            + 'static,
         T::Message: Send,
     {
         let ip = info.remote_addr.map(|a| a.ip());
@@ -688,7 +702,7 @@ impl Hub {
         mut permits: ConnectionPermits,
     ) where
         T: Transport,
-        W: Sink<T::Message, Error = T::Error> + Unpin + Send,
+        W: Sink<T::Message, Error = T::Error> + Unpin + Send + 'static,
         R: Stream<Item = Result<T::Message, T::Error>> + Unpin + Send,
     {
         let active = ActiveGuard::new(&self);
@@ -701,9 +715,14 @@ impl Hub {
         tracing::debug!(conn = %registration.id, addr = ?info.remote_addr, "connected");
         drop(info);
         // The socket's halves and the permits stay here; the loops borrow them (held once in
-        // the future, not again in each nested one).
+        // the future, not again in each nested one). The sending half is shared with the
+        // senders that write into it from their own tasks (`Outbox::write_now`).
+        let sink = Arc::new(SharedSink::<T, W>::new(sink));
+        registration
+            .outbox
+            .set_direct(Some(Arc::clone(&sink) as Arc<dyn Direct>));
         let body = self.run::<T, W, R>(
-            &mut sink,
+            &sink,
             &mut stream,
             &registration,
             &mut permits.not_logged_in,
@@ -711,6 +730,7 @@ impl Hub {
         // The shutdown's deadline aborts the connection's outbox (a watch of the phase here
         // would be polled at every wake-up of every connection: measurable per relay).
         body.await;
+        registration.outbox.set_direct(None);
         drop(registration);
         let ConnectionPermits {
             connection, user, ..
@@ -767,13 +787,21 @@ impl Hub {
         &self,
         now: Instant,
         from: ConnectionId,
+        owed: Option<&mut Owed>,
         f: impl FnOnce(&mut Router, std::time::Instant) -> Result<(), crate::RouterError>,
     ) -> bool {
         let now = now.into_std();
         let mut state = self.lock();
         self.refresh_overload(&mut state);
         let ok = f(&mut state.router, now).is_ok();
+        state.defer = owed.is_some();
         self.dispatch(&mut state, Some(from));
+        state.defer = false;
+        let new = state.owed.take();
+        drop(state);
+        if let (Some(owed), Some(new)) = (owed, new) {
+            owed.owe(new);
+        }
         ok
     }
 
@@ -878,7 +906,21 @@ impl Hub {
             }
         }
         let to = t.to;
-        let pushed = outbox.push(t, config);
+        let pushed = if state.defer && sender.is_some_and(|s| s != to) {
+            // The reader that sent it wakes the writer, or writes for it (`Owed`).
+            outbox.push_deferred(t, config).map(|(pushed, owe)| {
+                if owe {
+                    if let Some(earlier) = state.owed.replace(Arc::clone(outbox)) {
+                        if !Arc::ptr_eq(&earlier, outbox) {
+                            earlier.wake();
+                        }
+                    }
+                }
+                pushed
+            })
+        } else {
+            outbox.push(t, config)
+        };
         if let (Some(observer), Some(kind), Ok(_)) = (&config.observer, relayed, &pushed) {
             observer.observe(&HubEvent::Relayed { kind });
         }

@@ -62,6 +62,18 @@ struct Queue {
     /// The router was told this queue is full (relays to it are refused); cleared once the
     /// queue drains to a quarter.
     congested: bool,
+    /// Someone is writing the socket: the connection's writer, or a sender writing its
+    /// messages straight into it ([`Outbox::write_now`]). One at a time, so that messages go
+    /// out in the order they were queued.
+    writing: bool,
+    /// A sender wrote into the socket and could not finish (the socket was full, or failed):
+    /// the writer must flush even with nothing new to send.
+    unflushed: bool,
+    /// The `seq` of the last session message handed to the socket (0: none yet).
+    fed_seq: u64,
+    /// The connection's socket, for a sender to write into when the writer is idle (set while
+    /// the connection's task runs).
+    direct: Option<Arc<dyn Direct>>,
 }
 
 impl Queue {
@@ -121,6 +133,10 @@ impl Outbox {
                 heartbeat,
                 expired: None,
                 congested: false,
+                writing: false,
+                unflushed: false,
+                fed_seq: 0,
+                direct: None,
             }),
             wake: Notify::new(),
             stop: Notify::new(),
@@ -140,10 +156,25 @@ impl Outbox {
     }
 
     pub(super) fn push(&self, message: Transmit, config: &Config) -> Result<Pushed, Full> {
+        let (pushed, woken) = self.push_deferred(message, config)?;
+        if woken {
+            self.wake.notify_one();
+        }
+        Ok(pushed)
+    }
+
+    /// [`push`](Self::push) without waking the writer: the second value says whether the
+    /// caller owes it a wake (the queue was empty), to give with [`write_now`](Self::write_now)
+    /// or [`wake`](Self::wake) before it waits for anything.
+    pub(super) fn push_deferred(
+        &self,
+        message: Transmit,
+        config: &Config,
+    ) -> Result<(Pushed, bool), Full> {
         let len = message.message.size_hint();
         let mut q = self.lock();
         if q.end.is_some() {
-            return Ok(Pushed::Queued); // closing: late messages are dropped
+            return Ok((Pushed::Queued, false)); // closing: late messages are dropped
         }
         if q.len() >= config.max_queued_messages
             || q.bytes().saturating_add(len) > config.max_queued_bytes
@@ -162,14 +193,96 @@ impl Outbox {
         let congested = !q.congested && !q.within(3, config);
         q.congested |= congested;
         drop(q);
-        if was_empty {
-            self.wake.notify_one();
-        }
-        Ok(if congested {
+        let pushed = if congested {
             Pushed::Congested
         } else {
             Pushed::Queued
-        })
+        };
+        Ok((pushed, was_empty))
+    }
+
+    /// Wakes the writer (a wake [`push_deferred`](Self::push_deferred) left to the caller).
+    pub(super) fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// The connection's socket, for senders to write into ([`write_now`](Self::write_now));
+    /// `None` when the connection's task ends.
+    pub(super) fn set_direct(&self, direct: Option<Arc<dyn Direct>>) {
+        let old = std::mem::replace(&mut self.lock().direct, direct);
+        drop(old); // outside the lock
+    }
+
+    /// Writes what is queued straight into the connection's socket, from the task of the
+    /// sender that queued it, when the writer is idle and the socket takes it all at once
+    /// (flushed); otherwise (the writer is busy, a ping or an end is due, the socket is full
+    /// or failed) wakes the writer to do it. Either way nothing queued waits for another
+    /// wake: call it for the wake a [`push_deferred`](Self::push_deferred) left to the caller.
+    ///
+    /// It saves the writer's task a wake-up and a turn per message (what the ceiling pays
+    /// too), with the same order and bounds: the queue's exclusive writing turn, its counts.
+    pub(super) fn write_now(&self) {
+        let (direct, mut batch, fed_before) = {
+            let mut q = self.lock();
+            if q.messages.is_empty() {
+                // The writer took them already, or nothing was queued (closing).
+                return;
+            }
+            let direct = match &q.direct {
+                Some(direct)
+                    if !q.writing
+                        && !q.unflushed
+                        && q.end.is_none()
+                        && q.ping.is_none()
+                        && !q.congested =>
+                {
+                    Arc::clone(direct)
+                }
+                _ => {
+                    drop(q);
+                    self.wake.notify_one();
+                    return;
+                }
+            };
+            q.writing = true;
+            let batch = std::mem::take(&mut q.messages);
+            q.in_flight = batch.len();
+            q.in_flight_bytes = std::mem::take(&mut q.queued_bytes);
+            (direct, batch, q.fed_seq)
+        };
+        let (flushed, fed_seq) = direct.write_now(&mut batch);
+        drop(direct);
+        let mut q = self.lock();
+        q.writing = false;
+        if q.end == Some(End::Abort) {
+            // Aborted meanwhile: the counts were given back, nothing more is written.
+            return;
+        }
+        // What was not fed goes back in front of what came meanwhile.
+        let mut unsent = 0;
+        if !batch.is_empty() {
+            unsent = batch.iter().map(|m| m.message.size_hint()).sum();
+            batch.append(&mut q.messages);
+            q.messages = batch;
+        }
+        let written = q.in_flight_bytes.saturating_sub(unsent);
+        q.queued_bytes += q.in_flight_bytes - written;
+        q.in_flight = 0;
+        q.in_flight_bytes = 0;
+        q.fed_seq = fed_seq.unwrap_or(fed_before);
+        q.unflushed = !flushed;
+        let more = !q.messages.is_empty() || q.unflushed || q.ping.is_some() || q.end.is_some();
+        if q.messages.is_empty() && q.messages.capacity() != 0 {
+            q.messages = VecDeque::new(); // an idle queue keeps no buffer
+        }
+        drop(q);
+        if written > 0 {
+            self.total.fetch_sub(written, Ordering::Relaxed);
+            self.drained.notify_waiters();
+        }
+        if more {
+            self.wake.notify_one();
+        }
     }
 
     /// Asks the writer to drain and close. The first request wins.
@@ -267,12 +380,15 @@ impl Outbox {
     pub(super) fn wait_for_room<'a>(
         &'a self,
         config: &'a Config,
+        owed: &mut Owed,
     ) -> impl Future<Output = (bool, bool)> + Send + 'a {
         let q = self.lock();
         if q.end.is_some() || q.within(2, config) {
             return Either::Left(std::future::ready((q.end.is_some(), false)));
         }
         drop(q);
+        // About to wait: what this reader queued for others goes now.
+        owed.settle();
         Either::Right(Box::pin(self.wait_for_drain(config)))
     }
 
@@ -300,8 +416,25 @@ impl Outbox {
     /// Called by the writer when everything it took before is written (one lock per batch):
     /// gives that back, then moves every queued message into `batch` (which must be empty;
     /// they count as in flight until the next call).
-    pub(super) fn take(&self, batch: &mut VecDeque<Transmit>, config: &Config) -> Taken {
+    ///
+    /// The writer holds the socket's writing turn (`holding`) from the first call that finds
+    /// something to do until a call finds nothing (it then goes idle) or an end. `None`: a
+    /// sender has the turn ([`write_now`](Self::write_now)), which wakes the writer again
+    /// when it is done if anything is left.
+    pub(super) fn take(
+        &self,
+        batch: &mut VecDeque<Transmit>,
+        config: &Config,
+        holding: &mut bool,
+    ) -> Option<Taken> {
         let mut q = self.lock();
+        if !*holding {
+            if q.writing {
+                return None;
+            }
+            q.writing = true;
+            *holding = true;
+        }
         let written = std::mem::take(&mut q.in_flight_bytes);
         q.in_flight = 0;
         if written > 0 {
@@ -319,16 +452,64 @@ impl Outbox {
         }
         q.in_flight = batch.len();
         q.in_flight_bytes = std::mem::take(&mut q.queued_bytes);
+        let fed_before = q.fed_seq;
+        if let Some(seq) = batch.iter().rev().find_map(|m| m.seq) {
+            q.fed_seq = seq;
+        }
         let taken = Taken {
             end: q.end,
             ping: q.ping.take(),
             relieved,
+            flush: std::mem::take(&mut q.unflushed),
+            fed_before,
         };
+        if batch.is_empty() && taken.ping.is_none() && taken.end.is_none() && !taken.flush {
+            // Idle: the turn goes back (senders may write now).
+            q.writing = false;
+            *holding = false;
+        }
         drop(q);
         if written > 0 {
             self.drained.notify_waiters();
         }
-        taken
+        Some(taken)
+    }
+}
+
+/// The wake a connection's reader owes the writer of the connection it last queued a message
+/// for ([`Outbox::push_deferred`]): held while the reader has more frames at hand, settled
+/// ([`Outbox::write_now`]) before it waits for anything; dropping it wakes that writer.
+///
+/// So a burst of frames from one sender to one receiver reaches the receiver's socket in one
+/// write, from the sender's task, without a turn of the receiver's task in between.
+#[derive(Default)]
+pub(super) struct Owed(Option<Arc<Outbox>>);
+
+impl Owed {
+    /// Owes `outbox`'s writer a wake; settles what was owed to another one first.
+    pub(super) fn owe(&mut self, outbox: Arc<Outbox>) {
+        if let Some(owed) = &self.0 {
+            if Arc::ptr_eq(owed, &outbox) {
+                return;
+            }
+            self.settle();
+        }
+        self.0 = Some(outbox);
+    }
+
+    /// Pays what is owed: the messages go into the socket now, or its writer is woken.
+    pub(super) fn settle(&mut self) {
+        if let Some(outbox) = self.0.take() {
+            outbox.write_now();
+        }
+    }
+}
+
+impl Drop for Owed {
+    fn drop(&mut self) {
+        if let Some(outbox) = self.0.take() {
+            outbox.wake();
+        }
     }
 }
 
@@ -340,6 +521,20 @@ pub(super) struct Taken {
     pub(super) ping: Option<[u8; 8]>,
     /// The queue was congested and has drained to a quarter: the router must be told.
     pub(super) relieved: bool,
+    /// A sender left the socket unflushed: flush it.
+    pub(super) flush: bool,
+    /// The `seq` of the last session message handed to the socket before this batch (what a
+    /// ping sent now follows).
+    pub(super) fed_before: u64,
+}
+
+/// A connection's socket as senders see it ([`Outbox::write_now`]).
+pub(super) trait Direct: Send + Sync + std::fmt::Debug {
+    /// Feeds the front of `batch` into the socket while it takes frames without waiting,
+    /// then flushes; `true` when all of it went and the flush completed. Never waits, never
+    /// registers a waker anyone depends on (what is left is the writer's, which it wakes).
+    /// Also returns the `seq` of the last session message fed.
+    fn write_now(&self, batch: &mut VecDeque<Transmit>) -> (bool, Option<u64>);
 }
 
 impl Drop for Outbox {
@@ -380,18 +575,136 @@ mod tests {
             // The writer's loop: take, write (more arrive meanwhile), take again, … until a
             // take finds nothing; then its batch goes with its future.
             let mut batch = VecDeque::new();
+            let mut holding = false;
             push(burst);
-            let _ = outbox.take(&mut batch, &config);
+            let _ = outbox.take(&mut batch, &config, &mut holding);
             assert_eq!(batch.len(), burst);
             batch.clear();
             push(2);
-            let _ = outbox.take(&mut batch, &config);
+            let _ = outbox.take(&mut batch, &config, &mut holding);
             assert_eq!(batch.len(), 2);
             batch.clear();
-            let _ = outbox.take(&mut batch, &config);
+            let _ = outbox.take(&mut batch, &config, &mut holding);
             assert!(batch.is_empty());
             let queue = outbox.lock();
             assert_eq!((queue.messages.len(), queue.messages.capacity()), (0, 0));
         }
+    }
+
+    /// A socket that takes `room` frames, then is full; it records what it took, and (once)
+    /// what the writer's `take` says while a sender is writing.
+    #[derive(Debug)]
+    struct Socket {
+        room: Mutex<usize>,
+        took: Mutex<Vec<Option<u64>>>,
+        outbox: Mutex<Option<Arc<Outbox>>>,
+        take_during_write: Mutex<Option<bool>>,
+    }
+
+    impl Direct for Socket {
+        fn write_now(&self, batch: &mut VecDeque<Transmit>) -> (bool, Option<u64>) {
+            if let Some(outbox) = self.outbox.lock().unwrap().take() {
+                let mut holding = false;
+                let taken = outbox.take(&mut VecDeque::new(), &Config::default(), &mut holding);
+                *self.take_during_write.lock().unwrap() = Some(taken.is_some() || holding);
+            }
+            let mut room = self.room.lock().unwrap();
+            let mut fed = None;
+            while *room > 0 {
+                let Some(message) = batch.pop_front() else {
+                    break;
+                };
+                *room -= 1;
+                fed = message.seq.or(fed);
+                self.took.lock().unwrap().push(message.seq);
+            }
+            (batch.is_empty(), fed)
+        }
+    }
+
+    fn message(seq: u64) -> Transmit {
+        Transmit {
+            to: ConnectionId(1),
+            message: ServerMessage::Error {
+                code: ErrorCode::InvalidJson,
+                message: "x".into(),
+            },
+            seq: Some(seq),
+        }
+    }
+
+    fn woken(outbox: &Outbox) -> bool {
+        let notified = outbox.wake.notified();
+        futures_util::FutureExt::now_or_never(notified).is_some()
+    }
+
+    /// A sender writes a receiver's queue straight into its socket only in the writer's
+    /// place: in order, never beside the writer, and what the socket does not take stays for
+    /// the writer, in front, with a wake and a flush owed; the counts follow.
+    #[test]
+    fn a_sender_writes_in_the_writers_place() {
+        let config = Config::default();
+        let heartbeat = Heartbeat::new(tokio::time::Instant::now(), &config);
+        let total = Arc::new(AtomicUsize::new(0));
+        let outbox = Arc::new(Outbox::new(total.clone(), heartbeat, Liveness::default()));
+        let socket = Arc::new(Socket {
+            room: Mutex::new(2),
+            took: Mutex::default(),
+            outbox: Mutex::new(Some(outbox.clone())),
+            take_during_write: Mutex::default(),
+        });
+        outbox.set_direct(Some(socket.clone()));
+        let size = message(1).message.size_hint();
+
+        // Queued without a wake (the sender owes it), then written by the sender: two of
+        // three fit; the writer's turn is the sender's meanwhile.
+        for seq in 1..=3 {
+            let (_, owe) = outbox.push_deferred(message(seq), &config).ok().unwrap();
+            assert_eq!(owe, seq == 1);
+        }
+        assert!(!woken(&outbox));
+        outbox.write_now();
+        assert_eq!(*socket.take_during_write.lock().unwrap(), Some(false));
+        assert_eq!(*socket.took.lock().unwrap(), [Some(1), Some(2)]);
+        assert_eq!(
+            total.load(Ordering::Relaxed),
+            size,
+            "only the unsent one counts"
+        );
+        assert!(woken(&outbox), "the writer must finish");
+
+        // The writer: the one left first, then what came since, and a flush.
+        outbox.push(message(4), &config).ok().unwrap();
+        let mut batch = VecDeque::new();
+        let mut holding = false;
+        let taken = outbox.take(&mut batch, &config, &mut holding).unwrap();
+        assert!(holding && taken.flush);
+        assert_eq!(taken.fed_before, 2);
+        let seqs: Vec<_> = batch.iter().map(|m| m.seq).collect();
+        assert_eq!(seqs, [Some(3), Some(4)]);
+
+        // While the writer holds its turn, a sender does not write: it wakes the writer.
+        outbox.push_deferred(message(5), &config).ok().unwrap();
+        *socket.room.lock().unwrap() = 10;
+        outbox.write_now();
+        assert_eq!(socket.took.lock().unwrap().len(), 2);
+        assert!(woken(&outbox));
+        batch.clear();
+        let taken = outbox.take(&mut batch, &config, &mut holding).unwrap();
+        assert_eq!(taken.fed_before, 4);
+        assert_eq!(batch.len(), 1);
+        batch.clear();
+        // Nothing left: the writer goes idle and gives the turn back; a sender writes again.
+        assert!(outbox.take(&mut batch, &config, &mut holding).is_some());
+        assert!(!holding);
+        assert_eq!(total.load(Ordering::Relaxed), 0);
+        outbox.push_deferred(message(6), &config).ok().unwrap();
+        outbox.write_now();
+        assert_eq!(socket.took.lock().unwrap().last(), Some(&Some(6)));
+        assert!(!woken(&outbox), "all of it went: no wake");
+        assert_eq!(total.load(Ordering::Relaxed), 0);
+        let queue = outbox.lock();
+        assert_eq!((queue.messages.len(), queue.messages.capacity()), (0, 0));
+        assert_eq!(queue.fed_seq, 6);
     }
 }

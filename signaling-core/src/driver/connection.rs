@@ -24,23 +24,26 @@ use crate::router::ConnectionId;
 use crate::router::Transmit;
 
 impl Hub {
-    pub(super) async fn run<T, W, R>(
+    pub(super) async fn run<T, S>(
         &self,
-        sink: &SharedSink<T, W>,
-        stream: &mut R,
+        socket: &SharedSocket<T, S>,
         registration: &Registration,
         not_logged_in: &mut Option<Permit<AddressKey>>,
     ) where
         T: Transport,
-        W: Sink<T::Message, Error = T::Error> + Unpin,
-        R: Stream<Item = Result<T::Message, T::Error>> + Unpin,
+        S: Stream<Item = Result<T::Message, T::Error>> + Sink<T::Message, Error = T::Error> + Unpin,
     {
         let conn = registration.id;
         let outbox = &*registration.outbox;
         let liveness = &outbox.liveness;
-        let mut reader =
-            std::pin::pin!(self.read_loop::<T, _>(stream, conn, outbox, liveness, not_logged_in));
-        let mut writer = std::pin::pin!(self.write_loop::<T, W>(sink, conn, outbox, liveness));
+        let mut reader = std::pin::pin!(self.read_loop::<T, _>(
+            Reader(socket),
+            conn,
+            outbox,
+            liveness,
+            not_logged_in
+        ));
+        let mut writer = std::pin::pin!(self.write_loop::<T, S>(socket, conn, outbox, liveness));
 
         // The reader is polled only when something woke it, not every time the task runs: a
         // task woken to write a partner's message would otherwise try its socket for nothing
@@ -249,7 +252,7 @@ impl Hub {
     /// progress for [`Config::write_stall_timeout`] ends the connection.
     async fn write_loop<T, W>(
         &self,
-        sink: &SharedSink<T, W>,
+        socket: &SharedSocket<T, W>,
         conn: ConnectionId,
         outbox: &Outbox,
         liveness: &Liveness,
@@ -262,7 +265,7 @@ impl Hub {
             // Boxed: the batch, the frame being encoded and a write waiting for the socket
             // live only while there is something to send; an idle connection's writer holds
             // only the wait below (most connections, most of the time).
-            let written = self.write_pending::<T, W>(sink, conn, outbox, liveness);
+            let written = self.write_pending::<T, W>(socket, conn, outbox, liveness);
             if let Some(end) = Box::pin(written).await {
                 return end;
             }
@@ -275,7 +278,7 @@ impl Hub {
     /// (it wakes the writer when it is done, if anything is left).
     async fn write_pending<T, W>(
         &self,
-        sink: &SharedSink<T, W>,
+        socket: &SharedSocket<T, W>,
         conn: ConnectionId,
         outbox: &Outbox,
         liveness: &Liveness,
@@ -307,8 +310,12 @@ impl Hub {
                 liveness
                     .seq_before_ping
                     .store(fed_before, Ordering::Relaxed);
-                if let Err(end) =
-                    progress(conn, stall, sink.feed(T::outbound(Outbound::Ping(payload)))).await
+                if let Err(end) = progress(
+                    conn,
+                    stall,
+                    socket.feed(T::outbound(Outbound::Ping(payload))),
+                )
+                .await
                 {
                     return Some(end);
                 }
@@ -317,12 +324,12 @@ impl Hub {
                 .pop_front()
                 .map(|message| T::outbound(Outbound::Text(message.into_frame())))
             {
-                if let Err(end) = progress(conn, stall, sink.feed(frame)).await {
+                if let Err(end) = progress(conn, stall, socket.feed(frame)).await {
                     return Some(end);
                 }
             }
             if fed {
-                if let Err(end) = progress(conn, stall, sink.flush()).await {
+                if let Err(end) = progress(conn, stall, socket.flush()).await {
                     return Some(end);
                 }
                 if batch.capacity() > 64 {
@@ -332,8 +339,12 @@ impl Hub {
             }
             if let Some(End::Close(close)) = end {
                 return Some(
-                    match progress(conn, stall, sink.send(T::outbound(Outbound::Close(close))))
-                        .await
+                    match progress(
+                        conn,
+                        stall,
+                        socket.send(T::outbound(Outbound::Close(close))),
+                    )
+                    .await
                     {
                         Ok(()) => WriteEnd::SentClose,
                         Err(end) => end,
@@ -346,36 +357,54 @@ impl Hub {
     }
 }
 
-/// A connection's sending half, shared by its writer and the senders that write into it
-/// straight from their own tasks ([`Outbox::write_now`]). The lock is taken for one poll at a
-/// time, never across a wait; the outbox's writing turn decides who writes.
-pub(super) struct SharedSink<T, W> {
-    sink: Mutex<W>,
+/// A connection's socket, on the heap, shared by its reader, its writer and the senders that
+/// write into it straight from their own tasks ([`Outbox::write_now`]). The lock is taken for
+/// one poll at a time, never across a wait; the outbox's writing turn decides who writes. (Not
+/// split into halves: the split's own shared allocation and buffered item would come on top.)
+pub(super) struct SharedSocket<T, S> {
+    socket: Mutex<S>,
     transport: PhantomData<fn() -> T>,
 }
 
-impl<T, W> fmt::Debug for SharedSink<T, W> {
+impl<T, S> fmt::Debug for SharedSocket<T, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SharedSink").finish_non_exhaustive()
+        f.debug_struct("SharedSocket").finish_non_exhaustive()
     }
 }
 
-impl<T, W> SharedSink<T, W>
-where
-    T: Transport,
-    W: Sink<T::Message, Error = T::Error> + Unpin,
-{
-    pub(super) fn new(sink: W) -> Self {
-        SharedSink {
-            sink: Mutex::new(sink),
+impl<T, S> SharedSocket<T, S> {
+    pub(super) fn new(socket: S) -> Self {
+        SharedSocket {
+            socket: Mutex::new(socket),
             transport: PhantomData,
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, W> {
-        self.sink.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> MutexGuard<'_, S> {
+        self.socket.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
 
+/// The reading side of a [`SharedSocket`].
+pub(super) struct Reader<'a, T, S>(pub(super) &'a SharedSocket<T, S>);
+
+impl<T, S> Stream for Reader<'_, T, S>
+where
+    T: Transport,
+    S: Stream<Item = Result<T::Message, T::Error>> + Unpin,
+{
+    type Item = Result<T::Message, T::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.0.lock().poll_next_unpin(cx)
+    }
+}
+
+impl<T, S> SharedSocket<T, S>
+where
+    T: Transport,
+    S: Sink<T::Message, Error = T::Error> + Unpin,
+{
     /// [`SinkExt::feed`] through the lock.
     fn feed(&self, item: T::Message) -> impl Future<Output = Result<(), T::Error>> + '_ {
         let mut item = Some(item);
@@ -395,22 +424,22 @@ where
     }
 
     /// [`SinkExt::send`] through the lock.
-    async fn send(&self, item: T::Message) -> Result<(), T::Error> {
+    pub(super) async fn send(&self, item: T::Message) -> Result<(), T::Error> {
         self.feed(item).await?;
         self.flush().await
     }
 }
 
-impl<T, W> Direct for SharedSink<T, W>
+impl<T, S> Direct for SharedSocket<T, S>
 where
     T: Transport,
-    W: Sink<T::Message, Error = T::Error> + Unpin + Send,
+    S: Sink<T::Message, Error = T::Error> + Unpin + Send,
 {
     fn write_now(&self, batch: &mut VecDeque<Transmit>) -> (bool, Option<u64>) {
         // Nobody waits on this waker: whatever does not go now is the writer's, and the
         // outbox wakes it (its own polls register its own waker again).
         let mut cx = Context::from_waker(Waker::noop());
-        let Ok(mut sink) = self.sink.try_lock() else {
+        let Ok(mut sink) = self.socket.try_lock() else {
             return (false, None);
         };
         let mut fed = None;
@@ -597,12 +626,12 @@ mod tests {
         let outbox = &*registration.outbox;
         let liveness = &outbox.liveness;
         let (socket, _client) = pair(4);
-        let (sink, stream) = socket.split();
-        let sink = SharedSink::<Memory, _>::new(sink);
+        let socket = SharedSocket::<Memory, _>::new(socket);
         let conn = registration.id;
         let mut not_logged_in = None;
-        let read = hub.read_loop::<Memory, _>(stream, conn, outbox, liveness, &mut not_logged_in);
-        let write = hub.write_loop::<Memory, _>(&sink, conn, outbox, liveness);
+        let read =
+            hub.read_loop::<Memory, _>(Reader(&socket), conn, outbox, liveness, &mut not_logged_in);
+        let write = hub.write_loop::<Memory, _>(&socket, conn, outbox, liveness);
         eprintln!(
             "read loop {} B, write loop {} B, Outbox {} B",
             std::mem::size_of_val(&read),
@@ -610,11 +639,8 @@ mod tests {
             std::mem::size_of::<Outbox>(),
         );
         drop((read, write));
-        let (socket, _client) = pair(4);
-        let (sink, mut stream) = socket.split();
-        let sink = SharedSink::<Memory, _>::new(sink);
         let mut not_logged_in = None;
-        let run = hub.run::<Memory, _, _>(&sink, &mut stream, &registration, &mut not_logged_in);
+        let run = hub.run::<Memory, _>(&socket, &registration, &mut not_logged_in);
         eprintln!("run {} B", std::mem::size_of_val(&run));
         drop(run);
         let (socket, _client) = pair(4);

@@ -50,18 +50,17 @@ impl Hub {
             };
             let liveness = &outbox.liveness;
             let seen = liveness.last_seen.load(Ordering::Relaxed);
-            let now_ms = self.millis_at(now);
             let (tick, next) = outbox.with_heartbeat(|heartbeat| {
-                let tick = heartbeat.on_timer(now, now_ms, seen, config);
+                let tick = heartbeat.on_timer(now, seen, config, |at| self.millis_at(at));
                 (tick, heartbeat.deadline(config))
             });
             let close = match tick {
                 Tick::Nothing => None,
                 Tick::Ping => {
                     // Unpredictable, so that a client that does not read cannot answer it.
-                    let payload = self.inner.ping_keys.hash_one((conn.0, now_ms));
+                    let payload = self.inner.ping_keys.hash_one((conn.0, self.millis_at(now)));
                     liveness.expected_pong.store(payload, Ordering::Relaxed);
-                    outbox.request_ping(payload.to_be_bytes());
+                    outbox.request_ping();
                     None
                 }
                 Tick::DeadPeer => {
@@ -107,9 +106,9 @@ pub(super) enum Tick {
 #[derive(Debug)]
 pub(super) struct Heartbeat {
     next_ping: Option<Instant>,
-    /// When the unanswered ping went out, and the same moment on the hub's millisecond clock
-    /// (the clock `last_seen` is kept on; a pong in the same millisecond counts).
-    ping_sent: Option<(Instant, u64)>,
+    /// When the unanswered ping went out (compared with `last_seen` on the hub's millisecond
+    /// clock: a pong in the same millisecond counts).
+    ping_sent: Option<Instant>,
     login_deadline: Option<Instant>,
 }
 
@@ -124,23 +123,23 @@ impl Heartbeat {
     }
 
     pub(super) fn deadline(&self, config: &Config) -> Option<Instant> {
-        let pong = self.ping_sent.map(|(sent, _)| sent + config.pong_timeout);
+        let pong = self.ping_sent.map(|sent| sent + config.pong_timeout);
         [self.next_ping, pong, self.login_deadline]
             .into_iter()
             .flatten()
             .min()
     }
 
-    /// `now_ms` and `last_seen_ms` are on the hub's millisecond clock.
+    /// `last_seen_ms` is on the hub's millisecond clock, `millis` reads an instant on it.
     pub(super) fn on_timer(
         &mut self,
         now: Instant,
-        now_ms: u64,
         last_seen_ms: u64,
         config: &Config,
+        millis: impl Fn(Instant) -> u64,
     ) -> Tick {
-        if let Some((sent, sent_ms)) = self.ping_sent {
-            if last_seen_ms >= sent_ms {
+        if let Some(sent) = self.ping_sent {
+            if last_seen_ms >= millis(sent) {
                 self.ping_sent = None;
             } else if now >= sent + config.pong_timeout {
                 return Tick::DeadPeer;
@@ -154,7 +153,7 @@ impl Heartbeat {
             if now >= next {
                 self.next_ping = Some(now + interval);
                 if self.ping_sent.is_none() {
-                    self.ping_sent = Some((now, now_ms));
+                    self.ping_sent = Some(now);
                 }
                 return Tick::Ping;
             }

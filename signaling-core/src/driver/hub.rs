@@ -10,12 +10,12 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
 use foldhash::fast::RandomState;
-use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use futures_util::{Sink, Stream};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use super::admission::{self, ConnectionPermits, Slots};
-use super::connection::SharedSink;
+use super::connection::SharedSocket;
 use super::guards::{ActiveGuard, Registration};
 use super::heartbeat::{Heartbeat, Liveness};
 use super::ice::IceServers;
@@ -624,9 +624,9 @@ impl Hub {
     /// end, as [`serve_connection`](Self::serve_connection) does, and gives the connection
     /// slot back when it ends (however it ends).
     ///
-    /// The socket is split (moved to the heap) before the future is made, so the future —
-    /// what every connection's task holds while idle — does not carry it inline; the future
-    /// holds a clone of the hub, not a borrow.
+    /// The socket is moved to the heap before the future is made, so the future — what every
+    /// connection's task holds while idle — does not carry it inline; the future holds a clone
+    /// of the hub, not a borrow.
     pub fn serve_admitted<T, S>(
         &self,
         socket: S,
@@ -636,14 +636,14 @@ impl Hub {
         T: Transport,
         S: Stream<Item = Result<T::Message, T::Error>>
             + Sink<T::Message, Error = T::Error>
+            + Unpin
             + Send
             + 'static,
         T::Message: Send,
     {
         let Admission { info, permits } = admission;
-        let (sink, stream) = socket.split();
-        self.clone()
-            .run_connection::<T, _, _>(sink, stream, info, permits)
+        let socket = Arc::new(SharedSocket::<T, S>::new(socket));
+        self.clone().run_connection::<T, S>(socket, info, permits)
     }
 
     /// Runs one upgraded WebSocket connection to its end: registers it with the router, reads,
@@ -658,7 +658,7 @@ impl Hub {
     ///
     /// `T` says how the socket's messages map to frames; see [`Transport`]. Like
     /// [`serve_admitted`](Self::serve_admitted), the returned future owns a clone of the hub
-    /// and the socket's split halves.
+    /// and the socket (on the heap).
     pub fn serve_connection<T, S>(
         &self,
         socket: S,
@@ -668,65 +668,60 @@ impl Hub {
         T: Transport,
         S: Stream<Item = Result<T::Message, T::Error>>
             + Sink<T::Message, Error = T::Error>
+            + Unpin
             + Send
             + 'static,
         T::Message: Send,
     {
         let ip = info.remote_addr.map(|a| a.ip());
         let permits = self.inner.slots.connection(ip, &self.inner.config);
-        let (mut sink, stream) = socket.split();
+        let socket = Arc::new(SharedSocket::<T, S>::new(socket));
         match permits {
             Ok(permits) => futures_util::future::Either::Left(
-                self.clone()
-                    .run_connection::<T, _, _>(sink, stream, info, permits),
+                self.clone().run_connection::<T, S>(socket, info, permits),
             ),
             Err(refusal) => {
                 tracing::debug!(addr = ?info.remote_addr, %refusal, "connection refused");
                 let close_timeout = self.inner.config.close_timeout;
                 futures_util::future::Either::Right(async move {
                     let close =
-                        sink.send(T::outbound(Outbound::Close(CloseFrame::TRY_AGAIN_LATER)));
+                        socket.send(T::outbound(Outbound::Close(CloseFrame::TRY_AGAIN_LATER)));
                     let _ = tokio::time::timeout(close_timeout, close).await;
-                    drop(stream);
                 })
             }
         }
     }
 
     /// Runs the connection holding `permits` (given back when it ends, however it ends).
-    async fn run_connection<T, W, R>(
+    async fn run_connection<T, S>(
         self,
-        mut sink: W,
-        mut stream: R,
+        socket: Arc<SharedSocket<T, S>>,
         info: ConnectionInfo,
         mut permits: ConnectionPermits,
     ) where
         T: Transport,
-        W: Sink<T::Message, Error = T::Error> + Unpin + Send + 'static,
-        R: Stream<Item = Result<T::Message, T::Error>> + Unpin + Send,
+        S: Stream<Item = Result<T::Message, T::Error>>
+            + Sink<T::Message, Error = T::Error>
+            + Unpin
+            + Send
+            + 'static,
     {
         let active = ActiveGuard::new(&self);
         let Some(registration) = self.register(&info) else {
             // Shutting down: refuse politely (boxed: not in every connection's future).
-            let close = sink.send(T::outbound(Outbound::Close(CloseFrame::GOING_AWAY)));
+            let close = socket.send(T::outbound(Outbound::Close(CloseFrame::GOING_AWAY)));
             let _ = Box::pin(tokio::time::timeout(self.inner.config.close_timeout, close)).await;
             return;
         };
         tracing::debug!(conn = %registration.id, addr = ?info.remote_addr, "connected");
         drop(info);
-        // The socket's halves and the permits stay here; the loops borrow them (held once in
-        // the future, not again in each nested one). The sending half is shared with the
-        // senders that write into it from their own tasks (`Outbox::write_now`).
-        let sink = Arc::new(SharedSink::<T, W>::new(sink));
+        // The socket and the permits stay here; the loops borrow them (held once in the
+        // future, not again in each nested one). The socket is shared with the senders that
+        // write into it from their own tasks (`Outbox::write_now`).
         registration
             .outbox
-            .set_direct(Some(Arc::clone(&sink) as Arc<dyn Direct>));
-        let body = self.run::<T, W, R>(
-            &sink,
-            &mut stream,
-            &registration,
-            &mut permits.not_logged_in,
-        );
+            .set_direct(Some(Arc::clone(&socket) as Arc<dyn Direct>));
+        let body = self.run::<T, S>(&socket, &registration, &mut permits.not_logged_in);
         // The shutdown's deadline aborts the connection's outbox (a watch of the phase here
         // would be polled at every wake-up of every connection: measurable per relay).
         body.await;

@@ -53,8 +53,9 @@ struct Queue {
     in_flight: usize,
     in_flight_bytes: usize,
     end: Option<End>,
-    /// The hub's timers ask for a heartbeat ping with this payload.
-    ping: Option<[u8; 8]>,
+    /// The hub's timers ask for a heartbeat ping (its payload is the liveness's
+    /// `expected_pong`).
+    ping: bool,
     /// The connection's timers (run by the hub's timer task).
     heartbeat: Heartbeat,
     /// A deadline passed (heartbeat or login): the connection's task closes with this frame.
@@ -129,7 +130,7 @@ impl Outbox {
                 in_flight: 0,
                 in_flight_bytes: 0,
                 end: None,
-                ping: None,
+                ping: false,
                 heartbeat,
                 expired: None,
                 congested: false,
@@ -230,11 +231,7 @@ impl Outbox {
             }
             let direct = match &q.direct {
                 Some(direct)
-                    if !q.writing
-                        && !q.unflushed
-                        && q.end.is_none()
-                        && q.ping.is_none()
-                        && !q.congested =>
+                    if !q.writing && !q.unflushed && q.end.is_none() && !q.ping && !q.congested =>
                 {
                     Arc::clone(direct)
                 }
@@ -271,7 +268,7 @@ impl Outbox {
         q.in_flight_bytes = 0;
         q.fed_seq = fed_seq.unwrap_or(fed_before);
         q.unflushed = !flushed;
-        let more = !q.messages.is_empty() || q.unflushed || q.ping.is_some() || q.end.is_some();
+        let more = !q.messages.is_empty() || q.unflushed || q.ping || q.end.is_some();
         if q.messages.is_empty() && q.messages.capacity() != 0 {
             q.messages = VecDeque::new(); // an idle queue keeps no buffer
         }
@@ -408,8 +405,10 @@ impl Outbox {
         }
     }
 
-    pub(super) fn request_ping(&self, payload: [u8; 8]) {
-        self.lock().ping = Some(payload);
+    /// Asks the writer for a ping whose payload is the liveness's `expected_pong` (stored
+    /// first).
+    pub(super) fn request_ping(&self) {
+        self.lock().ping = true;
         self.wake.notify_one();
     }
 
@@ -458,7 +457,12 @@ impl Outbox {
         }
         let taken = Taken {
             end: q.end,
-            ping: q.ping.take(),
+            ping: std::mem::take(&mut q.ping).then(|| {
+                self.liveness
+                    .expected_pong
+                    .load(Ordering::Relaxed)
+                    .to_be_bytes()
+            }),
             relieved,
             flush: std::mem::take(&mut q.unflushed),
             fed_before,

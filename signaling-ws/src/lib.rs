@@ -641,7 +641,7 @@ where
 /// driver, bound to the admission's verified username (if any) and holding its connection slot
 /// until it ends. Upgrade it with [`websocket_config`].
 ///
-/// Not an `async fn`: the socket goes to the driver (which splits it onto the heap) when this
+/// Not an `async fn`: the socket goes to the driver (which moves it onto the heap) when this
 /// is called, so the future, what the connection's task holds, does not carry it inline.
 pub fn serve_admitted<S>(
     ws: WebSocketStream<S>,

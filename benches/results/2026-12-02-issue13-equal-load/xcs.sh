@@ -1,5 +1,6 @@
 #!/bin/bash
 # xcs.sh RATE [N]: cross-node paced relay; per process (node a, node b, redis): CPU µs and context switches per relayed message
+# RCORE=C: the core Redis is pinned to (default 0, with the nodes); DUR=S: seconds measured (default 3)
 WS=${WS:-target/release/examples/ws_server}
 LG=${LOADGEN:-target/release/loadgen}
 LIM="--rate-limit 0 --max-connections 0 --max-connections-per-ip 0 --max-pending-requests 0 --max-pending-requests-per-ip 0 --max-not-logged-in 0 --max-not-logged-in-per-ip 0 --max-total-queued-mib 0"
@@ -9,7 +10,7 @@ snap() { # pid -> "ticks vol nonvol"
   echo "$t $v $n"; }
 for i in $(seq ${2:-1}); do
   rp=$((26400 + RANDOM % 100)); pa=$((18400 + RANDOM % 50)); pb=$((18460 + RANDOM % 50))
-  taskset -c 0 redis-server --port $rp --bind 127.0.0.1 --save "" --appendonly no >/dev/null 2>&1 & r=$!
+  taskset -c ${RCORE:-0} redis-server --port $rp --bind 127.0.0.1 --save "" --appendonly no >/dev/null 2>&1 & r=$!
   sleep 0.3
   taskset -c 0 $WS --addr 127.0.0.1:$pa $LIM --redis redis://127.0.0.1:$rp --node-id xa$i >/dev/null 2>&1 & a=$!
   taskset -c 0 $WS --addr 127.0.0.1:$pb $LIM --redis redis://127.0.0.1:$rp --node-id xb$i >/dev/null 2>&1 & b=$!

@@ -778,6 +778,11 @@ impl Hub {
     /// Feeds one input from `from` to the router under the lock and dispatches what comes
     /// out. `false` when the router no longer knows the connection (it was disconnected
     /// meanwhile).
+    ///
+    /// With `owed` (a reader's text frames): messages for other connections are queued
+    /// without waking their writers, and the wake the last of them needs is added to `owed`,
+    /// for the reader to settle outside the lock (writing into that socket itself, or waking
+    /// its writer). Without it every writer is woken at once, as before.
     pub(super) fn input(
         &self,
         now: Instant,
